@@ -1,0 +1,83 @@
+import type { WeightData } from './weight.ts';
+
+/**
+ * The compute interface that model code calls. Activations are row-major Float32Arrays
+ * ([rows, width]); weights are prepared once per backend. Every op returns a new array unless
+ * it says "in place".
+ *
+ * Two implementations: `ts/` (plain TypeScript, the oracle) and `native/` (the C++ addon).
+ * Tests check that they agree op by op on random inputs for every weight format.
+ */
+export interface Backend {
+  readonly name: string;
+
+  /** Makes a weight usable by this backend (may repack, may keep a reference to `w`). */
+  prepare(w: WeightData): PreparedWeight;
+
+  /** y[n, w.rows] = x[n, w.cols] · Wᵀ (+ bias[w.rows]). */
+  matmul(x: Float32Array, n: number, w: PreparedWeight, bias?: Float32Array | null): Float32Array;
+
+  /** Rows `ids` of a [vocab, dim] table, as float32 ([ids.length, dim]). */
+  gatherRows(w: PreparedWeight, ids: ArrayLike<number>): Float32Array;
+
+  /** Row-wise RMSNorm over width `dim`: w ⊙ x / sqrt(mean(x²) + eps). */
+  rmsNorm(x: Float32Array, dim: number, weight: Float32Array, eps: number): Float32Array;
+
+  /** Row-wise LayerNorm over width `dim` with affine weight and bias. */
+  layerNorm(x: Float32Array, dim: number, weight: Float32Array, bias: Float32Array, eps: number): Float32Array;
+
+  /**
+   * In place, split-half ("rotate_half") rotary embedding: for token i and head h,
+   * x' = x·cos[i] + rotate_half(x)·sin[i], rotate_half(v) = concat(−v[d/2:], v[:d/2]).
+   * x is [n, heads·headDim]; cos and sin are [n, headDim].
+   */
+  rope(x: Float32Array, n: number, heads: number, headDim: number, cos: Float32Array, sin: Float32Array): void;
+
+  /**
+   * Scaled dot-product attention. q is [nQ, heads·headDim]; k, v are [nKv, kvHeads·headDim];
+   * query head h reads kv head ⌊h / (heads/kvHeads)⌋. Returns [nQ, heads·headDim].
+   */
+  attention(q: Float32Array, k: Float32Array, v: Float32Array, opts: AttentionOptions): Float32Array;
+
+  /** silu(gate) ⊙ up, element-wise. */
+  siluMul(gate: Float32Array, up: Float32Array): Float32Array;
+
+  /** In place GELU: 'tanh' = PyTorch approximate='tanh', 'erf' = exact. */
+  gelu(x: Float32Array, kind: 'tanh' | 'erf'): void;
+
+  /** In place a += b (same length). */
+  addInPlace(a: Float32Array, b: Float32Array): void;
+
+  /** Frees what `prepare` allocated outside the JS heap (no-op for the TS backend). */
+  release?(w: PreparedWeight): void;
+}
+
+export interface AttentionOptions {
+  nQ: number;
+  nKv: number;
+  heads: number;
+  kvHeads: number;
+  headDim: number;
+  /** multiplier on q·k, usually headDim^-1/2 */
+  scale: number;
+  /**
+   * Causal: query i (absolute position qOffset + i) sees keys 0..qOffset+i. Used for text
+   * prefill (qOffset = tokens already in the cache) and decode (nQ = 1).
+   */
+  causal: boolean;
+  qOffset?: number;
+  /**
+   * Non-causal block-diagonal attention (vision): cu_seqlens-style boundaries
+   * [0, s1, s2, …, nQ]; a query sees only keys of its own segment. Requires nQ = nKv.
+   */
+  segments?: Int32Array;
+}
+
+/** What `Backend.prepare` returns: the shape plus whatever the backend keeps. */
+export interface PreparedWeight {
+  readonly rows: number;
+  readonly cols: number;
+  readonly format: WeightData['format'];
+  /** the backend's own representation */
+  readonly impl: unknown;
+}
