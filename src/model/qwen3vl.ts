@@ -1,0 +1,199 @@
+import { QvlError } from '../errors.ts';
+import type { Backend } from '../kernels/backend.ts';
+import type { Qwen3VLConfig } from './config.ts';
+import { KVCache } from './kv-cache.ts';
+import { ropeIndex, type Grid, type RopePositions } from './rope-index.ts';
+import { TextModel, type DeepstackInjection } from './text.ts';
+import type { Trace } from './trace.ts';
+import { VisionTower, type VisionOutput } from './vision.ts';
+import type { ModelWeights } from './weights.ts';
+
+/** One prompt's token ids and its preprocessed media. */
+export interface ModelInputs {
+  ids: ArrayLike<number>;
+  /** [Σ patches, 1536] for all images, in prompt order */
+  pixelValues?: Float32Array;
+  imageGrids?: Grid[];
+  pixelValuesVideos?: Float32Array;
+  videoGrids?: Grid[];
+}
+
+export interface PrefillOptions {
+  /** tokens per forward chunk (bounds activation memory on long prompts); default all at once */
+  chunkSize?: number;
+  /** return logits for every prompt position instead of the last only */
+  allLogits?: boolean;
+  trace?: Trace;
+  /** vision features computed earlier for these same media (skips the vision tower) */
+  vision?: { image?: VisionOutput; video?: VisionOutput };
+}
+
+export interface PrefillResult {
+  positions: RopePositions;
+  /** [rows, vocab]: the last position, or all of them with allLogits */
+  logits: Float32Array;
+  vision: { image?: VisionOutput; video?: VisionOutput };
+}
+
+/** Qwen3-VL: vision tower, embedding merge with DeepStack, text decoder, logits. */
+export class Qwen3VLModel {
+  readonly vision: VisionTower;
+  readonly text: TextModel;
+
+  constructor(
+    readonly cfg: Qwen3VLConfig,
+    readonly weights: ModelWeights,
+    readonly backend: Backend,
+  ) {
+    this.vision = new VisionTower(cfg.vision, weights.vision, backend);
+    this.text = new TextModel(cfg.text, weights.text, backend);
+  }
+
+  newCache(capacity = 256): KVCache {
+    return new KVCache(this.cfg.text.numLayers, this.cfg.text.numKvHeads * this.cfg.text.headDim, capacity);
+  }
+
+  /** Positions and rope delta for a prompt (HF get_rope_index). */
+  positions(inputs: ModelInputs): RopePositions {
+    return ropeIndex(inputs.ids, inputs.imageGrids ?? [], inputs.videoGrids ?? [], this.cfg, this.cfg.vision.spatialMergeSize);
+  }
+
+  /** Encodes the media of `inputs` (exposed so callers can cache vision features). */
+  encodeMedia(inputs: ModelInputs, trace?: Trace): { image?: VisionOutput; video?: VisionOutput } {
+    const out: { image?: VisionOutput; video?: VisionOutput } = {};
+    if (inputs.imageGrids?.length) {
+      if (!inputs.pixelValues) throw new QvlError('TOKEN_COUNT_MISMATCH', 'image grids were given without pixel values', {});
+      out.image = this.vision.forward(inputs.pixelValues, inputs.imageGrids, prefixTrace(trace, 'image'));
+    }
+    if (inputs.videoGrids?.length) {
+      if (!inputs.pixelValuesVideos) throw new QvlError('TOKEN_COUNT_MISMATCH', 'video grids were given without pixel values', {});
+      out.video = this.vision.forward(inputs.pixelValuesVideos, inputs.videoGrids, prefixTrace(trace, 'video'));
+    }
+    return out;
+  }
+
+  /** Runs the prompt into an empty `cache` and returns logits. */
+  prefill(inputs: ModelInputs, cache: KVCache, opts: PrefillOptions = {}): PrefillResult {
+    if (cache.length !== 0) throw new QvlError('INTERNAL', 'prefill needs an empty KV cache', {});
+    const { cfg } = this;
+    const ids = inputs.ids;
+    const L = ids.length;
+    if (L === 0) throw new QvlError('MESSAGE_INVALID', 'the prompt is empty', {});
+    const positions = this.positions(inputs);
+    const vision = opts.vision ?? this.encodeMedia(inputs, opts.trace);
+
+    const H = cfg.text.hiddenSize;
+    const embeds = this.text.embed(ids);
+    const visRows: number[] = [];
+    const imgRows: number[] = [];
+    const vidRows: number[] = [];
+    for (let i = 0; i < L; i++) {
+      if (ids[i] === cfg.imageTokenId) {
+        imgRows.push(i);
+        visRows.push(i);
+      } else if (ids[i] === cfg.videoTokenId) {
+        vidRows.push(i);
+        visRows.push(i);
+      }
+    }
+    checkCount('image', imgRows.length, vision.image?.tokens ?? 0);
+    checkCount('video', vidRows.length, vision.video?.tokens ?? 0);
+    scatterRows(embeds, H, imgRows, vision.image?.embeds);
+    scatterRows(embeds, H, vidRows, vision.video?.embeds);
+
+    // DeepStack features in sequence order: each visual position takes the next row of its kind.
+    const taps = cfg.vision.deepstackVisualIndexes.length;
+    const features: Float32Array[] = [];
+    if (visRows.length > 0) {
+      for (let k = 0; k < taps; k++) {
+        const f = new Float32Array(visRows.length * H);
+        let ii = 0;
+        let vi = 0;
+        visRows.forEach((row, r) => {
+          const src = ids[row] === cfg.imageTokenId ? vision.image!.deepstack[k].subarray(ii++ * H, ii * H) : vision.video!.deepstack[k].subarray(vi++ * H, vi * H);
+          f.set(src, r * H);
+        });
+        features.push(f);
+      }
+    }
+
+    const chunk = Math.max(1, opts.chunkSize ?? L);
+    const logitRows: Float32Array[] = [];
+    for (let s = 0; s < L; s += chunk) {
+      const e = Math.min(L, s + chunk);
+      const n = e - s;
+      let ds: DeepstackInjection | undefined;
+      if (features.length) {
+        const lo = lowerBound(visRows, s);
+        const hi = lowerBound(visRows, e);
+        if (hi > lo) {
+          ds = {
+            rows: Int32Array.from(visRows.slice(lo, hi), (r) => r - s),
+            features: features.map((f) => f.subarray(lo * H, hi * H)),
+          };
+        }
+      }
+      const hidden = this.text.forward(
+        embeds.subarray(s * H, e * H),
+        n,
+        { t: positions.t.subarray(s, e), h: positions.h.subarray(s, e), w: positions.w.subarray(s, e) },
+        cache,
+        ds,
+        chunk === L ? opts.trace : undefined,
+      );
+      if (opts.allLogits) logitRows.push(this.text.logits(hidden, n));
+      else if (e === L) logitRows.push(this.text.logits(hidden.subarray((n - 1) * H), 1));
+    }
+    return { positions, logits: concat(logitRows), vision };
+  }
+
+  /** One generated token at the next cache slot; positions continue at cache index + delta. */
+  decode(id: number, cache: KVCache, delta: number): Float32Array {
+    const p = cache.length + delta;
+    const one = [p];
+    const x = this.text.embed([id]);
+    const hidden = this.text.forward(x, 1, { t: one, h: one, w: one }, cache);
+    return this.text.logits(hidden, 1);
+  }
+}
+
+function checkCount(kind: string, pads: number, tokens: number): void {
+  if (pads !== tokens) {
+    throw new QvlError(
+      'TOKEN_COUNT_MISMATCH',
+      `the prompt has ${pads} ${kind} pad tokens but the ${kind} features have ${tokens} rows; they must match exactly`,
+      { kind, pads, features: tokens },
+    );
+  }
+}
+
+function scatterRows(dst: Float32Array, width: number, rows: number[], src?: Float32Array): void {
+  if (!src) return;
+  rows.forEach((row, r) => dst.set(src.subarray(r * width, (r + 1) * width), row * width));
+}
+
+function lowerBound(a: number[], x: number): number {
+  let lo = 0;
+  let hi = a.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (a[mid] < x) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+function concat(parts: Float32Array[]): Float32Array {
+  if (parts.length === 1) return parts[0];
+  const out = new Float32Array(parts.reduce((a, p) => a + p.length, 0));
+  let o = 0;
+  for (const p of parts) {
+    out.set(p, o);
+    o += p.length;
+  }
+  return out;
+}
+
+function prefixTrace(trace: Trace | undefined, kind: string): Trace | undefined {
+  return trace && ((stage, data, shape) => trace(stage.replace(/^vision\./, `${kind}.`), data, shape));
+}

@@ -1,0 +1,108 @@
+import type { Backend } from '../kernels/backend.ts';
+import type { TextConfig } from './config.ts';
+import type { KVCache } from './kv-cache.ts';
+import { TextRotary } from './rope.ts';
+import type { Trace } from './trace.ts';
+import type { TextLayerWeights, TextWeights } from './weights.ts';
+
+/** Vision features to add after the first decoder layers (prefill only). */
+export interface DeepstackInjection {
+  /** row indexes (within this forward's tokens) of the vision pad tokens, in order */
+  rows: Int32Array;
+  /** feature k is added after decoder layer k: [rows.length, hidden] each */
+  features: Float32Array[];
+}
+
+export interface TextPositions {
+  t: ArrayLike<number>;
+  h: ArrayLike<number>;
+  w: ArrayLike<number>;
+}
+
+/** The Qwen3 decoder: q/k-normed GQA attention with interleaved MRoPE, SiLU-gated MLP. */
+export class TextModel {
+  readonly rotary: TextRotary;
+
+  constructor(
+    readonly cfg: TextConfig,
+    readonly w: TextWeights,
+    readonly backend: Backend,
+  ) {
+    this.rotary = new TextRotary(cfg.rope, cfg.headDim);
+  }
+
+  embed(ids: ArrayLike<number>): Float32Array {
+    return this.backend.gatherRows(this.w.embed, ids);
+  }
+
+  /**
+   * Runs `n` new tokens (embeddings `x`, [n, hidden]) through every layer, appending their keys
+   * and values to `cache`, and returns the final-norm hidden states [n, hidden].
+   */
+  forward(x: Float32Array, n: number, pos: TextPositions, cache: KVCache, deepstack?: DeepstackInjection, trace?: Trace): Float32Array {
+    const { cfg, backend: be } = this;
+    const H = cfg.hiddenSize;
+    const { cos, sin } = this.rotary.tables(pos.t, pos.h, pos.w);
+    const past = cache.length;
+    let h = x;
+    for (let l = 0; l < cfg.numLayers; l++) {
+      trace?.(`text.layer_input.${l}`, h, [n, H]);
+      h = this.layer(h, n, l, this.w.layers[l], cos, sin, cache, past);
+      const feat = deepstack?.features[l];
+      if (feat) {
+        for (let r = 0; r < deepstack.rows.length; r++) {
+          const o = deepstack.rows[r] * H;
+          for (let c = 0; c < H; c++) h[o + c] += feat[r * H + c];
+        }
+      }
+    }
+    const out = be.rmsNorm(h, H, this.w.norm, cfg.rmsNormEps);
+    trace?.('text.final_hidden', out, [n, H]);
+    return out;
+  }
+
+  /** Logits [n, vocab] for hidden rows [n, hidden]. */
+  logits(hidden: Float32Array, n: number): Float32Array {
+    return this.backend.matmul(hidden, n, this.w.lmHead);
+  }
+
+  private layer(
+    x: Float32Array,
+    n: number,
+    l: number,
+    w: TextLayerWeights,
+    cos: Float32Array,
+    sin: Float32Array,
+    cache: KVCache,
+    past: number,
+  ): Float32Array {
+    const { cfg, backend: be } = this;
+    const H = cfg.hiddenSize;
+    const hd = cfg.headDim;
+    const a = be.rmsNorm(x, H, w.inputNorm, cfg.rmsNormEps);
+    // q_norm / k_norm act on each head's vector, before the rotation.
+    const q = be.rmsNorm(be.matmul(a, n, w.q), hd, w.qNorm, cfg.rmsNormEps);
+    const k = be.rmsNorm(be.matmul(a, n, w.k), hd, w.kNorm, cfg.rmsNormEps);
+    const v = be.matmul(a, n, w.v);
+    be.rope(q, n, cfg.numHeads, hd, cos, sin);
+    be.rope(k, n, cfg.numKvHeads, hd, cos, sin);
+    const kv = cache.append(l, k, v, n);
+    const att = be.attention(q, kv.k, kv.v, {
+      nQ: n,
+      nKv: kv.total,
+      heads: cfg.numHeads,
+      kvHeads: cfg.numKvHeads,
+      headDim: hd,
+      scale: 1 / Math.sqrt(hd),
+      causal: true,
+      qOffset: past,
+    });
+    const y = be.matmul(att, n, w.o);
+    be.addInPlace(y, x);
+    const b = be.rmsNorm(y, H, w.postNorm, cfg.rmsNormEps);
+    const act = be.siluMul(be.matmul(b, n, w.gate), be.matmul(b, n, w.up));
+    const z = be.matmul(act, n, w.down);
+    be.addInPlace(z, y);
+    return z;
+  }
+}

@@ -1,0 +1,152 @@
+import { QvlError } from '../errors.ts';
+import type { Backend } from '../kernels/backend.ts';
+import type { VisionConfig } from './config.ts';
+import type { Grid } from './rope-index.ts';
+import type { Trace } from './trace.ts';
+import { interpolatePosEmbed, mergeOrderCoords, visionRotary } from './vision-positions.ts';
+import type { Linear, MergerWeights, VisionBlockWeights, VisionWeights } from './weights.ts';
+
+export interface VisionOutput {
+  /** merger output, one row per LLM token: [Σ t·h·w/4, outHidden] */
+  embeds: Float32Array;
+  /** one per DeepStack tap, same shape as embeds */
+  deepstack: Float32Array[];
+  tokens: number;
+}
+
+/**
+ * The Qwen3-VL ViT: Conv3d patch embedding (a linear map on 1536-wide rows), resampled learned
+ * positions, blocks with 2-D rotary attention restricted to each frame, and the mergers.
+ * Several images (or videos) run in one pass; attention stays block-diagonal.
+ */
+export class VisionTower {
+  constructor(
+    readonly cfg: VisionConfig,
+    readonly w: VisionWeights,
+    readonly backend: Backend,
+  ) {}
+
+  forward(pixels: Float32Array, grids: readonly Grid[], trace?: Trace): VisionOutput {
+    const { cfg, backend: be } = this;
+    const D = cfg.hiddenSize;
+    const m = cfg.spatialMergeSize;
+    const rowWidth = cfg.inChannels * cfg.temporalPatchSize * cfg.patchSize * cfg.patchSize;
+    let n = 0;
+    for (const g of grids) {
+      if (g[1] % m !== 0 || g[2] % m !== 0) {
+        throw new QvlError('VIDEO_INVALID', `grid ${JSON.stringify(g)} is not divisible by the merge size ${m}`, { grid: g });
+      }
+      n += g[0] * g[1] * g[2];
+    }
+    if (pixels.length !== n * rowWidth) {
+      throw new QvlError('TOKEN_COUNT_MISMATCH', `pixel rows (${pixels.length / rowWidth}) do not match the grids (${n} patches)`, {
+        rows: pixels.length / rowWidth,
+        patches: n,
+      });
+    }
+
+    const x = be.matmul(pixels, n, this.w.patchEmbed.w, this.w.patchEmbed.b);
+    trace?.('vision.patch_embed', x, [n, D]);
+
+    const side = Math.round(Math.sqrt(cfg.numPositionEmbeddings));
+    const pos = new Float32Array(n * D);
+    const rows: Int32Array[] = [];
+    const cols: Int32Array[] = [];
+    const segments: number[] = [0];
+    let off = 0;
+    for (const g of grids) {
+      const p = interpolatePosEmbed(this.w.posEmbed, side, D, g, m);
+      pos.set(p, off * D);
+      const c = mergeOrderCoords(g, m);
+      rows.push(c.row);
+      cols.push(c.col);
+      for (let k = 0; k < g[0]; k++) segments.push(segments[segments.length - 1] + g[1] * g[2]);
+      off += g[0] * g[1] * g[2];
+    }
+    trace?.('vision.pos_embed', pos, [n, D]);
+    be.addInPlace(x, pos);
+
+    const rot = visionRotary(concatI32(rows), concatI32(cols), cfg.headDim, cfg.ropeTheta);
+    const seg = Int32Array.from(segments);
+
+    const deepstack: Float32Array[] = [];
+    let h = x;
+    for (let i = 0; i < cfg.depth; i++) {
+      h = this.block(h, n, this.w.blocks[i], rot, seg);
+      const tap = cfg.deepstackVisualIndexes.indexOf(i);
+      if (tap >= 0) deepstack[tap] = this.merge(h, n, this.w.deepstack[tap], true);
+    }
+    trace?.('vision.last_hidden', h, [n, D]);
+    const embeds = this.merge(h, n, this.w.merger, false);
+    const tokens = n / (m * m);
+    trace?.('vision.embeds', embeds, [tokens, cfg.outHiddenSize]);
+    deepstack.forEach((d, k) => trace?.(`vision.deepstack.${k}`, d, [tokens, cfg.outHiddenSize]));
+    return { embeds, deepstack, tokens };
+  }
+
+  private block(x: Float32Array, n: number, w: VisionBlockWeights, rot: { cos: Float32Array; sin: Float32Array }, segments: Int32Array): Float32Array {
+    const { cfg, backend: be } = this;
+    const D = cfg.hiddenSize;
+    const eps = cfg.layerNormEps;
+    const a = be.layerNorm(x, D, w.norm1.w, w.norm1.b!, eps);
+    const qkv = be.matmul(a, n, w.qkv.w, w.qkv.b);
+    const q = new Float32Array(n * D);
+    const k = new Float32Array(n * D);
+    const v = new Float32Array(n * D);
+    for (let i = 0; i < n; i++) {
+      const o = i * 3 * D;
+      q.set(qkv.subarray(o, o + D), i * D);
+      k.set(qkv.subarray(o + D, o + 2 * D), i * D);
+      v.set(qkv.subarray(o + 2 * D, o + 3 * D), i * D);
+    }
+    be.rope(q, n, cfg.numHeads, cfg.headDim, rot.cos, rot.sin);
+    be.rope(k, n, cfg.numHeads, cfg.headDim, rot.cos, rot.sin);
+    const att = be.attention(q, k, v, {
+      nQ: n,
+      nKv: n,
+      heads: cfg.numHeads,
+      kvHeads: cfg.numHeads,
+      headDim: cfg.headDim,
+      scale: 1 / Math.sqrt(cfg.headDim),
+      causal: false,
+      segments,
+    });
+    const y = be.matmul(att, n, w.proj.w, w.proj.b);
+    be.addInPlace(y, x);
+    const b = be.layerNorm(y, D, w.norm2.w, w.norm2.b!, eps);
+    const hid = be.matmul(b, n, w.fc1.w, w.fc1.b);
+    be.gelu(hid, cfg.hiddenAct === 'gelu' ? 'erf' : 'tanh');
+    const z = be.matmul(hid, n, w.fc2.w, w.fc2.b);
+    be.addInPlace(z, y);
+    return z;
+  }
+
+  /**
+   * Groups each 2×2 window (4 consecutive rows) into one token. The final merger normalizes
+   * each patch before grouping; the DeepStack mergers normalize the grouped vector.
+   */
+  private merge(x: Float32Array, n: number, w: MergerWeights, postShuffleNorm: boolean): Float32Array {
+    const { cfg, backend: be } = this;
+    const D = cfg.hiddenSize;
+    const M = D * cfg.spatialMergeSize ** 2;
+    const tokens = (n * D) / M;
+    const normed = postShuffleNorm ? be.layerNorm(x, M, w.norm.w, w.norm.b!, cfg.layerNormEps) : be.layerNorm(x, D, w.norm.w, w.norm.b!, cfg.layerNormEps);
+    const hid = linear(be, normed, tokens, w.fc1);
+    be.gelu(hid, 'erf');
+    return linear(be, hid, tokens, w.fc2);
+  }
+}
+
+function linear(be: Backend, x: Float32Array, n: number, l: Linear): Float32Array {
+  return be.matmul(x, n, l.w, l.b);
+}
+
+function concatI32(parts: Int32Array[]): Int32Array {
+  const out = new Int32Array(parts.reduce((a, p) => a + p.length, 0));
+  let o = 0;
+  for (const p of parts) {
+    out.set(p, o);
+    o += p.length;
+  }
+  return out;
+}
