@@ -1,0 +1,141 @@
+import { QvlError } from '../errors.ts';
+import { loadImage, loadVideo, loadVideoFromImages, type MediaSourceOptions, type RgbImage, type VideoFrames } from '../media/index.ts';
+import type { Grid } from '../model/rope-index.ts';
+import {
+  expandPrompt,
+  preprocessImage,
+  preprocessVideo,
+  type ProcessorConfig,
+  type VideoPromptLayout,
+} from '../processor/index.ts';
+import type { ChatTemplate } from '../template/chat-template.ts';
+import { normalizeMessages, type MediaRef } from '../template/messages.ts';
+import type { QwenTokenizer } from '../tokenizer/tokenizer.ts';
+
+/** Per-request preprocessing options (defaults for every image/video of the request). */
+export interface PromptOptions {
+  tools?: object[];
+  addVisionId?: boolean;
+  /** extra chat-template variables (e.g. enable_thinking) */
+  templateKwargs?: Record<string, unknown>;
+  /** append the assistant header (default true) */
+  addGenerationPrompt?: boolean;
+  /** 'v4.57' (default, what the checkpoints shipped with) or 'v5' */
+  videoLayout?: VideoPromptLayout;
+  minPixels?: number;
+  maxPixels?: number;
+  /** video sampling rate (frames per second), default 2 */
+  fps?: number;
+  maxFrames?: number;
+  /** where media may come from (see media/source-options) */
+  media?: MediaSourceOptions;
+}
+
+/** Everything the model needs for one prompt, as plain data (can cross a worker boundary). */
+export interface PreparedPrompt {
+  text: string;
+  ids: Int32Array;
+  pixelValues?: Float32Array;
+  imageGrids: Grid[];
+  pixelValuesVideos?: Float32Array;
+  videoGrids: Grid[];
+  /** per media item, what it became */
+  media: Array<{ kind: 'image' | 'video'; width: number; height: number; resizedWidth: number; resizedHeight: number; tokens: number; timestamps?: number[] }>;
+}
+
+export interface PromptParts {
+  tokenizer: QwenTokenizer;
+  template: ChatTemplate;
+  processor: ProcessorConfig;
+  mergeSize: number;
+}
+
+/** messages → template → media decode → preprocessing → expansion → ids. */
+export async function preparePrompt(parts: PromptParts, messages: unknown, opts: PromptOptions = {}): Promise<PreparedPrompt> {
+  const chat = normalizeMessages(messages);
+  const text = parts.template.render(chat.messages, {
+    addGenerationPrompt: opts.addGenerationPrompt ?? true,
+    tools: opts.tools,
+    addVisionId: opts.addVisionId,
+    extra: opts.templateKwargs,
+  });
+  const images: { pixels: Float32Array; grid: Grid }[] = [];
+  const videos: { pixels: Float32Array; grid: Grid; timestamps: number[] }[] = [];
+  const media: PreparedPrompt['media'] = [];
+  for (const ref of chat.media) {
+    const o = { ...ref.options };
+    const minPixels = o.minPixels ?? opts.minPixels;
+    const maxPixels = o.maxPixels ?? opts.maxPixels;
+    if (ref.kind === 'image') {
+      const img = await loadImageRef(ref, opts.media);
+      const p = preprocessImage(img, parts.processor.image, { minPixels, maxPixels });
+      images.push({ pixels: p.pixelValues, grid: p.grid });
+      media.push({ kind: 'image', width: img.width, height: img.height, resizedWidth: p.resized.width, resizedHeight: p.resized.height, tokens: tokens(p.grid, parts.mergeSize) });
+    } else {
+      const fps = o.fps ?? opts.fps;
+      const maxFrames = o.maxFrames ?? opts.maxFrames;
+      const video = await loadVideoRef(ref, { fps, maxFrames }, opts.media);
+      // `fps` was used above: the rate of a frame list, or the sampling rate of a decoded file.
+      const p = preprocessVideo(video, parts.processor.video, { minPixels, maxPixels, maxFrames });
+      videos.push({ pixels: p.pixelValues, grid: p.grid, timestamps: p.timestamps });
+      const f0 = video.frames[0];
+      media.push({
+        kind: 'video',
+        width: f0.width,
+        height: f0.height,
+        resizedWidth: p.resized.width,
+        resizedHeight: p.resized.height,
+        tokens: tokens(p.grid, parts.mergeSize),
+        timestamps: p.timestamps,
+      });
+    }
+  }
+  const expanded = expandPrompt(
+    text,
+    { images: images.map((i) => i.grid), videos: videos.map((v) => ({ grid: v.grid, timestamps: v.timestamps })) },
+    { videoLayout: opts.videoLayout ?? 'v4.57', mergeSize: parts.mergeSize },
+  );
+  const ids = Int32Array.from(parts.tokenizer.encode(expanded));
+  return {
+    text: expanded,
+    ids,
+    pixelValues: images.length ? concat(images.map((i) => i.pixels)) : undefined,
+    imageGrids: images.map((i) => i.grid),
+    pixelValuesVideos: videos.length ? concat(videos.map((v) => v.pixels)) : undefined,
+    videoGrids: videos.map((v) => v.grid),
+    media,
+  };
+}
+
+function tokens(g: Grid, merge: number): number {
+  return (g[0] * g[1] * g[2]) / (merge * merge);
+}
+
+async function loadImageRef(ref: MediaRef, o?: MediaSourceOptions): Promise<RgbImage> {
+  if (Array.isArray(ref.source)) throw new QvlError('MESSAGE_INVALID', 'an image part holds a list; lists of frames are videos', {});
+  return loadImage(ref.source, { ...o });
+}
+
+/**
+ * A frame list is the whole clip at the stated rate (HF samples from it like from a decoded
+ * file); a file, URL or data URI is probed and only the frames the sampler picks are decoded.
+ */
+async function loadVideoRef(ref: MediaRef, s: { fps?: number; maxFrames?: number }, o?: MediaSourceOptions): Promise<VideoFrames> {
+  if (Array.isArray(ref.source)) {
+    const v = await loadVideoFromImages(ref.source, { ...o, fps: s.fps ?? 2 });
+    return { frames: v.frames, fps: v.fps };
+  }
+  const v = await loadVideo(ref.source, { ...o, fps: s.fps, maxFrames: s.maxFrames });
+  return { frames: v.frames, fps: v.fps, indices: v.indices, totalFrames: v.totalFrames };
+}
+
+function concat(parts: Float32Array[]): Float32Array {
+  if (parts.length === 1) return parts[0];
+  const out = new Float32Array(parts.reduce((a, p) => a + p.length, 0));
+  let off = 0;
+  for (const p of parts) {
+    out.set(p, off);
+    off += p.length;
+  }
+  return out;
+}

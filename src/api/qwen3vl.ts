@@ -1,0 +1,208 @@
+import fs from 'node:fs';
+import { QvlError } from '../errors.ts';
+import { generateTokens, type FinishReason } from '../generate/generate.ts';
+import { loadGenerationDefaults, type GenerationDefaults } from '../generate/generation-config.ts';
+import type { SamplingOptions } from '../generate/sampler.ts';
+import { StopStringFilter } from '../generate/stop-strings.ts';
+import type { Backend } from '../kernels/backend.ts';
+import { selectBackend, type BackendName } from '../kernels/select.ts';
+import type { WeightData } from '../kernels/weight.ts';
+import { loadConfig } from '../model/config.ts';
+import type { Qwen3VLModel } from '../model/qwen3vl.ts';
+import { loadProcessorConfig, type ProcessorConfig } from '../processor/index.ts';
+import { loadChatTemplate, type ChatTemplate } from '../template/chat-template.ts';
+import { StreamingDetokenizer } from '../tokenizer/stream-decoder.ts';
+import { loadTokenizer, type QwenTokenizer } from '../tokenizer/tokenizer.ts';
+import { loadModelFromDir } from './load-model.ts';
+import { preparePrompt, type PreparedPrompt, type PromptOptions } from './prompt.ts';
+
+export interface FromPretrainedOptions {
+  /** 'auto' (default): native kernels when the addon loads, else TypeScript */
+  backend?: BackendName | Backend;
+  /** threads for the native backend (default: physical cores) */
+  threads?: number;
+  /** re-encode weights at load time */
+  convert?: (w: WeightData, name: string) => WeightData;
+  onProgress?: (done: number, total: number) => void;
+}
+
+export interface ChatOptions extends PromptOptions, SamplingOptions {
+  /** default 1024 (or the model's generation_config max_new_tokens) */
+  maxNewTokens?: number;
+  /** stop when any of these strings appears (it is not part of the answer) */
+  stop?: string | string[];
+  /** drop special tokens from the text (default true) */
+  skipSpecialTokens?: boolean;
+  signal?: AbortSignal;
+  /** masks logits before sampling (constrained decoding) */
+  logitsProcessor?: (logits: Float32Array, generated: readonly number[]) => void;
+  /** tokens per prefill chunk (bounds memory on long prompts) */
+  prefillChunk?: number;
+}
+
+export interface ChatUsage {
+  promptTokens: number;
+  completionTokens: number;
+  totalTokens: number;
+}
+
+export interface ChatResult {
+  text: string;
+  tokenIds: number[];
+  finishReason: FinishReason;
+  usage: ChatUsage;
+  timings: { prefillMs: number; decodeMs: number };
+  media: PreparedPrompt['media'];
+}
+
+/** A streamed answer: iterate for text deltas; `result` resolves when generation ends. */
+export interface ChatStream extends AsyncIterable<string> {
+  result: Promise<ChatResult>;
+}
+
+/** Qwen3-VL, loaded from a Hugging Face checkpoint folder. */
+export class Qwen3VL {
+  readonly dir: string;
+  readonly model: Qwen3VLModel;
+  readonly tokenizer: QwenTokenizer;
+  readonly template: ChatTemplate;
+  readonly processor: ProcessorConfig;
+  readonly generation: GenerationDefaults;
+
+  private constructor(dir: string, model: Qwen3VLModel, tokenizer: QwenTokenizer, template: ChatTemplate, processor: ProcessorConfig, generation: GenerationDefaults) {
+    this.dir = dir;
+    this.model = model;
+    this.tokenizer = tokenizer;
+    this.template = template;
+    this.processor = processor;
+    this.generation = generation;
+  }
+
+  static async fromPretrained(dir: string, opts: FromPretrainedOptions = {}): Promise<Qwen3VL> {
+    if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) {
+      throw new QvlError('FILE_NOT_FOUND', `model folder ${dir} does not exist`, { dir });
+    }
+    const cfg = loadConfig(dir);
+    const choice = typeof opts.backend === 'object' ? { backend: opts.backend, map: undefined } : await selectBackend(opts.backend ?? 'auto', { threads: opts.threads });
+    const [tokenizer, template] = await Promise.all([loadTokenizer(dir), loadChatTemplate(dir)]);
+    const model = loadModelFromDir(dir, { backend: choice.backend, map: choice.map, config: cfg, convert: opts.convert, onProgress: opts.onProgress });
+    return new Qwen3VL(dir, model, tokenizer, template, loadProcessorConfig(dir), loadGenerationDefaults(dir));
+  }
+
+  get backendName(): string {
+    return this.model.backend.name;
+  }
+
+  /** Renders, loads and preprocesses a request without running the model (token cost, ids). */
+  prepare(messages: unknown, opts: PromptOptions = {}): Promise<PreparedPrompt> {
+    return preparePrompt(
+      { tokenizer: this.tokenizer, template: this.template, processor: this.processor, mergeSize: this.model.cfg.vision.spatialMergeSize },
+      messages,
+      opts,
+    );
+  }
+
+  async chat(messages: unknown, opts: ChatOptions = {}): Promise<ChatResult> {
+    const s = this.stream(messages, opts);
+    for await (const _ of s) {
+      // text is collected by the stream itself
+    }
+    return s.result;
+  }
+
+  stream(messages: unknown, opts: ChatOptions = {}): ChatStream {
+    let resolve!: (r: ChatResult) => void;
+    let reject!: (e: unknown) => void;
+    const result = new Promise<ChatResult>((res, rej) => {
+      resolve = res;
+      reject = rej;
+    });
+    // Consumers that only await `result` must not see an unhandled rejection twice.
+    result.catch(() => {});
+    const self = this;
+    async function* run(): AsyncGenerator<string> {
+      try {
+        const prepared = await self.prepare(messages, opts);
+        const r = yield* self.generateText(prepared, opts);
+        resolve(r);
+      } catch (e) {
+        reject(e);
+        throw e;
+      }
+    }
+    const it = run();
+    return { [Symbol.asyncIterator]: () => it, result };
+  }
+
+  /** Generates from an already prepared prompt, yielding text deltas. */
+  async *generateText(prepared: PreparedPrompt, opts: ChatOptions = {}): AsyncGenerator<string, ChatResult> {
+    const g = this.generation;
+    const sampling: SamplingOptions = {
+      doSample: opts.doSample ?? (opts.temperature === undefined ? g.doSample : undefined),
+      temperature: opts.temperature ?? g.temperature,
+      topK: opts.topK ?? g.topK,
+      topP: opts.topP ?? g.topP,
+      minP: opts.minP ?? g.minP,
+      repetitionPenalty: opts.repetitionPenalty ?? g.repetitionPenalty,
+      presencePenalty: opts.presencePenalty,
+      frequencyPenalty: opts.frequencyPenalty,
+      seed: opts.seed,
+    };
+    const stops = opts.stop === undefined ? [] : Array.isArray(opts.stop) ? opts.stop : [opts.stop];
+    const gen = generateTokens(
+      this.model,
+      prepared,
+      {
+        ...sampling,
+        maxNewTokens: opts.maxNewTokens ?? g.maxNewTokens ?? 1024,
+        eosTokenIds: g.eosTokenIds,
+        logitsProcessor: opts.logitsProcessor,
+        signal: opts.signal,
+        prefill: opts.prefillChunk ? { chunkSize: opts.prefillChunk } : undefined,
+      },
+    );
+    const detok = new StreamingDetokenizer(this.tokenizer, { skipSpecialTokens: opts.skipSpecialTokens ?? true });
+    const filter = new StopStringFilter(stops);
+    const tokenIds: number[] = [];
+    let text = '';
+    let finishReason: FinishReason = 'length';
+    let timings = { prefillMs: 0, decodeMs: 0 };
+    const t0 = performance.now();
+    for (;;) {
+      const step = gen.next();
+      if (step.done) {
+        finishReason = step.value.finishReason;
+        timings = { prefillMs: step.value.prefillMs, decodeMs: step.value.decodeMs };
+        break;
+      }
+      tokenIds.push(step.value);
+      const delta = filter.push(detok.push(step.value));
+      if (delta) {
+        text += delta;
+        yield delta;
+      }
+      if (filter.stopped) {
+        gen.return(undefined as never);
+        finishReason = 'stop';
+        timings = { prefillMs: 0, decodeMs: performance.now() - t0 };
+        break;
+      }
+      // Let timers and I/O run between tokens.
+      await new Promise((r) => setImmediate(r));
+    }
+    const tail = filter.push(detok.flush()) + filter.flush();
+    if (tail) {
+      text += tail;
+      yield tail;
+    }
+    const promptTokens = prepared.ids.length;
+    return {
+      text,
+      tokenIds,
+      finishReason,
+      usage: { promptTokens, completionTokens: tokenIds.length, totalTokens: promptTokens + tokenIds.length },
+      timings,
+      media: prepared.media,
+    };
+  }
+}

@@ -1,0 +1,77 @@
+import { QvlError } from '../errors.ts';
+import type { KVCache } from '../model/kv-cache.ts';
+import type { ModelInputs, PrefillOptions, Qwen3VLModel } from '../model/qwen3vl.ts';
+import { Sampler, type SamplingOptions } from './sampler.ts';
+
+export interface GenerateOptions extends SamplingOptions {
+  maxNewTokens: number;
+  /** generation ends (without emitting it) at any of these ids */
+  eosTokenIds: readonly number[];
+  /** masks or edits the logits before sampling (constrained decoding); `generated` so far */
+  logitsProcessor?: (logits: Float32Array, generated: readonly number[]) => void;
+  /** cap on prompt + generated tokens (the model's context) */
+  maxContext?: number;
+  prefill?: PrefillOptions;
+  signal?: AbortSignal;
+}
+
+export type FinishReason = 'stop' | 'length';
+
+export interface GenerateResult {
+  tokens: number[];
+  finishReason: FinishReason;
+  promptTokens: number;
+  /** wall time of prefill and of decoding, in ms */
+  prefillMs: number;
+  decodeMs: number;
+}
+
+/**
+ * The decoding loop: prefill once, then one token per step with the KV cache; positions
+ * continue at cache index + rope delta. Yields each generated id as soon as it is chosen (EOS
+ * is not yielded); the caller may stop early by breaking out.
+ */
+export function* generateTokens(
+  model: Qwen3VLModel,
+  inputs: ModelInputs,
+  opts: GenerateOptions,
+  cache: KVCache = model.newCache(Math.min(inputs.ids.length + opts.maxNewTokens + 1, 1 << 16)),
+): Generator<number, GenerateResult, void> {
+  if (!Number.isInteger(opts.maxNewTokens) || opts.maxNewTokens < 0) {
+    throw new QvlError('OPTION_INVALID', `max_tokens must be a non-negative integer, got ${opts.maxNewTokens}`, { value: opts.maxNewTokens });
+  }
+  const L = inputs.ids.length;
+  const maxContext = opts.maxContext ?? model.cfg.text.maxPositionEmbeddings;
+  if (L >= maxContext) {
+    throw new QvlError('CONTEXT_TOO_LONG', `the prompt is ${L} tokens; the context holds ${maxContext}`, { promptTokens: L, maxContext });
+  }
+  const budget = Math.min(opts.maxNewTokens, maxContext - L);
+  const sampler = new Sampler(opts, inputs.ids);
+  const eos = new Set(opts.eosTokenIds);
+  const tokens: number[] = [];
+  const t0 = performance.now();
+  checkAbort(opts.signal);
+  const pre = model.prefill(inputs, cache, opts.prefill);
+  const prefillMs = performance.now() - t0;
+  let logits = pre.logits;
+  let finishReason: FinishReason = 'length';
+  const t1 = performance.now();
+  for (let step = 0; step < budget; step++) {
+    checkAbort(opts.signal);
+    opts.logitsProcessor?.(logits, tokens);
+    const id = sampler.pick(logits);
+    if (eos.has(id)) {
+      finishReason = 'stop';
+      break;
+    }
+    sampler.accept(id);
+    tokens.push(id);
+    yield id;
+    if (step + 1 < budget) logits = model.decode(id, cache, pre.positions.delta);
+  }
+  return { tokens, finishReason, promptTokens: L, prefillMs, decodeMs: performance.now() - t1 };
+}
+
+function checkAbort(signal?: AbortSignal): void {
+  if (signal?.aborted) throw new QvlError('ABORTED', 'generation was cancelled', {});
+}
