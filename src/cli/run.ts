@@ -1,0 +1,86 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import type { Command } from 'commander';
+import { QvlError } from '../errors.ts';
+import { addModelFlags, loadModel, type ModelFlags } from './load.ts';
+import { collect, floatArg, intArg } from './options.ts';
+
+interface RunFlags extends ModelFlags {
+  image: string[];
+  video?: string;
+  fps?: number;
+  system?: string;
+  maxTokens: number;
+  temperature?: number;
+  topP?: number;
+  topK?: number;
+  seed?: number;
+  minPixels?: number;
+  maxPixels?: number;
+  stats?: boolean;
+}
+
+const IMAGE_EXT = /\.(png|jpe?g|webp|gif|bmp|tiff?|avif)$/i;
+
+export function registerRun(program: Command): void {
+  const cmd = program
+    .command('run')
+    .description('answer one question, optionally about images or a video, streaming the answer')
+    .argument('<prompt...>', 'the question or instruction')
+    .option('-i, --image <path>', 'an image (path, URL or data URI); repeat for several', collect, [])
+    .option('-v, --video <path>', 'a video file, URL, or a folder of frame images')
+    .option('--fps <n>', 'video: sampling rate for a file, frame rate of a folder of frames (default 2)', floatArg(0.001, 1000))
+    .option('-s, --system <text>', 'a system message')
+    .option('-n, --max-tokens <n>', 'most tokens to generate', intArg(1), 512)
+    .option('-t, --temperature <t>', 'sampling temperature; 0 = greedy (default: the model\'s generation_config)', floatArg(0, 100))
+    .option('--top-p <p>', 'nucleus sampling mass', floatArg(0, 1))
+    .option('--top-k <k>', 'sample among the k most likely tokens', intArg(0))
+    .option('--seed <n>', 'random seed for reproducible sampling', intArg(0))
+    .option('--min-pixels <n>', 'smallest resized image area in pixels', intArg(1))
+    .option('--max-pixels <n>', 'largest resized image area in pixels', intArg(1))
+    .option('--stats', 'print token counts and speed to stderr when done');
+  addModelFlags(cmd).action(async (words: string[], flags: RunFlags) => {
+    const content: object[] = [];
+    for (const img of flags.image) content.push({ type: 'image', image: img });
+    if (flags.video) content.push(videoPart(flags.video, flags.fps));
+    content.push({ type: 'text', text: words.join(' ') });
+    const messages: object[] = [];
+    if (flags.system) messages.push({ role: 'system', content: flags.system });
+    messages.push({ role: 'user', content });
+
+    const model = await loadModel(flags);
+    const stream = model.stream(messages, {
+      maxNewTokens: flags.maxTokens,
+      temperature: flags.temperature,
+      topP: flags.topP,
+      topK: flags.topK,
+      seed: flags.seed,
+      minPixels: flags.minPixels,
+      maxPixels: flags.maxPixels,
+    });
+    for await (const delta of stream) process.stdout.write(delta);
+    process.stdout.write('\n');
+    const r = await stream.result;
+    if (flags.stats) {
+      const tps = r.usage.completionTokens / Math.max(1e-9, r.timings.decodeMs / 1000);
+      process.stderr.write(
+        `prompt ${r.usage.promptTokens} tokens in ${(r.timings.prefillMs / 1000).toFixed(2)} s, ` +
+          `${r.usage.completionTokens} generated at ${tps.toFixed(1)} tok/s, finish: ${r.finishReason}\n`,
+      );
+    }
+  });
+}
+
+/** A folder of frames becomes a frame-list video; anything else is a video file or URL. */
+function videoPart(source: string, fps: number | undefined): object {
+  if (fs.existsSync(source) && fs.statSync(source).isDirectory()) {
+    const frames = fs
+      .readdirSync(source)
+      .filter((f) => IMAGE_EXT.test(f))
+      .sort((a, b) => a.localeCompare(b, undefined, { numeric: true }))
+      .map((f) => path.join(source, f));
+    if (frames.length === 0) throw new QvlError('VIDEO_INVALID', `the folder ${source} has no image frames`, { source });
+    return { type: 'video', video: frames, fps: fps ?? 2 };
+  }
+  return fps === undefined ? { type: 'video', video: source } : { type: 'video', video: source, fps };
+}
