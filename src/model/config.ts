@@ -106,10 +106,10 @@ function parseTextRope(t: Json, headDim: number): TextRope {
   if (typeRaw === 'default') {
     return { theta, mropeSection: [s0, s1, s2], type: 'default', factor: 1, originalMaxPositionEmbeddings: maxPos, betaFast: 32, betaSlow: 1, attentionFactor: 1, truncate: true };
   }
-  let factor = num(rp, 'factor', 'rope_scaling');
   const orig = num(rp, 'original_max_position_embeddings', 'rope_scaling', maxPos);
-  // HF: with an explicit original length, the factor is the ratio of the two context lengths.
-  if (rp.original_max_position_embeddings !== undefined && maxPos !== orig) factor = maxPos / orig;
+  // As transformers 5.x and vLLM: the configured factor; the length ratio only when it is absent.
+  const factor = rp.factor === undefined || rp.factor === null ? maxPos / orig : num(rp, 'factor', 'rope_scaling');
+  if (!(factor >= 1)) fail(`config.json: YaRN factor must be ≥ 1, got ${factor}`);
   const mscale = (scale: number, m = 1) => (scale <= 1 ? 1 : 0.1 * m * Math.log(scale) + 1);
   let attentionFactor: number;
   if (rp.attention_factor !== undefined && rp.attention_factor !== null) attentionFactor = num(rp, 'attention_factor', 'rope_scaling');

@@ -28,7 +28,8 @@ export function textInvFreq(rope: TextRope, headDim: number): Float32Array {
   for (let j = 0; j < half; j++) {
     const ramp = Math.min(1, Math.max(0, f(f(j - lo) / f(hi - lo))));
     const extrapolationFactor = f(1 - ramp);
-    const interp = f(inv0[j] / factor);
+    const posFreq = f(Math.pow(theta, f((2 * j) / headDim)));
+    const interp = f(1 / f(factor * posFreq));
     out[j] = f(f(interp * f(1 - extrapolationFactor)) + f(inv0[j] * extrapolationFactor));
   }
   return out;

@@ -1,0 +1,115 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { TsBackend } from '../src/kernels/ts/backend.ts';
+import { isQvlError } from '../src/errors.ts';
+import { backend, firstViolation, isas, matmulBounds, randn, rng, skipReason, usesInt8Activations, WEIGHT_SPECS } from './native-util.ts';
+
+const ts = new TsBackend();
+// (rows, cols) pairs with sizes off every block: 32-col q8 blocks, 32/128 q4 groups, the
+// 64-byte int8 chunks, the GEMM's 12/6/4-row tiles and 256-col slices, fp8 16×24 test blocks.
+const SHAPES: Array<[number, number]> = [
+  [1, 1],
+  [3, 31],
+  [13, 33],
+  [37, 300],
+  [25, 257],
+  [50, 129],
+];
+const TOKENS = [1, 2, 3, 5, 6, 17, 64];
+
+test('native matmul agrees with the oracle for every format, shape, token count and ISA', { skip: skipReason }, () => {
+  const nb = backend();
+  for (const isa of isas(nb)) {
+    nb.useInstructionSet(isa);
+    for (const spec of WEIGHT_SPECS) {
+      const r = rng(spec.label.length * 1000 + 7);
+      for (const [rows, cols] of SHAPES) {
+        const w = spec.make(r, rows, cols);
+        const pn = nb.prepare(w);
+        const pt = ts.prepare(w);
+        const bias = randn(r, rows);
+        for (const n of TOKENS) {
+          if (rows * cols * n > 400_000 && n > 17) continue;
+          const x = randn(r, n * cols);
+          const withBias = n % 2 === 1;
+          const got = nb.matmul(x, n, pn, withBias ? bias : null);
+          const want = ts.matmul(x, n, pt, withBias ? bias : null);
+          const bound = matmulBounds(x, n, w, usesInt8Activations(isa, n, w));
+          const bad = firstViolation(got, want, (i) => bound[i] + (withBias ? Math.abs(want[i]) * 2 ** -23 : 0));
+          assert.equal(
+            bad,
+            -1,
+            `${isa} ${spec.label} [${rows}×${cols}] n=${n}: y[${bad}] = ${got[bad]}, oracle ${want[bad]}, bound ${bound[bad]}`,
+          );
+        }
+      }
+    }
+  }
+  nb.useInstructionSet('best');
+});
+
+test('native int8-activation GEMV stays close to the exact product, not just within the bound', { skip: skipReason }, () => {
+  // the bound above allows ~1/254 relative error per block; typical error is far smaller
+  const nb = backend();
+  const r = rng(99);
+  const rows = 64;
+  const cols = 2560;
+  for (const spec of WEIGHT_SPECS.filter((s) => s.label === 'q8' || s.label === 'q4 g128')) {
+    const w = spec.make(r, rows, cols);
+    const x = randn(r, cols);
+    const got = nb.matmul(x, 1, nb.prepare(w));
+    const want = ts.matmul(x, 1, ts.prepare(w));
+    let num = 0;
+    let den = 0;
+    for (let i = 0; i < rows; i++) {
+      num += (got[i] - want[i]) ** 2;
+      den += want[i] ** 2;
+    }
+    assert.ok(Math.sqrt(num / den) < 0.01, `${spec.label}: relative rms error ${Math.sqrt(num / den)}`);
+  }
+});
+
+test('native matmul rejects mismatched shapes with a QvlError', { skip: skipReason }, () => {
+  const nb = backend();
+  const w = nb.prepare({ format: 'f32', rows: 4, cols: 8, data: new Float32Array(32) });
+  assert.throws(() => nb.matmul(new Float32Array(9), 1, w), (e) => isQvlError(e, 'TENSOR_SHAPE') && /x has 9 values, expected 1×8/.test(e.message));
+  assert.throws(() => nb.matmul(new Float32Array(8), 1, w, new Float32Array(3)), (e) => isQvlError(e, 'TENSOR_SHAPE') && /bias has 3/.test(e.message));
+  assert.throws(() => nb.matmul(new Float32Array(8), 1.5, w), (e) => isQvlError(e, 'OPTION_INVALID') && /n must be an integer/.test(e.message));
+});
+
+test('native prepare rejects inconsistent weights with a QvlError naming the field', { skip: skipReason }, () => {
+  const nb = backend();
+  assert.throws(
+    () => nb.prepare({ format: 'bf16', rows: 4, cols: 8, data: new Uint16Array(31) }),
+    (e) => isQvlError(e, 'TENSOR_SHAPE') && /data has 31 elements, the shape needs 32/.test(e.message),
+  );
+  assert.throws(
+    () => nb.prepare({ format: 'q8', rows: 2, cols: 40, qs: new Int8Array(80), scales: new Float32Array(3) }),
+    (e) => isQvlError(e, 'TENSOR_SHAPE') && /scales has 3 elements, the shape needs 4/.test(e.message),
+  );
+  const gIdx = new Int32Array(8).fill(0);
+  gIdx[5] = 7;
+  assert.throws(
+    () => nb.prepare({ format: 'q4', rows: 1, cols: 8, groupSize: 4, nGroups: 2, qs: new Uint8Array(4), scales: new Float32Array(2), gIdx }),
+    (e) => isQvlError(e, 'QUANT_INVALID') && /gIdx\[5\] = 7 is outside 0..1/.test(e.message),
+  );
+  assert.throws(
+    () => nb.prepare({ format: 'q4', rows: 1, cols: 300, groupSize: 128, nGroups: 2, qs: new Uint8Array(150), scales: new Float32Array(2) }),
+    (e) => isQvlError(e, 'QUANT_INVALID') && /nGroups 2 is less than/.test(e.message),
+  );
+  assert.throws(
+    () => nb.prepare({ format: 'fp8', rows: 1, cols: 8, qs: new Uint8Array(8), scales: new Float32Array(1), blockRows: 0, blockCols: 128 }),
+    (e) => isQvlError(e, 'QUANT_INVALID') && /blockRows must be a positive integer/.test(e.message),
+  );
+  assert.throws(
+    () => nb.prepare({ format: 'int3', rows: 1, cols: 1 } as never),
+    (e) => isQvlError(e, 'DTYPE_UNSUPPORTED') && /int3/.test(e.message),
+  );
+});
+
+test('native matmul uses a released weight only with a clear error', { skip: skipReason }, () => {
+  const nb = backend();
+  const w = nb.prepare({ format: 'f32', rows: 2, cols: 2, data: new Float32Array(4) });
+  nb.release(w);
+  assert.throws(() => nb.matmul(new Float32Array(2), 1, w), (e) => isQvlError(e, 'INTERNAL') && /released/.test(e.message));
+});

@@ -1,0 +1,75 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { TsBackend } from '../src/kernels/ts/backend.ts';
+import { isQvlError } from '../src/errors.ts';
+import { adviseDontNeed, loadNativeBackend, mmapFile, nativeAvailable } from '../src/kernels/native/index.ts';
+import { backend, randn, rng, skipReason } from './native-util.ts';
+
+test('nativeAvailable reports the addon on this machine', { skip: skipReason }, () => {
+  assert.equal(nativeAvailable(), true);
+  assert.match(backend().isa, /^(avx512|avx2|scalar)$/);
+});
+
+test('native results do not depend on the thread count', { skip: skipReason }, () => {
+  const nb = backend();
+  const before = nb.threads;
+  const r = rng(11);
+  const rows = 301;
+  const cols = 517;
+  const w = nb.prepare({ format: 'f32', rows, cols, data: randn(r, rows * cols) });
+  const x = randn(r, 19 * cols);
+  const x1 = x.subarray(0, cols);
+  const results: Float32Array[] = [];
+  for (const threads of [1, 3, 2]) {
+    const b = loadNativeBackend({ threads });
+    assert.equal(b.threads, threads);
+    results.push(b.matmul(x, 19, w), b.matmul(x1, 1, w));
+  }
+  // every output element is computed by one thread in a fixed order: identical bits
+  for (let i = 2; i < results.length; i++) assert.deepEqual(results[i], results[i % 2]);
+  const want = new TsBackend().matmul(x1, 1, new TsBackend().prepare({ format: 'f32', rows, cols, data: (w.impl as { weight: { data: Float32Array } }).weight.data }));
+  for (let i = 0; i < rows; i++) assert.ok(Math.abs(results[1][i] - want[i]) < 1e-3);
+  nb.setThreads(before);
+});
+
+test('loadNativeBackend rejects a bad thread count', { skip: skipReason }, () => {
+  assert.throws(() => loadNativeBackend({ threads: 0 }), (e) => isQvlError(e, 'OPTION_INVALID') && /threads must be a positive integer, got 0/.test(e.message));
+});
+
+test('mmapFile reads a file back and adviseDontNeed keeps it readable', { skip: skipReason }, () => {
+  const dir = mkdtempSync(join(tmpdir(), 'qvl-mmap-'));
+  try {
+    const path = join(dir, 'weights.bin');
+    const bytes = new Uint8Array(3 * 4096 + 123);
+    for (let i = 0; i < bytes.length; i++) bytes[i] = (i * 7 + 3) & 255;
+    writeFileSync(path, bytes);
+    const ab = mmapFile(path);
+    assert.equal(ab.byteLength, bytes.length);
+    assert.deepEqual(new Uint8Array(ab), bytes);
+    // only the whole pages inside the range are released
+    assert.equal(adviseDontNeed(ab, 100, 2 * 4096 + 50), 4096);
+    assert.equal(adviseDontNeed(ab), 3 * 4096);
+    assert.deepEqual(new Uint8Array(ab), bytes, 'released pages come back from the file');
+    // weights can be used in place from the mapping
+    const f = new Float32Array(ab, 0, 1024);
+    const nb = backend();
+    const w = nb.prepare({ format: 'f32', rows: 32, cols: 32, data: f });
+    const y = nb.matmul(new Float32Array(32).fill(1), 1, w);
+    assert.equal(y.length, 32);
+
+    const empty = join(dir, 'empty.bin');
+    writeFileSync(empty, new Uint8Array(0));
+    assert.equal(mmapFile(empty).byteLength, 0);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('mmapFile and adviseDontNeed fail with clear errors', { skip: skipReason }, () => {
+  assert.throws(() => mmapFile('/nonexistent/qvl/model.safetensors'), (e) => isQvlError(e, 'FILE_NOT_FOUND') && /nonexistent\/qvl\/model.safetensors/.test(e.message));
+  assert.throws(() => mmapFile(tmpdir()), (e) => isQvlError(e, 'NATIVE_ERROR') && /not a regular file/.test(e.message));
+  assert.throws(() => adviseDontNeed(new ArrayBuffer(8192)), (e) => isQvlError(e, 'NATIVE_ERROR') && /not a mapping made by mmapFile/.test(e.message));
+});
