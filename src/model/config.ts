@@ -29,6 +29,8 @@ export interface TextConfig {
   rmsNormEps: number;
   maxPositionEmbeddings: number;
   tieWordEmbeddings: boolean;
+  /** q/k/v/o projections carry biases (false in every released Qwen3-VL) */
+  attentionBias: boolean;
   rope: TextRope;
 }
 
@@ -164,6 +166,7 @@ export function parseConfig(raw: Json): Qwen3VLConfig {
     rmsNormEps: num(t, 'rms_norm_eps', 'text_config', 1e-6),
     maxPositionEmbeddings: posInt(t, 'max_position_embeddings', 'text_config', 262144),
     tieWordEmbeddings: Boolean(tieRaw),
+    attentionBias: t.attention_bias === true,
     rope: parseTextRope(t, headDim),
   };
   if (t.hidden_act !== undefined && t.hidden_act !== 'silu') fail(`config.json: text_config.hidden_act "${String(t.hidden_act)}" is not supported (expected "silu")`);
@@ -179,6 +182,7 @@ export function parseConfig(raw: Json): Qwen3VLConfig {
     fail(`config.json: deepstack_visual_indexes ${JSON.stringify(ds)} must be block indexes below depth ${depth}`);
   }
   const deepstack = ds as number[];
+  if (new Set(deepstack).size !== deepstack.length) fail(`config.json: deepstack_visual_indexes ${JSON.stringify(ds)} repeats a block`);
   if (deepstack.length > text.numLayers) {
     fail(`config.json: ${deepstack.length} DeepStack taps but only ${text.numLayers} decoder layers to receive them`);
   }

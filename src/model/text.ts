@@ -81,9 +81,9 @@ export class TextModel {
     const hd = cfg.headDim;
     const a = be.rmsNorm(x, H, w.inputNorm, cfg.rmsNormEps);
     // q_norm / k_norm act on each head's vector, before the rotation.
-    const q = be.rmsNorm(be.matmul(a, n, w.q), hd, w.qNorm, cfg.rmsNormEps);
-    const k = be.rmsNorm(be.matmul(a, n, w.k), hd, w.kNorm, cfg.rmsNormEps);
-    const v = be.matmul(a, n, w.v);
+    const q = be.rmsNorm(be.matmul(a, n, w.q, w.qBias), hd, w.qNorm, cfg.rmsNormEps);
+    const k = be.rmsNorm(be.matmul(a, n, w.k, w.kBias), hd, w.kNorm, cfg.rmsNormEps);
+    const v = be.matmul(a, n, w.v, w.vBias);
     be.rope(q, n, cfg.numHeads, hd, cos, sin);
     be.rope(k, n, cfg.numKvHeads, hd, cos, sin);
     const kv = cache.append(l, k, v, n);
@@ -97,7 +97,7 @@ export class TextModel {
       causal: true,
       qOffset: past,
     });
-    const y = be.matmul(att, n, w.o);
+    const y = be.matmul(att, n, w.o, w.oBias);
     be.addInPlace(y, x);
     const b = be.rmsNorm(y, H, w.postNorm, cfg.rmsNormEps);
     const act = be.siluMul(be.matmul(b, n, w.gate), be.matmul(b, n, w.up));

@@ -73,8 +73,9 @@ export class VisionTower {
     let h = x;
     for (let i = 0; i < cfg.depth; i++) {
       h = this.block(h, n, this.w.blocks[i], rot, seg);
+      // Features are injected in vision-block order; the merger is the one listed for this block.
       const tap = cfg.deepstackVisualIndexes.indexOf(i);
-      if (tap >= 0) deepstack[tap] = this.merge(h, n, this.w.deepstack[tap], true);
+      if (tap >= 0) deepstack.push(this.merge(h, n, this.w.deepstack[tap], true));
     }
     trace?.('vision.last_hidden', h, [n, D]);
     const embeds = this.merge(h, n, this.w.merger, false);

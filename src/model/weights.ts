@@ -48,6 +48,11 @@ export interface TextLayerWeights {
   o: PreparedWeight;
   qNorm: Float32Array;
   kNorm: Float32Array;
+  /** projection biases, only when the config asks for them (attention_bias) */
+  qBias?: Float32Array;
+  kBias?: Float32Array;
+  vBias?: Float32Array;
+  oBias?: Float32Array;
   gate: PreparedWeight;
   up: PreparedWeight;
   down: PreparedWeight;
@@ -158,7 +163,12 @@ export function loadModelWeights(
   const kvDim = t.numKvHeads * t.headDim;
   for (let j = 0; j < t.numLayers; j++) {
     const p = `${tp}.layers.${j}`;
+    const bias = (name: string, len: number) => (t.attentionBias ? vec(`${p}.self_attn.${name}.bias`, len) : undefined);
     layers.push({
+      qBias: bias('q_proj', qDim),
+      kBias: bias('k_proj', kvDim),
+      vBias: bias('v_proj', kvDim),
+      oBias: bias('o_proj', H),
       inputNorm: vec(`${p}.input_layernorm.weight`, H),
       postNorm: vec(`${p}.post_attention_layernorm.weight`, H),
       q: mat(`${p}.self_attn.q_proj`, qDim, H),

@@ -1,0 +1,164 @@
+/**
+ * Kernel benchmark of the native backend at Qwen3-VL-4B shapes, each number printed next to
+ * the machine limit measured in the same run (FMA peak for GEMM and attention, read bandwidth
+ * for GEMV). Run: node --import tsx bench/kernels.ts [--threads N] [--quick]
+ */
+import { performance } from 'node:perf_hooks';
+import { loadAddon } from '../src/kernels/native/addon.ts';
+import { loadNativeBackend } from '../src/kernels/native/index.ts';
+import type { AttentionOptions } from '../src/kernels/backend.ts';
+import { weightBytes, type WeightData, type WeightFormat } from '../src/kernels/weight.ts';
+
+const args = process.argv.slice(2);
+const quick = args.includes('--quick');
+const threadsArg = args.indexOf('--threads');
+const threads = threadsArg >= 0 ? Number(args[threadsArg + 1]) : undefined;
+
+const nb = loadNativeBackend(threads ? { threads } : {});
+const addon = loadAddon();
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)];
+}
+
+/**
+ * Median seconds of `reps` timed runs after one warm-up. The machine is shared, so the
+ * process CPU time is kept too: cpu / threads is what the run would take on idle cores
+ * (reported in brackets as "idle-core" figures when it differs from the wall clock by > 15%).
+ */
+let lastCpu = 0;
+function time(f: () => void, reps: number): number {
+  f();
+  const ts: number[] = [];
+  const cs: number[] = [];
+  for (let i = 0; i < reps; i++) {
+    const c0 = process.cpuUsage();
+    const t0 = performance.now();
+    f();
+    ts.push((performance.now() - t0) / 1000);
+    const c = process.cpuUsage(c0);
+    cs.push((c.user + c.system) / 1e6);
+  }
+  lastCpu = median(cs) / nb.threads;
+  return median(ts);
+}
+
+/** " [idle-core: …]" when the CPU time says the wall clock was inflated by other jobs. */
+function idle(wall: number, fmt: (s: number) => string): string {
+  return lastCpu > 0 && wall > 1.15 * lastCpu ? ` [idle-core ${fmt(lastCpu)}]` : '';
+}
+
+/** Fills an array with pseudo-random values quickly (a random block, then doubling copies). */
+function fill<T extends Float32Array | Uint16Array | Uint8Array | Int8Array>(a: T, gen: () => number): T {
+  const block = Math.min(a.length, 1 << 16);
+  for (let i = 0; i < block; i++) a[i] = gen();
+  for (let n = block; n < a.length; n *= 2) a.copyWithin(n, 0, Math.min(n, a.length - n));
+  return a;
+}
+
+let seed = 12345;
+const rand = () => ((seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32);
+
+function makeWeight(format: WeightFormat, rows: number, cols: number): WeightData {
+  switch (format) {
+    case 'f32':
+      return { format, rows, cols, data: fill(new Float32Array(rows * cols), () => rand() - 0.5) };
+    case 'bf16':
+    case 'f16':
+      return { format, rows, cols, data: fill(new Uint16Array(rows * cols), () => (format === 'bf16' ? 0x3c00 : 0x2c00) + Math.floor(rand() * 512)) };
+    case 'q8':
+      return { format, rows, cols, qs: fill(new Int8Array(rows * cols), () => Math.floor(rand() * 256) - 128), scales: fill(new Float32Array(rows * Math.ceil(cols / 32)), () => 0.01) };
+    case 'q4': {
+      const groupSize = 128;
+      const nGroups = Math.ceil(cols / groupSize);
+      return { format, rows, cols, groupSize, nGroups, qs: fill(new Uint8Array(rows * Math.ceil(cols / 2)), () => Math.floor(rand() * 256)), scales: fill(new Float32Array(rows * nGroups), () => 0.01) };
+    }
+    case 'fp8':
+      return { format, rows, cols, blockRows: 128, blockCols: 128, qs: fill(new Uint8Array(rows * cols), () => Math.floor(rand() * 120)), scales: fill(new Float32Array(Math.ceil(rows / 128) * Math.ceil(cols / 128)), () => 0.01) };
+  }
+}
+
+const pct = (x: number) => `${(100 * x).toFixed(0)}%`;
+const info = addon.info();
+console.log(`qvl kernel benchmark: isa ${info.isa}, ${nb.threads} threads (${info.physicalCores} physical cores)${quick ? ', quick' : ''}`);
+
+// ---- machine limits ----
+const fma1 = (() => {
+  nb.setThreads(1);
+  const g = median([0, 1, 2].map(() => addon.probeFma(2e7)));
+  nb.setThreads(threads ?? info.threads);
+  return g;
+})();
+const fmaN = median([0, 1, 2].map(() => addon.probeFma(2e7)));
+const bwBuf = fill(new Float32Array((quick ? 64 : 256) << 20), () => rand());
+const bwWall = bwBuf.byteLength / time(() => addon.probeRead(bwBuf), 5) / 1e9;
+const bwIdle = bwBuf.byteLength / lastCpu / 1e9;
+// the kernels' GB/s below are wall-clock figures, so they are compared with the wall-clock bandwidth
+const bw = bwWall;
+console.log(`FMA peak (per thread-CPU-second, i.e. idle cores): ${fma1.toFixed(1)} GFLOP/s on 1 thread, ${fmaN.toFixed(1)} on ${nb.threads}`);
+console.log(`read bandwidth: ${bwWall.toFixed(1)} GB/s wall clock${bwIdle > 1.15 * bwWall ? ` [idle-core ${bwIdle.toFixed(1)}]` : ''}`);
+console.log(`load average at start: ${(await import('node:os')).loadavg().map((l) => l.toFixed(2)).join(' ')}`);
+
+// ---- GEMM (prefill / vision) ----
+const formats: WeightFormat[] = ['bf16', 'q4', 'q8', 'fp8', 'f32', 'f16'];
+const M = quick ? 128 : 512;
+const gemmShapes: Array<[string, number, number]> = quick ? [['2560→9728', 9728, 2560]] : [['2560→9728 (gate/up)', 9728, 2560], ['9728→2560 (down)', 2560, 9728], ['2560→4096 (q)', 4096, 2560]];
+console.log(`\nGEMM, ${M} tokens: GFLOP/s (share of the ${nb.threads}-thread FMA peak)`);
+for (const [label, rows, cols] of gemmShapes) {
+  const cells: string[] = [];
+  for (const f of formats) {
+    const w = makeWeight(f, rows, cols);
+    const pw = nb.prepare(w);
+    const x = fill(new Float32Array(M * cols), () => rand() - 0.5);
+    const s = time(() => nb.matmul(x, M, pw), quick ? 1 : 3);
+    const gflops = (t: number) => (2 * M * rows * cols) / t / 1e9;
+    cells.push(`${f} ${gflops(s).toFixed(1)} (${pct(gflops(s) / fmaN)})${idle(s, (t) => `${gflops(t).toFixed(1)} (${pct(gflops(t) / fmaN)})`)}`);
+  }
+  console.log(`  ${label.padEnd(22)} ${cells.join('\n' + ' '.repeat(25))}`);
+}
+
+// ---- GEMV (decode) ----
+console.log(`\nGEMV, 1 token: ms and GB/s of weight bytes (share of the measured read bandwidth);`);
+console.log(`  each case cycles through copies of the matrix (≥ ${quick ? 256 : 512} MB in all) so that weights come from DRAM, not the L3`);
+const gemvShapes: Array<[string, number, number]> = [['2560→9728', 9728, 2560], ['9728→2560', 2560, 9728]];
+if (!quick) gemvShapes.push(['head 2560→151936', 151936, 2560]);
+for (const [label, rows, cols] of gemvShapes) {
+  const cells: string[] = [];
+  for (const f of formats) {
+    if (label.startsWith('head') && (f === 'f32' || f === 'f16' || f === 'fp8')) continue;
+    const first = makeWeight(f, rows, cols);
+    const copies = Math.max(1, Math.ceil(((quick ? 256 : 512) << 20) / weightBytes(first)));
+    const pws = [nb.prepare(first)];
+    for (let i = 1; i < copies; i++) pws.push(nb.prepare(makeWeight(f, rows, cols)));
+    const x = fill(new Float32Array(cols), () => rand() - 0.5);
+    let next = 0;
+    const s = time(() => nb.matmul(x, 1, pws[next++ % copies]), label.startsWith('head') ? 6 : 30);
+    const gbs = (t: number) => weightBytes(first) / t / 1e9;
+    const cell = (t: number) => `${(t * 1e3).toFixed(2)} ms ${gbs(t).toFixed(1)} GB/s (${pct(gbs(t) / bw)})`;
+    cells.push(`${f} ${cell(s)}${idle(s, cell)}`);
+  }
+  console.log(`  ${label.padEnd(18)} ${cells.join('\n' + ' '.repeat(21))}`);
+}
+
+// ---- attention ----
+console.log(`\nattention: ms and GFLOP/s (share of the FMA peak)`);
+const attCases: Array<[string, AttentionOptions]> = [
+  ['text prefill 512, causal, 32/8 heads × 128', { nQ: 512, nKv: 512, heads: 32, kvHeads: 8, headDim: 128, scale: 128 ** -0.5, causal: true }],
+  ['text decode over 4096, 32/8 heads × 128', { nQ: 1, nKv: 4096, heads: 32, kvHeads: 8, headDim: 128, scale: 128 ** -0.5, causal: true, qOffset: 4095 }],
+  ['vision 4096 patches, 16 heads × 64', { nQ: 4096, nKv: 4096, heads: 16, kvHeads: 16, headDim: 64, scale: 0.125, causal: false, segments: Int32Array.of(0, 4096) }],
+];
+for (const [label, o] of quick ? attCases.slice(0, 2) : attCases) {
+  const q = fill(new Float32Array(o.nQ * o.heads * o.headDim), () => rand() - 0.5);
+  const k = fill(new Float32Array(o.nKv * o.kvHeads * o.headDim), () => rand() - 0.5);
+  const v = fill(new Float32Array(o.nKv * o.kvHeads * o.headDim), () => rand() - 0.5);
+  const s = time(() => nb.attention(q, k, v, o), o.nQ > 1000 ? 1 : 3);
+  const off = o.qOffset ?? 0;
+  let pairs = 0;
+  for (let i = 0; i < o.nQ; i++) pairs += o.causal ? Math.min(o.nKv, off + i + 1) : o.nKv;
+  const cell = (t: number) => {
+    const gf = (4 * pairs * o.headDim * o.heads) / t / 1e9;
+    return `${(t * 1e3).toFixed(1)} ms  ${gf.toFixed(1)} GFLOP/s (${pct(gf / fmaN)})`;
+  };
+  console.log(`  ${label.padEnd(44)} ${cell(s)}${idle(s, cell)}`);
+}

@@ -1,0 +1,37 @@
+{
+  "variables": {
+    "qvl_kernel_cflags": ["-O3", "-fPIC", "-ffp-contract=fast", "-fno-math-errno", "-Wno-unused-function", "-Wno-maybe-uninitialized"]
+  },
+  "targets": [
+    {
+      "target_name": "qvl_kernels_avx512",
+      "type": "static_library",
+      "sources": ["native/kernels_avx512.cc"],
+      "cflags_cc": ["<@(qvl_kernel_cflags)", "-mavx512f", "-mavx512bw", "-mavx512dq", "-mavx512vl", "-mfma", "-mf16c"]
+    },
+    {
+      "target_name": "qvl_kernels_avx2",
+      "type": "static_library",
+      "sources": ["native/kernels_avx2.cc"],
+      "cflags_cc": ["<@(qvl_kernel_cflags)", "-mavx2", "-mfma", "-mf16c"]
+    },
+    {
+      "target_name": "qvl_kernels_base",
+      "type": "static_library",
+      "sources": ["native/kernels_base.cc"],
+      "cflags_cc": ["<@(qvl_kernel_cflags)"]
+    },
+    {
+      "target_name": "qvl_native",
+      "sources": ["native/addon.cc", "native/threadpool.cc", "native/mmap.cc", "native/platform.cc"],
+      "dependencies": [
+        "qvl_kernels_avx512",
+        "qvl_kernels_avx2",
+        "qvl_kernels_base",
+        "<!(node -p \"require('node-addon-api').targets\"):node_addon_api_except"
+      ],
+      "cflags_cc": ["-O3", "-fPIC"],
+      "ldflags": ["-pthread"]
+    }
+  ]
+}

@@ -1,0 +1,417 @@
+// N-API surface of the native backend. Argument checking here is a safety net (the TypeScript
+// wrapper checks first and reports QvlErrors); every size is verified before a kernel runs so
+// that no call can read or write outside the arrays it was given.
+#include <napi.h>
+
+#include <algorithm>
+#include <set>
+#include <string>
+#include <thread>
+#include <utility>
+
+#include "kernels.h"
+#include "mmap.h"
+#include "platform.h"
+
+namespace {
+
+using qvl::KernelTable;
+using qvl::WeightDesc;
+
+const KernelTable* g_kernels = nullptr;
+
+const KernelTable* bestKernels() {
+  if (qvl::cpu_has_avx512() && qvl::kernels_avx512()) return qvl::kernels_avx512();
+  if (qvl::cpu_has_avx2() && qvl::kernels_avx2()) return qvl::kernels_avx2();
+  return qvl::kernels_base();
+}
+
+[[noreturn]] void fail(Napi::Env env, const std::string& msg) { throw Napi::RangeError::New(env, msg); }
+
+template <class T, napi_typedarray_type TYPE>
+std::pair<T*, size_t> typed(const Napi::Value& v, const char* name, const char* typeName) {
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != TYPE)
+    throw Napi::TypeError::New(v.Env(), std::string(name) + " must be a " + typeName);
+  auto a = v.As<Napi::TypedArrayOf<T>>();
+  return {a.Data(), a.ElementLength()};
+}
+
+std::pair<float*, size_t> f32(const Napi::Value& v, const char* name) {
+  return typed<float, napi_float32_array>(v, name, "Float32Array");
+}
+
+int64_t integer(const Napi::Value& v, const char* name, int64_t min = 0) {
+  if (!v.IsNumber()) throw Napi::TypeError::New(v.Env(), std::string(name) + " must be a number");
+  double d = v.As<Napi::Number>().DoubleValue();
+  if (!(d >= double(min)) || d != double(int64_t(d)) || d > 9.0e15)
+    fail(v.Env(), std::string(name) + " must be an integer ≥ " + std::to_string(min) + ", got " + std::to_string(d));
+  return int64_t(d);
+}
+
+const WeightDesc* handle(const Napi::Value& v) {
+  if (!v.IsExternal()) throw Napi::TypeError::New(v.Env(), "weight handle expected (from prepare)");
+  return v.As<Napi::External<WeightDesc>>().Data();
+}
+
+// ---- configuration ----
+
+Napi::Value Info(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("isa", g_kernels->name);
+  o.Set("threads", qvl::pool_threads());
+  o.Set("physicalCores", qvl::physical_cores());
+  o.Set("avx512", qvl::cpu_has_avx512());
+  o.Set("avx2", qvl::cpu_has_avx2());
+  return o;
+}
+
+Napi::Value SetIsa(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string name = info[0].As<Napi::String>().Utf8Value();
+  const KernelTable* k = nullptr;
+  if (name == "best") k = bestKernels();
+  else if (name == "avx512" && qvl::cpu_has_avx512()) k = qvl::kernels_avx512();
+  else if (name == "avx2" && qvl::cpu_has_avx2()) k = qvl::kernels_avx2();
+  else if (name == "scalar") k = qvl::kernels_base();
+  if (!k) fail(env, "instruction set '" + name + "' is not available on this CPU");
+  g_kernels = k;
+  return Napi::String::New(env, k->name);
+}
+
+Napi::Value SetThreads(const Napi::CallbackInfo& info) {
+  int64_t n = integer(info[0], "threads", 1);
+  if (n > 256) fail(info.Env(), "threads must be at most 256");
+  qvl::pool_set_threads(int(n));
+  return Napi::Number::New(info.Env(), qvl::pool_threads());
+}
+
+// ---- weights ----
+
+Napi::Value Prepare(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object d = info[0].As<Napi::Object>();
+  auto w = std::make_unique<WeightDesc>();
+  *w = WeightDesc{};
+  w->format = int32_t(integer(d.Get("format"), "format"));
+  w->rows = integer(d.Get("rows"), "rows");
+  w->cols = integer(d.Get("cols"), "cols");
+  const uint64_t elems = uint64_t(w->rows) * uint64_t(w->cols);
+  auto need = [&](size_t have, uint64_t want, const char* what) {
+    if (have < want)
+      fail(env, std::string(what) + " has " + std::to_string(have) + " elements, the shape needs " + std::to_string(want));
+  };
+  switch (w->format) {
+    case qvl::FMT_F32: {
+      auto a = f32(d.Get("data"), "data");
+      need(a.second, elems, "data");
+      w->data = a.first;
+      break;
+    }
+    case qvl::FMT_BF16:
+    case qvl::FMT_F16: {
+      auto a = typed<uint16_t, napi_uint16_array>(d.Get("data"), "data", "Uint16Array");
+      need(a.second, elems, "data");
+      w->data = a.first;
+      break;
+    }
+    case qvl::FMT_Q8: {
+      auto q = typed<int8_t, napi_int8_array>(d.Get("qs"), "qs", "Int8Array");
+      auto s = f32(d.Get("scales"), "scales");
+      need(q.second, elems, "qs");
+      need(s.second, uint64_t(w->rows) * uint64_t((w->cols + qvl::kQ8Block - 1) / qvl::kQ8Block), "scales");
+      w->data = q.first;
+      w->scales = s.first;
+      break;
+    }
+    case qvl::FMT_Q4: {
+      auto q = typed<uint8_t, napi_uint8_array>(d.Get("qs"), "qs", "Uint8Array");
+      auto s = f32(d.Get("scales"), "scales");
+      w->groupSize = int32_t(integer(d.Get("groupSize"), "groupSize", 1));
+      w->nGroups = int32_t(integer(d.Get("nGroups"), "nGroups", 1));
+      need(q.second, uint64_t(w->rows) * uint64_t((w->cols + 1) / 2), "qs");
+      need(s.second, uint64_t(w->rows) * uint64_t(w->nGroups), "scales");
+      w->data = q.first;
+      w->scales = s.first;
+      Napi::Value z = d.Get("zeros");
+      if (!z.IsUndefined() && !z.IsNull()) {
+        auto za = typed<uint8_t, napi_uint8_array>(z, "zeros", "Uint8Array");
+        need(za.second, uint64_t(w->rows) * uint64_t(w->nGroups), "zeros");
+        w->zeros = za.first;
+      }
+      Napi::Value g = d.Get("gIdx");
+      if (!g.IsUndefined() && !g.IsNull()) {
+        auto ga = typed<int32_t, napi_int32_array>(g, "gIdx", "Int32Array");
+        need(ga.second, uint64_t(w->cols), "gIdx");
+        for (int64_t c = 0; c < w->cols; c++)
+          if (ga.first[c] < 0 || ga.first[c] >= w->nGroups)
+            fail(env, "gIdx[" + std::to_string(c) + "] = " + std::to_string(ga.first[c]) + " is outside 0.." +
+                          std::to_string(w->nGroups - 1));
+        w->gIdx = ga.first;
+      } else if (int64_t(w->nGroups) < (w->cols + w->groupSize - 1) / w->groupSize) {
+        fail(env, "nGroups " + std::to_string(w->nGroups) + " is less than ceil(cols/groupSize)");
+      }
+      break;
+    }
+    case qvl::FMT_FP8: {
+      auto q = typed<uint8_t, napi_uint8_array>(d.Get("qs"), "qs", "Uint8Array");
+      auto s = f32(d.Get("scales"), "scales");
+      w->blockRows = int32_t(integer(d.Get("blockRows"), "blockRows", 1));
+      w->blockCols = int32_t(integer(d.Get("blockCols"), "blockCols", 1));
+      need(q.second, elems, "qs");
+      need(s.second,
+           uint64_t((w->rows + w->blockRows - 1) / w->blockRows) * uint64_t((w->cols + w->blockCols - 1) / w->blockCols),
+           "scales");
+      w->data = q.first;
+      w->scales = s.first;
+      break;
+    }
+    default:
+      fail(env, "unknown weight format code " + std::to_string(w->format));
+  }
+  return Napi::External<WeightDesc>::New(env, w.release(), [](Napi::Env, WeightDesc* p) { delete p; });
+}
+
+// ---- ops ----
+
+Napi::Value Matmul(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto x = f32(info[0], "x");
+  const int64_t n = integer(info[1], "n");
+  const WeightDesc* w = handle(info[2]);
+  const float* bias = nullptr;
+  if (!info[3].IsNull() && !info[3].IsUndefined()) {
+    auto b = f32(info[3], "bias");
+    if (int64_t(b.second) < w->rows) fail(env, "bias is shorter than the weight's rows");
+    bias = b.first;
+  }
+  auto y = f32(info[4], "y");
+  if (uint64_t(x.second) != uint64_t(n) * uint64_t(w->cols))
+    fail(env, "x has " + std::to_string(x.second) + " values, expected " + std::to_string(n) + "×" + std::to_string(w->cols));
+  if (uint64_t(y.second) != uint64_t(n) * uint64_t(w->rows)) fail(env, "y has the wrong length");
+  g_kernels->matmul(x.first, n, w, bias, y.first);
+  return env.Undefined();
+}
+
+Napi::Value GatherRows(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const WeightDesc* w = handle(info[0]);
+  auto ids = typed<int32_t, napi_int32_array>(info[1], "ids", "Int32Array");
+  auto out = f32(info[2], "out");
+  if (uint64_t(out.second) != uint64_t(ids.second) * uint64_t(w->cols)) fail(env, "out has the wrong length");
+  for (size_t i = 0; i < ids.second; i++)
+    if (ids.first[i] < 0 || ids.first[i] >= w->rows)
+      fail(env, "gatherRows: id " + std::to_string(ids.first[i]) + " outside 0.." + std::to_string(w->rows - 1));
+  g_kernels->gatherRows(w, ids.first, int64_t(ids.second), out.first);
+  return env.Undefined();
+}
+
+Napi::Value RmsNorm(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto x = f32(info[0], "x");
+  const int64_t dim = integer(info[1], "dim", 1);
+  auto w = f32(info[2], "weight");
+  const double eps = info[3].As<Napi::Number>().DoubleValue();
+  auto out = f32(info[4], "out");
+  if (x.second % dim != 0 || int64_t(w.second) < dim || out.second != x.second) fail(env, "rmsNorm: bad sizes");
+  g_kernels->rmsNorm(x.first, int64_t(x.second) / dim, dim, w.first, float(eps), out.first);
+  return env.Undefined();
+}
+
+Napi::Value LayerNorm(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto x = f32(info[0], "x");
+  const int64_t dim = integer(info[1], "dim", 1);
+  auto w = f32(info[2], "weight");
+  auto b = f32(info[3], "bias");
+  const double eps = info[4].As<Napi::Number>().DoubleValue();
+  auto out = f32(info[5], "out");
+  if (x.second % dim != 0 || int64_t(w.second) < dim || int64_t(b.second) < dim || out.second != x.second)
+    fail(env, "layerNorm: bad sizes");
+  g_kernels->layerNorm(x.first, int64_t(x.second) / dim, dim, w.first, b.first, float(eps), out.first);
+  return env.Undefined();
+}
+
+Napi::Value Rope(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto x = f32(info[0], "x");
+  const int64_t n = integer(info[1], "n");
+  const int64_t heads = integer(info[2], "heads", 1);
+  const int64_t hd = integer(info[3], "headDim", 2);
+  auto c = f32(info[4], "cos");
+  auto s = f32(info[5], "sin");
+  if (hd % 2 || uint64_t(x.second) != uint64_t(n * heads * hd) || uint64_t(c.second) < uint64_t(n * hd) ||
+      uint64_t(s.second) < uint64_t(n * hd))
+    fail(env, "rope: bad sizes");
+  g_kernels->rope(x.first, n, int32_t(heads), int32_t(hd), c.first, s.first);
+  return env.Undefined();
+}
+
+Napi::Value Attention(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  qvl::AttentionArgs a{};
+  auto q = f32(info[0], "q");
+  auto k = f32(info[1], "k");
+  auto v = f32(info[2], "v");
+  auto out = f32(info[3], "out");
+  a.nQ = int32_t(integer(info[4], "nQ"));
+  a.nKv = int32_t(integer(info[5], "nKv"));
+  a.heads = int32_t(integer(info[6], "heads", 1));
+  a.kvHeads = int32_t(integer(info[7], "kvHeads", 1));
+  a.headDim = int32_t(integer(info[8], "headDim", 1));
+  a.scale = float(info[9].As<Napi::Number>().DoubleValue());
+  a.causal = info[10].ToBoolean().Value() ? 1 : 0;
+  a.qOffset = int32_t(integer(info[11], "qOffset"));
+  if (a.heads % a.kvHeads) fail(env, "heads must be a multiple of kvHeads");
+  const uint64_t qs = uint64_t(a.heads) * a.headDim, kvs = uint64_t(a.kvHeads) * a.headDim;
+  if (q.second != uint64_t(a.nQ) * qs || out.second != q.second || k.second < uint64_t(a.nKv) * kvs ||
+      v.second < uint64_t(a.nKv) * kvs)
+    fail(env, "attention: bad sizes");
+  if (!info[12].IsNull() && !info[12].IsUndefined()) {
+    auto seg = typed<int32_t, napi_int32_array>(info[12], "segments", "Int32Array");
+    if (seg.second < 2 || seg.first[0] != 0 || seg.first[seg.second - 1] != a.nQ || a.nQ != a.nKv)
+      fail(env, "segments must run from 0 to nQ (= nKv)");
+    for (size_t i = 1; i < seg.second; i++)
+      if (seg.first[i] < seg.first[i - 1]) fail(env, "segments must be non-decreasing");
+    a.segments = seg.first;
+    a.nSegments = int32_t(seg.second - 1);
+  }
+  a.q = q.first;
+  a.k = k.first;
+  a.v = v.first;
+  a.out = out.first;
+  g_kernels->attention(&a);
+  return env.Undefined();
+}
+
+Napi::Value SiluMul(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto g = f32(info[0], "gate");
+  auto u = f32(info[1], "up");
+  auto o = f32(info[2], "out");
+  if (u.second != g.second || o.second != g.second) fail(env, "siluMul: lengths differ");
+  g_kernels->siluMul(g.first, u.first, o.first, int64_t(g.second));
+  return env.Undefined();
+}
+
+Napi::Value Gelu(const Napi::CallbackInfo& info) {
+  auto x = f32(info[0], "x");
+  const bool erf = info[1].ToBoolean().Value();
+  if (erf) g_kernels->geluErf(x.first, int64_t(x.second));
+  else g_kernels->geluTanh(x.first, int64_t(x.second));
+  return info.Env().Undefined();
+}
+
+Napi::Value Add(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto a = f32(info[0], "a");
+  auto b = f32(info[1], "b");
+  if (a.second != b.second) fail(env, "addInPlace: lengths differ");
+  g_kernels->add(a.first, b.first, int64_t(a.second));
+  return env.Undefined();
+}
+
+// ---- files ----
+
+Napi::Value MmapFile(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string path = info[0].As<Napi::String>().Utf8Value();
+  qvl::Mapping m;
+  std::string err;
+  if (!qvl::map_file(path, &m, &err)) {
+    Napi::Error e = Napi::Error::New(env, err);
+    e.Set("errno", Napi::Number::New(env, m.err));
+    throw e;
+  }
+  if (m.size == 0) return Napi::ArrayBuffer::New(env, 0);
+  return Napi::ArrayBuffer::New(
+      env, m.base, m.size, [](Napi::Env, void* base, size_t* size) {
+        qvl::unmap(base, *size);
+        delete size;
+      },
+      new size_t(m.size));
+}
+
+Napi::Value AdviseDontNeed(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsArrayBuffer()) throw Napi::TypeError::New(env, "adviseDontNeed needs the ArrayBuffer from mmapFile");
+  Napi::ArrayBuffer ab = info[0].As<Napi::ArrayBuffer>();
+  const int64_t off = integer(info[1], "offset"), len = integer(info[2], "length");
+  if (uint64_t(off) + uint64_t(len) > ab.ByteLength()) fail(env, "range is outside the buffer");
+  int64_t advised = qvl::advise_dontneed(ab.Data(), ab.ByteLength(), off, len);
+  if (advised < 0) fail(env, "adviseDontNeed: the buffer is not a mapping made by mmapFile");
+  return Napi::Number::New(env, double(advised));
+}
+
+// ---- probes ----
+
+struct ProbeCtx {
+  const KernelTable* k;
+  int64_t iters;
+  double gflops[256];
+  const float* buf;
+  int64_t chunk, len;
+  double sink[256];
+};
+
+Napi::Value ProbeFma(const Napi::CallbackInfo& info) {
+  ProbeCtx c{};
+  c.k = g_kernels;
+  c.iters = integer(info[0], "iters", 1);
+  const int nt = qvl::pool_threads();
+  qvl::parallel_for(
+      nt, [](void* p, int64_t t, int) { ((ProbeCtx*)p)->gflops[t] = ((ProbeCtx*)p)->k->fmaProbe(((ProbeCtx*)p)->iters); },
+      &c);
+  double s = 0;
+  for (int i = 0; i < nt; i++) s += c.gflops[i];
+  return Napi::Number::New(info.Env(), s);
+}
+
+Napi::Value ProbeRead(const Napi::CallbackInfo& info) {
+  auto b = f32(info[0], "buffer");
+  ProbeCtx c{};
+  c.k = g_kernels;
+  c.buf = b.first;
+  c.len = int64_t(b.second);
+  c.chunk = (c.len + 255) / 256;
+  qvl::parallel_for(
+      256,
+      [](void* p, int64_t t, int th) {
+        ProbeCtx* c = (ProbeCtx*)p;
+        int64_t s = t * c->chunk, e = std::min(c->len, s + c->chunk);
+        if (s < e) c->sink[t] = c->k->readProbe(c->buf + s, e - s);
+      },
+      &c);
+  double s = 0;
+  for (int i = 0; i < 256; i++) s += c.sink[i];
+  return Napi::Number::New(info.Env(), s);
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  if (!g_kernels) {
+    g_kernels = bestKernels();
+    qvl::pool_set_threads(qvl::physical_cores());
+  }
+  exports.Set("info", Napi::Function::New(env, Info));
+  exports.Set("setIsa", Napi::Function::New(env, SetIsa));
+  exports.Set("setThreads", Napi::Function::New(env, SetThreads));
+  exports.Set("prepare", Napi::Function::New(env, Prepare));
+  exports.Set("matmul", Napi::Function::New(env, Matmul));
+  exports.Set("gatherRows", Napi::Function::New(env, GatherRows));
+  exports.Set("rmsNorm", Napi::Function::New(env, RmsNorm));
+  exports.Set("layerNorm", Napi::Function::New(env, LayerNorm));
+  exports.Set("rope", Napi::Function::New(env, Rope));
+  exports.Set("attention", Napi::Function::New(env, Attention));
+  exports.Set("siluMul", Napi::Function::New(env, SiluMul));
+  exports.Set("gelu", Napi::Function::New(env, Gelu));
+  exports.Set("add", Napi::Function::New(env, Add));
+  exports.Set("mmapFile", Napi::Function::New(env, MmapFile));
+  exports.Set("adviseDontNeed", Napi::Function::New(env, AdviseDontNeed));
+  exports.Set("probeFma", Napi::Function::New(env, ProbeFma));
+  exports.Set("probeRead", Napi::Function::New(env, ProbeRead));
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(qvl_native, Init)

@@ -1,0 +1,77 @@
+// The C interface between the N-API layer and the per-ISA kernel sets.
+//
+// Each kernel set (kernels_avx512.cc, kernels_avx2.cc, kernels_base.cc) compiles the same
+// sources with different target flags inside its own namespace and fills one KernelTable;
+// the addon picks a table at run time from what the CPU supports. Nothing here uses the C++
+// standard library, so no inline template can be instantiated with AVX-512 code and then
+// shared with the portable code (an ODR trap that would crash older CPUs).
+#pragma once
+#include <stddef.h>
+#include <stdint.h>
+
+namespace qvl {
+
+enum WeightFormat : int32_t { FMT_F32 = 0, FMT_BF16 = 1, FMT_F16 = 2, FMT_Q8 = 3, FMT_Q4 = 4, FMT_FP8 = 5 };
+
+constexpr int kQ8Block = 32;
+
+/** A weight matrix [rows, cols] in the caller's memory (see src/kernels/weight.ts). */
+struct WeightDesc {
+  int32_t format;
+  int64_t rows;
+  int64_t cols;
+  const void* data;       // f32 / bf16 / f16 values, or the q8 / q4 / fp8 bytes
+  const float* scales;    // q8, q4, fp8
+  const uint8_t* zeros;   // q4, optional (null = 8)
+  const int32_t* gIdx;    // q4, optional act-order group of each column
+  int32_t groupSize;      // q4
+  int32_t nGroups;        // q4
+  int32_t blockRows;      // fp8
+  int32_t blockCols;      // fp8
+};
+
+struct AttentionArgs {
+  const float* q;
+  const float* k;
+  const float* v;
+  float* out;
+  int32_t nQ, nKv, heads, kvHeads, headDim;
+  float scale;
+  int32_t causal;
+  int32_t qOffset;
+  const int32_t* segments;  // null or nSegments+1 boundaries
+  int32_t nSegments;
+};
+
+struct KernelTable {
+  const char* name;
+  void (*matmul)(const float* x, int64_t n, const WeightDesc* w, const float* bias, float* y);
+  void (*gatherRows)(const WeightDesc* w, const int32_t* ids, int64_t count, float* out);
+  void (*rmsNorm)(const float* x, int64_t rows, int64_t dim, const float* weight, float eps, float* out);
+  void (*layerNorm)(const float* x, int64_t rows, int64_t dim, const float* weight, const float* bias, float eps,
+                    float* out);
+  void (*rope)(float* x, int64_t n, int32_t heads, int32_t headDim, const float* cos, const float* sin);
+  void (*attention)(const AttentionArgs* a);
+  void (*siluMul)(const float* gate, const float* up, float* out, int64_t len);
+  void (*geluTanh)(float* x, int64_t len);
+  void (*geluErf)(float* x, int64_t len);
+  void (*add)(float* a, const float* b, int64_t len);
+  /** Benchmark probes: FMA throughput on one thread (GFLOP/s) and a streaming read (bytes summed). */
+  double (*fmaProbe)(int64_t iters);
+  double (*readProbe)(const float* p, int64_t len);
+};
+
+const KernelTable* kernels_avx512();
+const KernelTable* kernels_avx2();
+const KernelTable* kernels_base();
+
+// Thread pool (threadpool.cc), plain C-style so the kernel sets can call it.
+typedef void (*TaskFn)(void* ctx, int64_t task, int thread);
+/** Runs fn(ctx, t, thread) for t in [0, nTasks) on the pool; returns when all are done. */
+void parallel_for(int64_t nTasks, TaskFn fn, void* ctx);
+int pool_threads();
+void pool_set_threads(int n);
+/** A 64-byte-aligned scratch buffer owned by `thread`, valid until the next call with that thread. */
+void* pool_scratch(int thread, size_t bytes, int slot);
+
+}  // namespace qvl

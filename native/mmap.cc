@@ -1,0 +1,81 @@
+#include "mmap.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <map>
+#include <mutex>
+
+namespace qvl {
+namespace {
+std::mutex g_mu;
+std::map<uintptr_t, size_t> g_maps;  // live mappings: base → size
+}  // namespace
+
+bool map_file(const std::string& path, Mapping* m, std::string* err) {
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    m->err = errno;
+    *err = "cannot open " + path + ": " + strerror(errno);
+    return false;
+  }
+  struct stat st;
+  if (fstat(fd, &st) != 0) {
+    m->err = errno;
+    *err = "cannot stat " + path + ": " + strerror(errno);
+    close(fd);
+    return false;
+  }
+  if (!S_ISREG(st.st_mode)) {
+    m->err = EINVAL;
+    *err = "cannot map " + path + ": not a regular file";
+    close(fd);
+    return false;
+  }
+  m->size = size_t(st.st_size);
+  if (m->size == 0) {
+    close(fd);
+    return true;
+  }
+  void* p = mmap(nullptr, m->size, PROT_READ, MAP_PRIVATE, fd, 0);
+  int e = errno;
+  close(fd);
+  if (p == MAP_FAILED) {
+    m->err = e;
+    *err = "cannot map " + path + ": " + strerror(e);
+    return false;
+  }
+  m->base = p;
+  std::lock_guard<std::mutex> lk(g_mu);
+  g_maps[uintptr_t(p)] = m->size;
+  return true;
+}
+
+void unmap(void* base, size_t size) {
+  {
+    std::lock_guard<std::mutex> lk(g_mu);
+    g_maps.erase(uintptr_t(base));
+  }
+  munmap(base, size);
+}
+
+int64_t advise_dontneed(void* base, size_t size, int64_t off, int64_t len) {
+  {
+    std::lock_guard<std::mutex> lk(g_mu);
+    auto it = g_maps.find(uintptr_t(base));
+    if (it == g_maps.end() || it->second != size) return -1;
+  }
+  const uintptr_t page = uintptr_t(sysconf(_SC_PAGESIZE));
+  uintptr_t s = uintptr_t(base) + uintptr_t(off), e = s + uintptr_t(len);
+  s = (s + page - 1) & ~(page - 1);
+  e &= ~(page - 1);
+  if (e <= s) return 0;
+  if (madvise((void*)s, e - s, MADV_DONTNEED) != 0) return 0;
+  return int64_t(e - s);
+}
+
+}  // namespace qvl

@@ -1,0 +1,54 @@
+#include "platform.h"
+
+#include <sched.h>
+
+#include <fstream>
+#include <set>
+#include <string>
+#include <thread>
+#include <utility>
+
+namespace qvl {
+
+bool cpu_has_avx512() {
+#if defined(__x86_64__)
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+         __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("fma") &&
+         __builtin_cpu_supports("f16c");
+#else
+  return false;
+#endif
+}
+
+bool cpu_has_avx2() {
+#if defined(__x86_64__)
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+#else
+  return false;
+#endif
+}
+
+int physical_cores() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  int allowed = 0;
+  std::set<std::pair<int, int>> cores;
+  if (sched_getaffinity(0, sizeof set, &set) == 0) {
+    for (int cpu = 0; cpu < CPU_SETSIZE; cpu++) {
+      if (!CPU_ISSET(cpu, &set)) continue;
+      allowed++;
+      std::string base = "/sys/devices/system/cpu/cpu" + std::to_string(cpu) + "/topology/";
+      std::ifstream c(base + "core_id"), p(base + "physical_package_id");
+      int core = -1, pkg = -1;
+      if (c >> core && p >> pkg) cores.insert({pkg, core});
+      else cores.insert({-1, cpu});
+    }
+  }
+  int n = cores.empty() ? int(std::thread::hardware_concurrency()) : int(cores.size());
+  if (allowed > 0 && n > allowed) n = allowed;
+  return n > 0 ? n : 1;
+}
+
+}  // namespace qvl

@@ -1,0 +1,11 @@
+// What the CPU offers: instruction sets (checked with the OS's saved-state support) and cores.
+#pragma once
+
+namespace qvl {
+/** AVX-512 F, BW, DQ and VL with FMA and F16C: what the avx512 kernel set is compiled for. */
+bool cpu_has_avx512();
+/** AVX2 with FMA and F16C. */
+bool cpu_has_avx2();
+/** Physical cores this process may run on (hyper-threads counted once). */
+int physical_cores();
+}  // namespace qvl

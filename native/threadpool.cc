@@ -1,0 +1,164 @@
+// A persistent thread pool: workers spin briefly after each job (decode issues hundreds of
+// small jobs per token, and waking a sleeping thread costs tens of microseconds), then sleep
+// on a condition variable. The calling thread takes part in every job.
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define QVL_PAUSE() _mm_pause()
+#else
+#include <sched.h>
+#define QVL_PAUSE() sched_yield()
+#endif
+#include <stdlib.h>
+#include <string.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "kernels.h"
+
+namespace qvl {
+namespace {
+
+constexpr int kScratchSlots = 4;
+constexpr auto kSpin = std::chrono::microseconds(200);
+
+struct Scratch {
+  void* p[kScratchSlots] = {};
+  size_t size[kScratchSlots] = {};
+  ~Scratch() {
+    for (int i = 0; i < kScratchSlots; i++) free(p[i]);
+  }
+};
+
+thread_local bool tls_in_pool_task = false;
+
+class Pool {
+ public:
+  explicit Pool(int n) : nThreads_(n < 1 ? 1 : n), scratch_(nThreads_) {
+    for (int i = 1; i < nThreads_; i++) workers_.emplace_back([this, i] { workerLoop(i); });
+  }
+  ~Pool() {
+    {
+      std::lock_guard<std::mutex> lk(m_);
+      stop_ = true;
+      gen_.fetch_add(1, std::memory_order_release);
+    }
+    cv_.notify_all();
+    for (auto& t : workers_) t.join();
+  }
+
+  int threads() const { return nThreads_; }
+
+  void run(int64_t nTasks, TaskFn fn, void* ctx) {
+    if (nTasks <= 0) return;
+    if (nThreads_ == 1 || nTasks == 1 || tls_in_pool_task) {
+      bool was = tls_in_pool_task;
+      tls_in_pool_task = true;
+      for (int64_t t = 0; t < nTasks; t++) fn(ctx, t, 0);
+      tls_in_pool_task = was;
+      return;
+    }
+    std::lock_guard<std::mutex> runLock(runMutex_);  // one job at a time (several JS threads may call)
+    fn_ = fn;
+    ctx_ = ctx;
+    nTasks_ = nTasks;
+    next_.store(0, std::memory_order_relaxed);
+    done_.store(0, std::memory_order_relaxed);
+    {
+      std::lock_guard<std::mutex> lk(m_);
+      gen_.fetch_add(1, std::memory_order_release);
+    }
+    if (sleepers_.load(std::memory_order_acquire) > 0) cv_.notify_all();
+    tls_in_pool_task = true;
+    work(0);
+    tls_in_pool_task = false;
+    while (done_.load(std::memory_order_acquire) < nThreads_ - 1) QVL_PAUSE();
+  }
+
+  void* scratch(int thread, size_t bytes, int slot) {
+    Scratch& s = scratch_[thread];
+    if (s.size[slot] < bytes) {
+      free(s.p[slot]);
+      size_t sz = (bytes + 63) & ~size_t(63);
+      s.p[slot] = aligned_alloc(64, sz);
+      s.size[slot] = s.p[slot] ? sz : 0;
+    }
+    return s.p[slot];
+  }
+
+ private:
+  void work(int thread) {
+    int64_t t;
+    while ((t = next_.fetch_add(1, std::memory_order_relaxed)) < nTasks_) fn_(ctx_, t, thread);
+  }
+
+  void workerLoop(int id) {
+    tls_in_pool_task = true;
+    uint64_t seen = 0;  // the generation at construction: a job posted before this thread starts still runs
+    for (;;) {
+      auto start = std::chrono::steady_clock::now();
+      int spins = 0;
+      while (gen_.load(std::memory_order_acquire) == seen) {
+        QVL_PAUSE();
+        if (++spins % 64 == 0 && std::chrono::steady_clock::now() - start > kSpin) {
+          std::unique_lock<std::mutex> lk(m_);
+          sleepers_.fetch_add(1, std::memory_order_acq_rel);
+          cv_.wait(lk, [&] { return gen_.load(std::memory_order_acquire) != seen; });
+          sleepers_.fetch_sub(1, std::memory_order_acq_rel);
+          break;
+        }
+      }
+      seen = gen_.load(std::memory_order_acquire);
+      if (stop_) return;
+      work(id);
+      done_.fetch_add(1, std::memory_order_acq_rel);
+    }
+  }
+
+  const int nThreads_;
+  std::vector<Scratch> scratch_;
+  std::vector<std::thread> workers_;
+  std::mutex m_;
+  std::mutex runMutex_;
+  std::condition_variable cv_;
+  std::atomic<uint64_t> gen_{0};
+  std::atomic<int> sleepers_{0};
+  std::atomic<int64_t> next_{0};
+  std::atomic<int> done_{0};
+  TaskFn fn_ = nullptr;
+  void* ctx_ = nullptr;
+  int64_t nTasks_ = 0;
+  bool stop_ = false;
+};
+
+Pool* g_pool = nullptr;
+std::mutex g_poolMutex;
+
+Pool& pool() {
+  if (!g_pool) {
+    std::lock_guard<std::mutex> lk(g_poolMutex);
+    if (!g_pool) g_pool = new Pool(1);
+  }
+  return *g_pool;
+}
+
+}  // namespace
+
+void parallel_for(int64_t nTasks, TaskFn fn, void* ctx) { pool().run(nTasks, fn, ctx); }
+
+int pool_threads() { return pool().threads(); }
+
+void pool_set_threads(int n) {
+  std::lock_guard<std::mutex> lk(g_poolMutex);
+  if (g_pool && g_pool->threads() == n) return;
+  delete g_pool;
+  g_pool = new Pool(n);
+}
+
+void* pool_scratch(int thread, size_t bytes, int slot) { return pool().scratch(thread, bytes, slot); }
+
+}  // namespace qvl

@@ -1,0 +1,197 @@
+import { QvlError } from '../../errors.ts';
+import type { AttentionOptions, Backend, PreparedWeight } from '../backend.ts';
+import type { WeightData } from '../weight.ts';
+import { loadAddon, type NativeAddon, type NativeWeightHandle } from './addon.ts';
+import { describeWeight } from './weights.ts';
+
+/** What a native PreparedWeight keeps: the addon's handle and the arrays it points into. */
+interface NativeImpl {
+  handle: NativeWeightHandle | null;
+  /** keeps the caller's typed arrays alive while the addon reads them in place */
+  weight: WeightData;
+}
+
+export type InstructionSet = 'best' | 'avx512' | 'avx2' | 'scalar';
+
+function shapeError(op: string, message: string, detail: Record<string, unknown>): QvlError {
+  return new QvlError('TENSOR_SHAPE', `${op}: ${message}`, { op, ...detail });
+}
+
+function checkInt(op: string, name: string, v: number, min = 0): void {
+  if (!Number.isInteger(v) || v < min) throw new QvlError('OPTION_INVALID', `${op}: ${name} must be an integer ≥ ${min}, got ${v}`, { op, name, value: v });
+}
+
+/**
+ * The C++ backend (native/): SIMD kernels chosen for the CPU at load (AVX-512, AVX2 or
+ * portable), run on a persistent thread pool. Weights are read in place from the caller's
+ * arrays (or an mmapped checkpoint); nothing is copied at `prepare`.
+ *
+ * The addon is process-wide: the thread count and instruction set apply to every instance.
+ */
+export class NativeBackend implements Backend {
+  readonly name = 'native';
+  readonly #addon: NativeAddon;
+
+  constructor(addon: NativeAddon = loadAddon()) {
+    this.#addon = addon;
+  }
+
+  /** Instruction set in use ('avx512' | 'avx2' | 'scalar'). */
+  get isa(): string {
+    return this.#addon.info().isa;
+  }
+
+  get threads(): number {
+    return this.#addon.info().threads;
+  }
+
+  /** Resizes the thread pool (call between ops, not during one). */
+  setThreads(n: number): void {
+    checkInt('setThreads', 'threads', n, 1);
+    this.#addon.setThreads(n);
+  }
+
+  /** Forces an instruction set, e.g. to test the portable kernels on an AVX-512 machine. */
+  useInstructionSet(isa: InstructionSet): string {
+    try {
+      return this.#addon.setIsa(isa);
+    } catch (e) {
+      throw new QvlError('BACKEND_UNAVAILABLE', (e as Error).message, { isa });
+    }
+  }
+
+  prepare(w: WeightData): PreparedWeight {
+    const desc = describeWeight(w);
+    const handle = this.#call('prepare', () => this.#addon.prepare(desc));
+    const impl: NativeImpl = { handle, weight: w };
+    return { rows: w.rows, cols: w.cols, format: w.format, impl };
+  }
+
+  release(w: PreparedWeight): void {
+    (w.impl as NativeImpl).handle = null;
+  }
+
+  matmul(x: Float32Array, n: number, w: PreparedWeight, bias?: Float32Array | null): Float32Array {
+    checkInt('matmul', 'n', n);
+    if (x.length !== n * w.cols) throw shapeError('matmul', `x has ${x.length} values, expected ${n}×${w.cols}`, { n, cols: w.cols, length: x.length });
+    if (bias && bias.length !== w.rows) throw shapeError('matmul', `bias has ${bias.length} values, expected ${w.rows}`, { rows: w.rows, length: bias.length });
+    const y = new Float32Array(n * w.rows);
+    const h = this.#handle(w, 'matmul');
+    this.#call('matmul', () => this.#addon.matmul(x, n, h, bias ?? null, y));
+    return y;
+  }
+
+  gatherRows(w: PreparedWeight, ids: ArrayLike<number>): Float32Array {
+    const idx = new Int32Array(ids.length);
+    for (let i = 0; i < ids.length; i++) {
+      const id = ids[i];
+      if (!(Number.isInteger(id) && id >= 0 && id < w.rows)) {
+        throw new QvlError('OPTION_INVALID', `gatherRows: id ${id} (position ${i}) is outside 0..${w.rows - 1}`, { id, position: i, rows: w.rows });
+      }
+      idx[i] = id;
+    }
+    const out = new Float32Array(ids.length * w.cols);
+    const h = this.#handle(w, 'gatherRows');
+    this.#call('gatherRows', () => this.#addon.gatherRows(h, idx, out));
+    return out;
+  }
+
+  rmsNorm(x: Float32Array, dim: number, weight: Float32Array, eps: number): Float32Array {
+    this.#rowsOf('rmsNorm', x, dim);
+    if (weight.length !== dim) throw shapeError('rmsNorm', `weight has ${weight.length} values, expected ${dim}`, { dim });
+    const out = new Float32Array(x.length);
+    if (x.length) this.#call('rmsNorm', () => this.#addon.rmsNorm(x, dim, weight, eps, out));
+    return out;
+  }
+
+  layerNorm(x: Float32Array, dim: number, weight: Float32Array, bias: Float32Array, eps: number): Float32Array {
+    this.#rowsOf('layerNorm', x, dim);
+    if (weight.length !== dim || bias.length !== dim) {
+      throw shapeError('layerNorm', `weight/bias have ${weight.length}/${bias.length} values, expected ${dim}`, { dim });
+    }
+    const out = new Float32Array(x.length);
+    if (x.length) this.#call('layerNorm', () => this.#addon.layerNorm(x, dim, weight, bias, eps, out));
+    return out;
+  }
+
+  rope(x: Float32Array, n: number, heads: number, headDim: number, cos: Float32Array, sin: Float32Array): void {
+    checkInt('rope', 'n', n);
+    checkInt('rope', 'heads', heads, 1);
+    checkInt('rope', 'headDim', headDim, 2);
+    if (headDim % 2) throw new QvlError('OPTION_INVALID', `rope: headDim must be even, got ${headDim}`, { headDim });
+    if (x.length !== n * heads * headDim) throw shapeError('rope', `x has ${x.length} values, expected ${n}×${heads}×${headDim}`, { n, heads, headDim });
+    if (cos.length < n * headDim || sin.length < n * headDim) {
+      throw shapeError('rope', `cos/sin have ${cos.length}/${sin.length} values, expected ${n}×${headDim}`, { n, headDim });
+    }
+    if (n) this.#call('rope', () => this.#addon.rope(x, n, heads, headDim, cos, sin));
+  }
+
+  attention(q: Float32Array, k: Float32Array, v: Float32Array, o: AttentionOptions): Float32Array {
+    const { nQ, nKv, heads, kvHeads, headDim } = o;
+    checkInt('attention', 'nQ', nQ);
+    checkInt('attention', 'nKv', nKv);
+    checkInt('attention', 'heads', heads, 1);
+    checkInt('attention', 'kvHeads', kvHeads, 1);
+    checkInt('attention', 'headDim', headDim, 1);
+    const qOffset = o.qOffset ?? 0;
+    checkInt('attention', 'qOffset', qOffset);
+    if (heads % kvHeads) throw new QvlError('OPTION_INVALID', `attention: heads ${heads} is not a multiple of kvHeads ${kvHeads}`, { heads, kvHeads });
+    if (q.length !== nQ * heads * headDim) throw shapeError('attention', `q has ${q.length} values, expected ${nQ}×${heads}×${headDim}`, { nQ, heads, headDim });
+    if (k.length < nKv * kvHeads * headDim || v.length < nKv * kvHeads * headDim) {
+      throw shapeError('attention', `k/v have ${k.length}/${v.length} values, expected ${nKv}×${kvHeads}×${headDim}`, { nKv, kvHeads, headDim });
+    }
+    const seg = o.segments ?? null;
+    if (seg) {
+      if (nQ !== nKv) throw new QvlError('OPTION_INVALID', `attention: segments need nQ = nKv, got ${nQ} and ${nKv}`, { nQ, nKv });
+      if (seg.length < 2 || seg[0] !== 0 || seg[seg.length - 1] !== nQ) {
+        throw new QvlError('OPTION_INVALID', `attention: segments must run from 0 to ${nQ}`, { segments: Array.from(seg) });
+      }
+      for (let i = 1; i < seg.length; i++) {
+        if (seg[i] < seg[i - 1]) throw new QvlError('OPTION_INVALID', `attention: segments must be non-decreasing (at ${i})`, { index: i });
+      }
+    }
+    const out = new Float32Array(nQ * heads * headDim);
+    this.#call('attention', () =>
+      this.#addon.attention(q, k, v, out, nQ, nKv, heads, kvHeads, headDim, o.scale, o.causal, qOffset, seg),
+    );
+    return out;
+  }
+
+  siluMul(gate: Float32Array, up: Float32Array): Float32Array {
+    if (gate.length !== up.length) throw shapeError('siluMul', `gate has ${gate.length} values, up has ${up.length}`, {});
+    const out = new Float32Array(gate.length);
+    this.#call('siluMul', () => this.#addon.siluMul(gate, up, out));
+    return out;
+  }
+
+  gelu(x: Float32Array, kind: 'tanh' | 'erf'): void {
+    if (kind !== 'tanh' && kind !== 'erf') throw new QvlError('OPTION_INVALID', `gelu: kind must be 'tanh' or 'erf', got '${String(kind)}'`, { kind });
+    this.#call('gelu', () => this.#addon.gelu(x, kind === 'erf'));
+  }
+
+  addInPlace(a: Float32Array, b: Float32Array): void {
+    if (a.length !== b.length) throw shapeError('addInPlace', `lengths ${a.length} and ${b.length} differ`, {});
+    this.#call('addInPlace', () => this.#addon.add(a, b));
+  }
+
+  #handle(w: PreparedWeight, op: string): NativeWeightHandle {
+    const impl = w.impl as NativeImpl | undefined;
+    if (!impl || !('handle' in impl)) throw new QvlError('INTERNAL', `${op}: the weight was not prepared by the native backend`, { op });
+    if (!impl.handle) throw new QvlError('INTERNAL', `${op}: the weight was released`, { op });
+    return impl.handle;
+  }
+
+  #rowsOf(op: string, x: Float32Array, dim: number): void {
+    checkInt(op, 'dim', dim, 1);
+    if (x.length % dim) throw shapeError(op, `x has ${x.length} values, not a multiple of dim ${dim}`, { dim, length: x.length });
+  }
+
+  #call<T>(op: string, f: () => T): T {
+    try {
+      return f();
+    } catch (e) {
+      if (e instanceof QvlError) throw e;
+      throw new QvlError('NATIVE_ERROR', `${op}: ${(e as Error).message}`, { op });
+    }
+  }
+}
