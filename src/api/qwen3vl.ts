@@ -1,6 +1,8 @@
 import fs from 'node:fs';
 import { QvlError } from '../errors.ts';
 import { generateTokens, type FinishReason } from '../generate/generate.ts';
+import { parseOutput, type ParsedOutput } from '../generate/parse/output.ts';
+import { promptOpensThink } from '../generate/parse/think.ts';
 import { loadGenerationDefaults, type GenerationDefaults } from '../generate/generation-config.ts';
 import type { SamplingOptions } from '../generate/sampler.ts';
 import { StopStringFilter } from '../generate/stop-strings.ts';
@@ -13,6 +15,7 @@ import { loadProcessorConfig, type ProcessorConfig } from '../processor/index.ts
 import { loadChatTemplate, type ChatTemplate } from '../template/chat-template.ts';
 import { StreamingDetokenizer } from '../tokenizer/stream-decoder.ts';
 import { loadTokenizer, type QwenTokenizer } from '../tokenizer/tokenizer.ts';
+import { loadTimeConvert, type QuantMode } from '../weights/quant-plan.ts';
 import { loadModelFromDir } from './load-model.ts';
 import { preparePrompt, type PreparedPrompt, type PromptOptions } from './prompt.ts';
 
@@ -23,6 +26,9 @@ export interface FromPretrainedOptions {
   threads?: number;
   /** re-encode weights at load time */
   convert?: (w: WeightData, name: string) => WeightData;
+  // quantization at load (weights/quant-plan.ts, docs/quantization.md)
+  /** quantize the float weights while loading: q8 everywhere, or q4 text decoder + q8 rest */
+  quant?: QuantMode;
   onProgress?: (done: number, total: number) => void;
 }
 
@@ -53,6 +59,8 @@ export interface ChatResult {
   usage: ChatUsage;
   timings: { prefillMs: number; decodeMs: number };
   media: PreparedPrompt['media'];
+  /** `text` parsed: answer, reasoning (Thinking models), tool calls (when tools were given), grounding boxes/points in pixels */
+  output: ParsedOutput;
 }
 
 /** A streamed answer: iterate for text deltas; `result` resolves when generation ends. */
@@ -83,9 +91,10 @@ export class Qwen3VL {
       throw new QvlError('FILE_NOT_FOUND', `model folder ${dir} does not exist`, { dir });
     }
     const cfg = loadConfig(dir);
+    const convert = loadTimeConvert(opts.quant, opts.convert);
     const choice = typeof opts.backend === 'object' ? { backend: opts.backend, map: undefined } : await selectBackend(opts.backend ?? 'auto', { threads: opts.threads });
     const [tokenizer, template] = await Promise.all([loadTokenizer(dir), loadChatTemplate(dir)]);
-    const model = loadModelFromDir(dir, { backend: choice.backend, map: choice.map, config: cfg, convert: opts.convert, onProgress: opts.onProgress });
+    const model = loadModelFromDir(dir, { backend: choice.backend, map: choice.map, config: cfg, convert, onProgress: opts.onProgress });
     return new Qwen3VL(dir, model, tokenizer, template, loadProcessorConfig(dir), loadGenerationDefaults(dir));
   }
 
@@ -203,6 +212,8 @@ export class Qwen3VL {
       usage: { promptTokens, completionTokens: tokenIds.length, totalTokens: promptTokens + tokenIds.length },
       timings,
       media: prepared.media,
+      // output parsing (generate/parse): reads the rendered prompt to know whether it opened <think>
+      output: parseOutput(text, { startsInThink: promptOpensThink(prepared.text), toolCalls: (opts.tools?.length ?? 0) > 0, media: prepared.media }),
     };
   }
 }

@@ -1,6 +1,11 @@
 import { Command } from 'commander';
+import { registerChat } from './chat.ts';
+import { registerDownload } from './download.ts';
 import { registerParity } from './parity.ts';
+import { registerQuantize } from './quantize.ts';
 import { registerRun } from './run.ts';
+import { registerServe } from './serve.ts';
+import { registerTokens } from './tokens.ts';
 import { reportError } from './report-error.ts';
 
 // `qvl … | head` closes the pipe early; that is not an error.
@@ -16,7 +21,12 @@ program
   .showHelpAfterError('(run "qvl <command> --help" for the options of a command)');
 
 registerRun(program);
+registerChat(program);
+registerServe(program);
+registerDownload(program);
+registerTokens(program);
 registerParity(program);
+registerQuantize(program);
 
 program.parseAsync(process.argv).catch((e) => {
   reportError(e);

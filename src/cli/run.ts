@@ -2,6 +2,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { Command } from 'commander';
 import { QvlError } from '../errors.ts';
+import type { OutputGrounding } from '../generate/parse/output.ts';
+import { drawGrounding } from './draw-grounding.ts';
 import { addModelFlags, loadModel, type ModelFlags } from './load.ts';
 import { collect, floatArg, intArg } from './options.ts';
 
@@ -18,6 +20,7 @@ interface RunFlags extends ModelFlags {
   minPixels?: number;
   maxPixels?: number;
   stats?: boolean;
+  draw?: string;
 }
 
 const IMAGE_EXT = /\.(png|jpe?g|webp|gif|bmp|tiff?|avif)$/i;
@@ -38,8 +41,10 @@ export function registerRun(program: Command): void {
     .option('--seed <n>', 'random seed for reproducible sampling', intArg(0))
     .option('--min-pixels <n>', 'smallest resized image area in pixels', intArg(1))
     .option('--max-pixels <n>', 'largest resized image area in pixels', intArg(1))
-    .option('--stats', 'print token counts and speed to stderr when done');
+    .option('--stats', 'print token counts and speed to stderr when done')
+    .option('--draw <file>', 'grounding: draw the boxes/points of the answer on the first image and save it (png, jpg or webp)');
   addModelFlags(cmd).action(async (words: string[], flags: RunFlags) => {
+    if (flags.draw && flags.image.length === 0) throw new QvlError('OPTION_INVALID', '--draw needs an image (--image)', {});
     const content: object[] = [];
     for (const img of flags.image) content.push({ type: 'image', image: img });
     if (flags.video) content.push(videoPart(flags.video, flags.fps));
@@ -61,6 +66,7 @@ export function registerRun(program: Command): void {
     for await (const delta of stream) process.stdout.write(delta);
     process.stdout.write('\n');
     const r = await stream.result;
+    if (flags.draw) await drawAnswer(flags.draw, flags.image, r.output.grounding);
     if (flags.stats) {
       const tps = r.usage.completionTokens / Math.max(1e-9, r.timings.decodeMs / 1000);
       process.stderr.write(
@@ -71,8 +77,18 @@ export function registerRun(program: Command): void {
   });
 }
 
+/** --draw: the answer's grounding over the image it refers to. */
+async function drawAnswer(out: string, images: string[], g: OutputGrounding | undefined): Promise<void> {
+  if (!g || g.image === undefined) {
+    process.stderr.write('--draw: the answer has no boxes or points (bbox_2d / point_2d); nothing drawn\n');
+    return;
+  }
+  await drawGrounding(images[g.image]!, g, out);
+  process.stderr.write(`--draw: ${g.boxes.length} boxes and ${g.points.length} points drawn to ${out}\n`);
+}
+
 /** A folder of frames becomes a frame-list video; anything else is a video file or URL. */
-function videoPart(source: string, fps: number | undefined): object {
+export function videoPart(source: string, fps: number | undefined): object {
   if (fs.existsSync(source) && fs.statSync(source).isDirectory()) {
     const frames = fs
       .readdirSync(source)

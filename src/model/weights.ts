@@ -2,6 +2,7 @@ import { QvlError } from '../errors.ts';
 import type { Backend, PreparedWeight } from '../kernels/backend.ts';
 import type { WeightData } from '../kernels/weight.ts';
 import { readBias, readLinear } from '../weights/linear.ts';
+import { hasLinearWeight } from '../weights/quant/index.ts';
 import { readF32, readMatrix, type TensorSource } from '../weights/tensor-reader.ts';
 import type { Qwen3VLConfig } from './config.ts';
 
@@ -155,7 +156,7 @@ export function loadModelWeights(
   const t = cfg.text;
   const H = t.hiddenSize;
   const tp = 'model.language_model';
-  const embedData = convert(readMatrix(src, `${tp}.embed_tokens.weight`, t.vocabSize, H), `${tp}.embed_tokens`);
+  const embedData = convert(readLinear(src, `${tp}.embed_tokens`, t.vocabSize, H, q), `${tp}.embed_tokens`);
   const embed = backend.prepare(embedData);
   step();
   const layers: TextLayerWeights[] = [];
@@ -189,7 +190,7 @@ export function loadModelWeights(
     // A tied checkpoint may still carry a redundant lm_head.weight; the tie wins, as in HF.
     lmHead = embed;
   } else {
-    if (!src.has('lm_head.weight') && !src.has('lm_head.qweight') && !src.has('lm_head.weight_packed')) {
+    if (!hasLinearWeight(src, 'lm_head')) {
       throw new QvlError('TENSOR_MISSING', 'config.json says the word embeddings are not tied, but the checkpoint has no lm_head.weight', {
         tensor: 'lm_head.weight',
       });

@@ -1,0 +1,141 @@
+import { QvlError } from '../errors.ts';
+import { dequantRow } from '../kernels/ts/dequant.ts';
+import { Q8_BLOCK, type Q4Weight, type Q8Weight, type WeightData } from '../kernels/weight.ts';
+
+/**
+ * Round-to-nearest quantizers from float weights into the kernels' q8 / q4 formats. Every
+ * scale is rounded to float32 before use; a value is quantized as round(w · (1/scale)) with the
+ * reciprocal and the product in double precision and ties rounded away from zero, so an
+ * independent implementation (tools/reference/make_quant_checkpoints.py) reproduces the
+ * output bit for bit.
+ */
+
+/** Round half away from zero for |v| < 2^31 (Math.round would round −2.5 to −2). */
+function roundAway(v: number): number {
+  return v < 0 ? -((0.5 - v) | 0) : (v + 0.5) | 0;
+}
+
+/**
+ * q8: int8 blocks of 32 along each row, scale = max|w| / 127 (as float32), q = round(w / scale).
+ * The symmetric 8-bit grid with a per-32 scale keeps the error near 0.4% of the block's max.
+ */
+export function quantizeQ8(w: WeightData): Q8Weight {
+  const { rows, cols } = w;
+  const nb = Math.ceil(cols / Q8_BLOCK);
+  const qs = new Int8Array(rows * cols);
+  const scales = new Float32Array(rows * nb);
+  const row = new Float32Array(cols);
+  for (let r = 0; r < rows; r++) {
+    dequantRow(w, r, row);
+    const base = r * cols;
+    for (let b = 0; b < nb; b++) {
+      const c0 = b * Q8_BLOCK;
+      const c1 = Math.min(cols, c0 + Q8_BLOCK);
+      let amax = 0;
+      let sum = 0;
+      for (let c = c0; c < c1; c++) {
+        const a = Math.abs(row[c]);
+        sum += a;
+        if (a > amax) amax = a;
+      }
+      if (!Number.isFinite(sum)) checkFinite(row, r, c0, c1);
+      const d = Math.fround(amax / 127);
+      scales[r * nb + b] = d;
+      if (d === 0) continue;
+      const id = 1 / d;
+      for (let c = c0; c < c1; c++) {
+        const q = roundAway(row[c] * id);
+        qs[base + c] = q > 127 ? 127 : q < -127 ? -127 : q;
+      }
+    }
+  }
+  return { format: 'q8', rows, cols, qs, scales };
+}
+
+export interface Q4Options {
+  /** columns per scale (default 32); the last group of a row may be partial */
+  groupSize?: number;
+  /**
+   * false (default): asymmetric min/max — scale = (max − min) / 15 over the group's range
+   * widened to include 0, integer zero point = round(−min / scale), q = round(w / scale) + zero.
+   * true: symmetric like GGML Q4_0 — scale = m / −8 with m the value of largest magnitude,
+   * zero 8, q = round(w / scale) + 8. Both clamp q to 0..15.
+   */
+  symmetric?: boolean;
+}
+
+export function quantizeQ4(w: WeightData, opts: Q4Options = {}): Q4Weight {
+  const { rows, cols } = w;
+  const g = opts.groupSize ?? 32;
+  if (!Number.isInteger(g) || g <= 0) throw new QvlError('OPTION_INVALID', `q4 group size must be a positive integer, got ${g}`, { groupSize: g });
+  const sym = opts.symmetric ?? false;
+  const nG = Math.ceil(cols / g);
+  const rowBytes = Math.ceil(cols / 2);
+  const qs = new Uint8Array(rows * rowBytes);
+  const scales = new Float32Array(rows * nG);
+  const zeros = sym ? undefined : new Uint8Array(rows * nG);
+  const row = new Float32Array(cols);
+  const q = new Uint8Array(cols + 1);
+  for (let r = 0; r < rows; r++) {
+    dequantRow(w, r, row);
+    for (let gi = 0; gi < nG; gi++) {
+      const c0 = gi * g;
+      const c1 = Math.min(cols, c0 + g);
+      let d: number;
+      let z: number;
+      if (sym) {
+        let big = 0;
+        let abig = 0;
+        let sum = 0;
+        for (let c = c0; c < c1; c++) {
+          const a = Math.abs(row[c]);
+          sum += a;
+          if (a > abig) {
+            abig = a;
+            big = row[c];
+          }
+        }
+        if (!Number.isFinite(sum)) checkFinite(row, r, c0, c1);
+        d = big === 0 ? 0 : Math.fround(big / -8);
+        z = 8;
+      } else {
+        let mn = 0;
+        let mx = 0;
+        let sum = 0;
+        for (let c = c0; c < c1; c++) {
+          const v = row[c];
+          sum += v;
+          if (v < mn) mn = v;
+          else if (v > mx) mx = v;
+        }
+        if (!Number.isFinite(sum)) checkFinite(row, r, c0, c1);
+        d = Math.fround((mx - mn) / 15);
+        z = d === 0 ? 0 : Math.min(15, Math.max(0, roundAway(-mn * (1 / d))));
+        zeros![r * nG + gi] = z;
+      }
+      scales[r * nG + gi] = d;
+      if (d === 0) {
+        q.fill(z, c0, c1);
+        continue;
+      }
+      const id = 1 / d;
+      for (let c = c0; c < c1; c++) {
+        const v = roundAway(row[c] * id) + z;
+        q[c] = v < 0 ? 0 : v > 15 ? 15 : v;
+      }
+    }
+    q[cols] = 0;
+    const base = r * rowBytes;
+    for (let b = 0; b < rowBytes; b++) qs[base + b] = q[2 * b] | (q[2 * b + 1] << 4);
+  }
+  return { format: 'q4', rows, cols, groupSize: g, nGroups: nG, qs, scales, ...(zeros ? { zeros } : {}) };
+}
+
+/** Called when a group's sum is not finite: names the first NaN/±Infinity weight (a sum of huge finite weights passes). */
+function checkFinite(row: Float32Array, r: number, c0: number, c1: number): void {
+  for (let c = c0; c < c1; c++) if (!Number.isFinite(row[c])) throw nonFinite(r, c, row[c]);
+}
+
+function nonFinite(r: number, c: number, v: number): QvlError {
+  return new QvlError('QUANT_INVALID', `cannot quantize: weight [${r}, ${c}] is ${v}`, { row: r, col: c, value: v });
+}

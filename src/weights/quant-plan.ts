@@ -1,0 +1,77 @@
+import { QvlError } from '../errors.ts';
+import type { WeightData } from '../kernels/weight.ts';
+import { quantizeQ4, quantizeQ8 } from './convert.ts';
+
+export type QuantMode = 'q8' | 'q4';
+
+export interface QuantPlanOptions {
+  mode: QuantMode;
+  /** q4 columns per scale: 32 (default) or 128 */
+  groupSize?: number;
+  /** q4 without zero points (GGML Q4_0 style); default false = asymmetric min/max */
+  symmetric?: boolean;
+}
+
+const TEXT_LINEAR = /^model\.language_model\.layers\.\d+\.(self_attn\.[qkvo]_proj|mlp\.(gate|up|down)_proj)$/;
+const VISION_LINEAR = /^model\.visual\.(blocks\.\d+\.(attn\.(qkv|proj)|mlp\.linear_fc[12])|(merger|deepstack_merger_list\.\d+)\.linear_fc[12])$/;
+const EMBED_OR_HEAD = /^(model\.language_model\.embed_tokens|lm_head)$/;
+
+/**
+ * Which format each matrix gets (names are the Linear prefixes the model loader passes to
+ * `convert`). Like llama.cpp, the token embedding / output head and the vision tower (the
+ * "mmproj" that llama.cpp ships at f16 or q8_0 next to a 4-bit text model) keep 8 bits in q4
+ * mode: errors there reach every token or every image row, while they are a small share of
+ * the bytes. Norms, biases, the patch embedding and the position table stay float.
+ *
+ * | matrix                                   | q8 | q4 |
+ * |------------------------------------------|----|----|
+ * | text q/k/v/o, gate/up/down               | q8 | q4 |
+ * | vision qkv/proj/fc1/fc2, mergers         | q8 | q8 |
+ * | embed_tokens (and the tied head), lm_head| q8 | q8 |
+ */
+export function quantTarget(name: string, mode: QuantMode): QuantMode | undefined {
+  if (TEXT_LINEAR.test(name)) return mode;
+  if (VISION_LINEAR.test(name) || EMBED_OR_HEAD.test(name)) return 'q8';
+  return undefined;
+}
+
+/** Quantizes one float matrix as the plan says (returns `w` itself when the plan keeps it). */
+export function quantizeForPlan(w: WeightData, name: string, opts: QuantPlanOptions): WeightData {
+  const target = quantTarget(name, opts.mode);
+  // Already quantized in the checkpoint (FP8, AWQ, …): re-quantizing would only add error.
+  if (!target || (w.format !== 'f32' && w.format !== 'bf16' && w.format !== 'f16')) return w;
+  try {
+    return target === 'q8' ? quantizeQ8(w) : quantizeQ4(w, { groupSize: opts.groupSize, symmetric: opts.symmetric });
+  } catch (e) {
+    if (e instanceof QvlError) throw new QvlError(e.code, `${name}: ${e.message}`, { ...e.detail, module: name });
+    throw e;
+  }
+}
+
+/** The `convert` hook for `Qwen3VL.fromPretrained(dir, { convert })` / `loadModelWeights`. */
+export function makeQuantConvert(opts: QuantPlanOptions): (w: WeightData, name: string) => WeightData {
+  checkQuantOptions(opts);
+  return (w, name) => quantizeForPlan(w, name, opts);
+}
+
+export function checkQuantOptions(opts: QuantPlanOptions): void {
+  if (opts.mode !== 'q8' && opts.mode !== 'q4') {
+    throw new QvlError('OPTION_INVALID', `quant must be "q8" or "q4", got ${JSON.stringify(opts.mode)}`, { quant: opts.mode });
+  }
+  if (opts.groupSize !== undefined && opts.groupSize !== 32 && opts.groupSize !== 128) {
+    throw new QvlError('OPTION_INVALID', `q4 group size must be 32 or 128, got ${opts.groupSize}`, { groupSize: opts.groupSize });
+  }
+}
+
+/**
+ * The load-time `convert` for `Qwen3VL.fromPretrained`: the quantization plan for `quant`, or
+ * the caller's own `convert`; asking for both is refused (which would run first is not obvious).
+ */
+export function loadTimeConvert(
+  quant: QuantMode | undefined,
+  convert: ((w: WeightData, name: string) => WeightData) | undefined,
+): ((w: WeightData, name: string) => WeightData) | undefined {
+  if (quant === undefined) return convert;
+  if (convert) throw new QvlError('OPTION_INVALID', 'give either quant or convert, not both', { quant });
+  return makeQuantConvert({ mode: quant });
+}
