@@ -1,6 +1,6 @@
 import { QvlError } from '../errors.ts';
 
-export type Grid = readonly [number, number, number];
+export type Grid = [number, number, number];
 
 export interface RopePositions {
   /** rows T, H, W; each of prompt length */
