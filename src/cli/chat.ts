@@ -157,10 +157,15 @@ export function registerChat(program: Command): void {
             const prompt = await s.prompt;
             const parser = new OutputStreamParser({ startsInThink: prompt.startsInThink });
             let answer = '';
+            let reasoned = false;
             const show = (events: ReturnType<OutputStreamParser['push']>) => {
               for (const e of events) {
-                if (e.type === 'reasoning') process.stdout.write(dim(e.text));
-                else if (e.type === 'content') {
+                if (e.type === 'reasoning') {
+                  reasoned = true;
+                  process.stdout.write(dim(e.text));
+                } else if (e.type === 'content') {
+                  // a blank line between the (dimmed) reasoning and the answer
+                  if (reasoned && answer === '') process.stdout.write('\n\n');
                   answer += e.text;
                   process.stdout.write(e.text);
                 }

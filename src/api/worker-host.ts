@@ -1,0 +1,257 @@
+/**
+ * Runs a model on a worker thread and offers the library's surface (`prepare`, `chat`, `stream`)
+ * from the calling thread, whose event loop stays free while matmuls run: an HTTP server keeps
+ * answering, a spinner keeps spinning. Requests run one at a time in order; aborting a request's
+ * signal stops its generation at the next token (or drops it from the line if it has not started).
+ */
+import { Worker } from 'node:worker_threads';
+import { QvlError } from '../errors.ts';
+import type { BackendName } from '../kernels/select.ts';
+import type { ChatResult } from './qwen3vl.ts';
+import type { PreparedPrompt } from './prompt.ts';
+import type { HostMessage, PromptInfo, SerializedError, WorkerChatOptions, WorkerMessage, WorkerModelInfo } from './worker-protocol.ts';
+
+export type { PromptInfo, WorkerChatOptions, WorkerModelInfo } from './worker-protocol.ts';
+
+export interface WorkerLoadOptions {
+  /** 'auto' (default), 'native' or 'ts' */
+  backend?: BackendName;
+  threads?: number;
+  /** weight loading progress */
+  onProgress?: (done: number, total: number) => void;
+}
+
+export interface WorkerCallOptions extends WorkerChatOptions {
+  signal?: AbortSignal;
+}
+
+/** A streamed answer: iterate for text deltas; `prompt` resolves before the first delta, `result` at the end. */
+export interface WorkerChatStream extends AsyncIterable<string> {
+  prompt: Promise<PromptInfo>;
+  result: Promise<ChatResult>;
+}
+
+/** The host's node flags minus a `--import tsx` (registering the loader twice breaks module loading). */
+function withoutTsxImport(argv: readonly string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === '--import' && /(^|[\\/])tsx([\\/]|$)/.test(argv[i + 1] ?? '')) {
+      i++;
+      continue;
+    }
+    if (/^--import=.*\btsx\b/.test(a)) continue;
+    out.push(a);
+  }
+  return out;
+}
+
+export function deserializeError(e: SerializedError): QvlError {
+  return new QvlError(e.code, e.message, e.detail);
+}
+
+interface Pending {
+  onMessage(m: WorkerMessage): void;
+  fail(e: QvlError): void;
+}
+
+/** A single-consumer queue of text deltas that ends with a value or an error. */
+class DeltaChannel implements AsyncIterator<string> {
+  private items: string[] = [];
+  private waiting?: { resolve: (r: IteratorResult<string>) => void; reject: (e: unknown) => void };
+  private ended = false;
+  private error: unknown;
+
+  push(text: string): void {
+    if (this.waiting) {
+      const w = this.waiting;
+      this.waiting = undefined;
+      w.resolve({ value: text, done: false });
+    } else this.items.push(text);
+  }
+
+  end(error?: unknown): void {
+    if (this.ended) return;
+    this.ended = true;
+    this.error = error;
+    if (this.waiting) {
+      const w = this.waiting;
+      this.waiting = undefined;
+      if (error !== undefined) w.reject(error);
+      else w.resolve({ value: undefined, done: true });
+    }
+  }
+
+  next(): Promise<IteratorResult<string>> {
+    if (this.items.length > 0) return Promise.resolve({ value: this.items.shift()!, done: false });
+    if (this.ended) return this.error !== undefined ? Promise.reject(this.error) : Promise.resolve({ value: undefined, done: true });
+    return new Promise((resolve, reject) => (this.waiting = { resolve, reject }));
+  }
+}
+
+export class WorkerModel {
+  readonly info: WorkerModelInfo;
+  private readonly worker: Worker;
+  private readonly pending = new Map<number, Pending>();
+  private nextId = 1;
+  /** requests run one after another; this settles when the last queued one has */
+  private line: Promise<void> = Promise.resolve();
+  private dead?: QvlError;
+
+  private constructor(worker: Worker, info: WorkerModelInfo) {
+    this.worker = worker;
+    this.info = info;
+    worker.on('message', (m: WorkerMessage) => {
+      if ('id' in m) this.pending.get(m.id)?.onMessage(m);
+    });
+    const die = (e: QvlError) => {
+      this.dead ??= e;
+      for (const p of [...this.pending.values()]) p.fail(this.dead);
+      this.pending.clear();
+    };
+    worker.on('error', (e) => die(new QvlError('INTERNAL', `the inference worker failed: ${e.stack ?? e.message}`)));
+    worker.on('exit', (code) => die(new QvlError('INTERNAL', `the inference worker exited (code ${code})`, { code })));
+  }
+
+  /** Starts a worker and loads the model folder `dir` in it. */
+  static load(dir: string, opts: WorkerLoadOptions = {}): Promise<WorkerModel> {
+    const worker = new Worker(new URL('./worker-bootstrap.mjs', import.meta.url), {
+      workerData: { dir, backend: opts.backend ?? 'auto', threads: opts.threads },
+      // the bootstrap registers the TypeScript loader itself
+      execArgv: withoutTsxImport(process.execArgv),
+    });
+    return new Promise((resolve, reject) => {
+      const onExit = (code: number) => reject(new QvlError('INTERNAL', `the inference worker exited while loading ${dir} (code ${code})`, { dir, code }));
+      const onError = (e: Error) => reject(new QvlError('INTERNAL', `the inference worker failed while loading ${dir}: ${e.stack ?? e.message}`, { dir }));
+      const onMessage = (m: WorkerMessage) => {
+        if (m.type === 'progress') opts.onProgress?.(m.done, m.total);
+        else if (m.type === 'ready' || m.type === 'load-error') {
+          worker.off('message', onMessage).off('exit', onExit).off('error', onError);
+          if (m.type === 'ready') resolve(new WorkerModel(worker, m.info));
+          else {
+            void worker.terminate();
+            reject(deserializeError(m.error));
+          }
+        }
+      };
+      worker.on('message', onMessage).on('exit', onExit).on('error', onError);
+    });
+  }
+
+  /** Renders and preprocesses a request in the worker (PDF parts expanded), without generating. */
+  prepare(messages: unknown, opts: WorkerCallOptions = {}): Promise<PreparedPrompt> {
+    return new Promise((resolve, reject) => {
+      this.enqueue('prepare', messages, opts, {
+        onMessage: (m) => {
+          if (m.type === 'prepared') resolve(m.prepared);
+          else if (m.type === 'error') reject(deserializeError(m.error));
+        },
+        fail: reject,
+      });
+    });
+  }
+
+  async chat(messages: unknown, opts: WorkerCallOptions = {}): Promise<ChatResult> {
+    const s = this.stream(messages, opts);
+    for await (const _ of s) {
+      // the result carries the whole text
+    }
+    return s.result;
+  }
+
+  stream(messages: unknown, opts: WorkerCallOptions = {}): WorkerChatStream {
+    const channel = new DeltaChannel();
+    let resolvePrompt!: (p: PromptInfo) => void;
+    let rejectPrompt!: (e: unknown) => void;
+    let resolveResult!: (r: ChatResult) => void;
+    let rejectResult!: (e: unknown) => void;
+    const prompt = new Promise<PromptInfo>((res, rej) => ((resolvePrompt = res), (rejectPrompt = rej)));
+    const result = new Promise<ChatResult>((res, rej) => ((resolveResult = res), (rejectResult = rej)));
+    // Callers that only use one of the three must not get unhandled rejections from the others.
+    prompt.catch(() => {});
+    result.catch(() => {});
+    const fail = (e: QvlError) => {
+      rejectPrompt(e);
+      rejectResult(e);
+      channel.end(e);
+    };
+    const id = this.enqueue('generate', messages, opts, {
+      onMessage: (m) => {
+        if (m.type === 'prompt') resolvePrompt(m.info);
+        else if (m.type === 'delta') channel.push(m.text);
+        else if (m.type === 'done') {
+          resolveResult(m.result);
+          channel.end();
+        } else if (m.type === 'error') fail(deserializeError(m.error));
+      },
+      fail,
+    });
+    const iterator: AsyncIterator<string> = {
+      next: () => channel.next(),
+      // Leaving the loop early cancels the generation.
+      return: async () => {
+        this.abort(id);
+        return { value: undefined, done: true };
+      },
+    };
+    return { [Symbol.asyncIterator]: () => iterator, prompt, result };
+  }
+
+  /** Stops the worker (pending requests fail). */
+  async close(): Promise<void> {
+    this.dead ??= new QvlError('ABORTED', 'the model was closed');
+    await this.worker.terminate();
+  }
+
+  private abort(id: number): void {
+    const p = this.pending.get(id) as (Pending & { started?: boolean }) | undefined;
+    if (!p) return;
+    if (p.started) this.worker.postMessage({ type: 'abort', id } satisfies HostMessage);
+    else {
+      this.pending.delete(id);
+      p.fail(new QvlError('ABORTED', 'the request was cancelled before it started'));
+    }
+  }
+
+  private enqueue(type: 'generate' | 'prepare', messages: unknown, opts: WorkerCallOptions, handler: Pending): number {
+    const id = this.nextId++;
+    const { signal, ...plain } = opts;
+    let settle!: () => void;
+    const settled = new Promise<void>((r) => (settle = r));
+    const entry: Pending & { started?: boolean } = {
+      onMessage: (m) => {
+        if (m.type === 'done' || m.type === 'error' || m.type === 'prepared') {
+          this.pending.delete(id);
+          signal?.removeEventListener('abort', onAbort);
+          settle();
+        }
+        handler.onMessage(m);
+      },
+      fail: (e) => {
+        signal?.removeEventListener('abort', onAbort);
+        settle();
+        handler.fail(e);
+      },
+    };
+    const onAbort = () => this.abort(id);
+    if (this.dead) {
+      queueMicrotask(() => handler.fail(this.dead!));
+      return id;
+    }
+    if (signal?.aborted) {
+      queueMicrotask(() => handler.fail(new QvlError('ABORTED', 'the request was cancelled before it started')));
+      return id;
+    }
+    signal?.addEventListener('abort', onAbort, { once: true });
+    this.pending.set(id, entry);
+    const previous = this.line;
+    this.line = previous.then(() => settled);
+    void previous.then(() => {
+      if (!this.pending.has(id)) return;
+      if (this.dead) return entry.fail(this.dead);
+      entry.started = true;
+      this.worker.postMessage({ type, id, messages, opts: plain } satisfies HostMessage);
+    });
+    return id;
+  }
+}

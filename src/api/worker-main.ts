@@ -1,0 +1,117 @@
+/**
+ * The inference worker: owns one loaded model and runs one request at a time, streaming text
+ * deltas to the host. Generation yields to the event loop between tokens, so an `abort` message
+ * is seen before the next token is computed.
+ */
+import { parentPort, workerData } from 'node:worker_threads';
+import { QvlError } from '../errors.ts';
+import { createConstraint } from '../generate/parse/json-constraint.ts';
+import { promptOpensThink, THINK_CLOSE } from '../generate/parse/think.ts';
+import { normalizeMessages } from '../template/messages.ts';
+import { expandPdfParts } from './pdf-parts.ts';
+import { Qwen3VL, type ChatOptions } from './qwen3vl.ts';
+import type { HostMessage, SerializedError, WorkerChatOptions, WorkerInit, WorkerMessage } from './worker-protocol.ts';
+
+const port = parentPort!;
+const init = workerData as WorkerInit;
+const post = (m: WorkerMessage) => port.postMessage(m);
+const running = new Map<number, AbortController>();
+
+export function serializeError(e: unknown): SerializedError {
+  if (e instanceof QvlError) {
+    let detail: Record<string, unknown> = {};
+    try {
+      detail = JSON.parse(JSON.stringify(e.detail ?? {}));
+    } catch {
+      detail = {};
+    }
+    return { code: e.code, message: e.message, detail };
+  }
+  const err = e as Error;
+  return { code: 'INTERNAL', message: err?.stack ?? String(e), detail: {} };
+}
+
+async function main(): Promise<void> {
+  let model: Qwen3VL;
+  try {
+    let last = -1;
+    model = await Qwen3VL.fromPretrained(init.dir, {
+      backend: init.backend,
+      threads: init.threads,
+      onProgress: (done, total) => {
+        done = Math.min(done, total);
+        // at most ~100 progress messages
+        const pct = Math.floor((100 * done) / Math.max(1, total));
+        if (pct !== last) {
+          last = pct;
+          post({ type: 'progress', done, total });
+        }
+      },
+    });
+  } catch (e) {
+    post({ type: 'load-error', error: serializeError(e) });
+    return;
+  }
+  const thinking = promptOpensThink(model.template.render([{ role: 'user', content: 'x' }], { addGenerationPrompt: true }));
+  post({
+    type: 'ready',
+    info: { dir: model.dir, backend: model.backendName, generation: model.generation, maxPositions: model.model.cfg.text.maxPositionEmbeddings, thinking },
+  });
+
+  port.on('message', (m: HostMessage) => {
+    if (m.type === 'abort') {
+      running.get(m.id)?.abort();
+      return;
+    }
+    void handle(model, m);
+  });
+}
+
+async function handle(model: Qwen3VL, m: Extract<HostMessage, { type: 'generate' | 'prepare' }>): Promise<void> {
+  const ac = new AbortController();
+  running.set(m.id, ac);
+  try {
+    const { constraint, maxContext, maxMediaItems, pdf, ...rest } = m.opts;
+    const opts: ChatOptions = { ...rest, media: { ...rest.media, signal: ac.signal }, signal: ac.signal };
+    const messages = await expandPdfParts(m.messages, pdf, opts.media);
+    if (maxMediaItems !== undefined) {
+      const n = normalizeMessages(messages).media.length;
+      if (n > maxMediaItems) {
+        throw new QvlError('MEDIA_TOO_LARGE', `the request holds ${n} images and videos (PDF pages included); the limit is ${maxMediaItems}`, { items: n, limit: maxMediaItems });
+      }
+    }
+    const prepared = await model.prepare(messages, opts);
+    if (m.type === 'prepare') {
+      post({ type: 'prepared', id: m.id, prepared });
+      return;
+    }
+    const promptTokens = prepared.ids.length;
+    const limit = Math.min(maxContext ?? Infinity, model.model.cfg.text.maxPositionEmbeddings);
+    if (promptTokens >= limit) {
+      throw new QvlError('CONTEXT_TOO_LONG', `the prompt is ${promptTokens} tokens; this model accepts fewer than ${limit}`, { promptTokens, maxContext: limit });
+    }
+    const maxNew = Math.min(opts.maxNewTokens ?? model.generation.maxNewTokens ?? 1024, limit - promptTokens);
+    const startsInThink = promptOpensThink(prepared.text);
+    post({ type: 'prompt', id: m.id, info: { promptTokens, media: prepared.media, startsInThink } });
+    if (constraint) {
+      // A grammar leaves no room for free reasoning: a Thinking model closes its think block at once.
+      const prefix = startsInThink ? `${THINK_CLOSE}\n\n` : undefined;
+      opts.logitsProcessor = createConstraint(model.tokenizer, constraint, model.generation.eosTokenIds, { prefix }).logitsProcessor();
+    }
+    const gen = model.generateText(prepared, { ...opts, maxNewTokens: maxNew });
+    for (;;) {
+      const r = await gen.next();
+      if (r.done) {
+        post({ type: 'done', id: m.id, result: r.value });
+        return;
+      }
+      post({ type: 'delta', id: m.id, text: r.value });
+    }
+  } catch (e) {
+    post({ type: 'error', id: m.id, error: serializeError(ac.signal.aborted && !(e instanceof QvlError && e.code === 'ABORTED') ? new QvlError('ABORTED', 'generation was cancelled') : e) });
+  } finally {
+    running.delete(m.id);
+  }
+}
+
+void main();

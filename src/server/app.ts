@@ -1,0 +1,73 @@
+/**
+ * The HTTP application (Hono): OpenAI-compatible routes over a ServerEngine.
+ *
+ *   POST /v1/chat/completions   chat, JSON or SSE
+ *   POST /v1/tokenize           prompt-token cost of a chat request, without running the model
+ *   GET  /v1/models             the served model names
+ *   GET  /health                200 when the model is loaded, 503 while loading or after a failure
+ */
+import type { Context } from 'hono';
+import { Hono } from 'hono';
+import { bodyLimit } from 'hono/body-limit';
+import { handleChat } from './chat.ts';
+import type { ServerContext } from './context.ts';
+import { handleCost } from './cost.ts';
+import { HttpError, toHttpError } from './errors.ts';
+
+function errorResponse(c: Context, e: HttpError): Response {
+  for (const [k, v] of Object.entries(e.headers)) c.header(k, v);
+  return c.json(e.body(), e.status as 400);
+}
+
+async function jsonBody(c: Context): Promise<unknown> {
+  const text = await c.req.text();
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    throw new HttpError(400, `the request body is not valid JSON: ${(e as Error).message}`, { code: 'invalid_json' });
+  }
+}
+
+export function createApp(ctx: ServerContext, log: (line: string) => void = () => {}): Hono {
+  const app = new Hono();
+  const created = Math.floor(Date.now() / 1000);
+  const limit = bodyLimit({
+    maxSize: ctx.limits.maxBodyBytes,
+    onError: () => {
+      // The rest of the body is not read: the connection cannot carry another request.
+      throw new HttpError(413, `the request body is over the limit of ${ctx.limits.maxBodyBytes} bytes`, { code: 'body_too_large', headers: { Connection: 'close' } });
+    },
+  });
+
+  app.post('/v1/chat/completions', limit, async (c) => handleChat(c, ctx, await jsonBody(c)));
+  app.post('/v1/tokenize', limit, async (c) => handleCost(c, ctx, await jsonBody(c)));
+
+  const modelCard = (id: string) => ({ id, object: 'model', created, owned_by: 'qvl' });
+  app.get('/v1/models', (c) => c.json({ object: 'list', data: ctx.modelNames.map(modelCard) }));
+  app.get('/v1/models/:id{.+}', (c) => {
+    const id = c.req.param('id');
+    if (!ctx.modelNames.includes(id)) throw new HttpError(404, `the model "${id}" does not exist`, { code: 'model_not_found', param: 'model' });
+    return c.json(modelCard(id));
+  });
+
+  app.get('/health', (c) => {
+    const state = ctx.engine.state();
+    const body: Record<string, unknown> = {
+      status: state === 'ready' ? 'ok' : state,
+      model: ctx.modelNames[0],
+      queue: { running: ctx.scheduler.running, waiting: ctx.scheduler.queued, limit: ctx.limits.maxQueue },
+    };
+    const info = ctx.engine.info();
+    if (info) body.backend = info.backend;
+    if (state === 'failed') body.error = ctx.engine.failure()?.message;
+    return c.json(body, state === 'ready' ? 200 : 503);
+  });
+
+  app.notFound((c) => errorResponse(c, new HttpError(404, `no route for ${c.req.method} ${c.req.path}`, { code: 'not_found' })));
+  app.onError((e, c) => {
+    const h = toHttpError(e);
+    if (h.status >= 500) log(`error ${c.req.method} ${c.req.path}: ${(e as Error).stack ?? e}`);
+    return errorResponse(c, h);
+  });
+  return app;
+}

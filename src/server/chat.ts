@@ -1,0 +1,149 @@
+/**
+ * POST /v1/chat/completions: validate, wait for the model, run, and answer as OpenAI does, either
+ * as one JSON object or as server-sent events (`chat.completion.chunk` objects, an optional usage
+ * chunk, then `data: [DONE]`). The prompt is prepared (media fetched and decoded) before any
+ * byte of the answer is sent, so bad media gets a proper status code even when streaming.
+ *
+ * Extensions: `message.reasoning_content` (Thinking models), and `message.grounding` — boxes and
+ * points the answer names, mapped to pixels of the first image (in the last chunk when streaming).
+ */
+import { randomBytes } from 'node:crypto';
+import type { Context } from 'hono';
+import { streamSSE, type SSEStreamingApi } from 'hono/streaming';
+import type { ChatResult } from '../api/qwen3vl.ts';
+import { groundingFor, OutputStreamParser, parseOutput, type OutputGrounding } from '../generate/parse/output.ts';
+import type { ParsedToolCall } from '../generate/parse/tool-calls.ts';
+import type { PromptInfo } from './engine.ts';
+import { toHttpError } from './errors.ts';
+import type { ServerContext } from './context.ts';
+import { parseChatRequest, type ChatRequest } from './request.ts';
+
+function usageOf(r: ChatResult) {
+  return { prompt_tokens: r.usage.promptTokens, completion_tokens: r.usage.completionTokens, total_tokens: r.usage.totalTokens };
+}
+
+function finishReason(r: ChatResult, toolCalls: number): string {
+  return toolCalls > 0 ? 'tool_calls' : r.finishReason;
+}
+
+export async function handleChat(c: Context, ctx: ServerContext, body: unknown): Promise<Response> {
+  const req = parseChatRequest(body, ctx.limits, ctx.modelNames);
+  ctx.requireReady();
+  const clientGone = c.req.raw.signal;
+  const release = await ctx.scheduler.acquire(clientGone);
+  const ac = new AbortController();
+  const onGone = () => ac.abort();
+  clientGone.addEventListener('abort', onGone, { once: true });
+  if (clientGone.aborted) ac.abort();
+  let s;
+  try {
+    s = ctx.engine.stream(req.messages, { ...req.options, signal: ac.signal });
+  } catch (e) {
+    release();
+    throw e;
+  }
+  // The slot is free when the engine is: after the answer, an error, or an acknowledged abort.
+  s.result.then(release, release).finally(() => clientGone.removeEventListener('abort', onGone));
+  let prompt: PromptInfo;
+  try {
+    prompt = await s.prompt;
+  } catch (e) {
+    ac.abort();
+    throw e;
+  }
+  const id = `chatcmpl-${randomBytes(12).toString('hex')}`;
+  const created = Math.floor(Date.now() / 1000);
+  if (!req.stream) {
+    for await (const _ of s) {
+      // the result has the text
+    }
+    const r = await s.result;
+    return c.json(completion(id, created, req, prompt, r));
+  }
+  return streamSSE(c, (stream) => streamChat(stream, s, { id, created, req, prompt, abort: () => ac.abort() }));
+}
+
+function completion(id: string, created: number, req: ChatRequest, prompt: PromptInfo, r: ChatResult) {
+  const out = parseOutput(r.text, { startsInThink: prompt.startsInThink, toolCalls: req.toolCalls, media: prompt.media });
+  const message: Record<string, unknown> = { role: 'assistant', content: out.toolCalls.length > 0 && out.content === '' ? null : out.content };
+  if (out.reasoning !== undefined) message.reasoning_content = out.reasoning;
+  if (out.toolCalls.length > 0) message.tool_calls = out.toolCalls;
+  if (out.grounding) message.grounding = groundingJson(out.grounding);
+  return {
+    id,
+    object: 'chat.completion',
+    created,
+    model: req.model,
+    choices: [{ index: 0, message, logprobs: null, finish_reason: finishReason(r, out.toolCalls.length) }],
+    usage: usageOf(r),
+  };
+}
+
+/** The wire form of grounding: snake_case like the rest of the API. */
+export function groundingJson(g: OutputGrounding) {
+  return {
+    image: g.image ?? null,
+    width: g.width ?? null,
+    height: g.height ?? null,
+    boxes: g.boxes.map((b) => ({ label: b.label ?? null, bbox_2d: b.bbox2d, box: b.box ?? null })),
+    points: g.points.map((p) => ({ label: p.label ?? null, point_2d: p.point2d, point: p.point ?? null })),
+  };
+}
+
+interface StreamParams {
+  id: string;
+  created: number;
+  req: ChatRequest;
+  prompt: PromptInfo;
+  abort: () => void;
+}
+
+async function streamChat(stream: SSEStreamingApi, s: AsyncIterable<string> & { result: Promise<ChatResult> }, p: StreamParams): Promise<void> {
+  stream.onAbort(p.abort);
+  const chunk = (delta: Record<string, unknown>, finish: string | null = null) => ({
+    id: p.id,
+    object: 'chat.completion.chunk',
+    created: p.created,
+    model: p.req.model,
+    choices: [{ index: 0, delta, logprobs: null, finish_reason: finish }],
+  });
+  const send = async (data: unknown) => {
+    if (stream.aborted || stream.closed) return;
+    try {
+      await stream.writeSSE({ data: typeof data === 'string' ? data : JSON.stringify(data) });
+    } catch {
+      // the client left; the abort handler stops generation
+    }
+  };
+  const parser = new OutputStreamParser({ startsInThink: p.prompt.startsInThink, toolCalls: p.req.toolCalls });
+  let content = '';
+  let calls = 0;
+  const emit = async (events: ReturnType<OutputStreamParser['push']>) => {
+    for (const e of events) {
+      if (e.type === 'reasoning') await send(chunk({ reasoning_content: e.text }));
+      else if (e.type === 'content') {
+        content += e.text;
+        await send(chunk({ content: e.text }));
+      } else await send(chunk({ tool_calls: [toolCallDelta(e.call, calls++)] }));
+    }
+  };
+  await send(chunk({ role: 'assistant', content: '' }));
+  try {
+    for await (const delta of s) await emit(parser.push(delta));
+    await emit(parser.finish());
+    const r = await s.result;
+    const final: Record<string, unknown> = {};
+    const g = groundingFor(content, p.prompt.media);
+    if (g) final.grounding = groundingJson(g);
+    await send(chunk(final, finishReason(r, calls)));
+    if (p.req.includeUsage) await send({ id: p.id, object: 'chat.completion.chunk', created: p.created, model: p.req.model, choices: [], usage: usageOf(r) });
+  } catch (e) {
+    if (stream.aborted) return;
+    await send(toHttpError(e).body());
+  }
+  await send('[DONE]');
+}
+
+function toolCallDelta(call: ParsedToolCall, index: number) {
+  return { index, id: call.id, type: 'function', function: { name: call.function.name, arguments: call.function.arguments } };
+}

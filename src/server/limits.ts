@@ -1,0 +1,37 @@
+/** The server's limits and defaults, with the values used when an option is not given. */
+import type { PdfPartOptions } from '../api/pdf-parts.ts';
+import type { WorkerMediaOptions } from '../api/worker-protocol.ts';
+import { DEFAULT_MAX_INPUT_PIXELS } from '../media/image.ts';
+
+export interface ServerLimits {
+  /** requests waiting for the model besides the one running (default 16); more get 429 */
+  maxQueue: number;
+  /** largest request body in bytes (default 64 MiB; data URIs count) */
+  maxBodyBytes: number;
+  /** images, videos and documents per request (default 32; PDF pages count as images once rendered) */
+  maxImages: number;
+  /** prompt + generated tokens (default: the model's context, at most 32768) */
+  maxContext?: number;
+  /** most resized pixels per image; larger max_pixels requests are refused (default: the model's own maximum) */
+  maxImagePixels?: number;
+  /** max_tokens when a request gives none (default 2048) */
+  defaultMaxTokens: number;
+  /** where media may come from: local dirs (none by default), private addresses, sizes */
+  media: WorkerMediaOptions;
+  pdf?: PdfPartOptions;
+}
+
+export const DEFAULT_CONTEXT_CAP = 32768;
+
+export function resolveLimits(o: Partial<ServerLimits> = {}): ServerLimits {
+  return {
+    maxQueue: o.maxQueue ?? 16,
+    maxBodyBytes: o.maxBodyBytes ?? 64 * 1024 * 1024,
+    maxImages: o.maxImages ?? 32,
+    maxContext: o.maxContext,
+    maxImagePixels: o.maxImagePixels,
+    defaultMaxTokens: o.defaultMaxTokens ?? 2048,
+    media: { allowedLocalDirs: [], allowPrivateNetwork: false, maxInputPixels: DEFAULT_MAX_INPUT_PIXELS, ...o.media },
+    pdf: o.pdf,
+  };
+}
