@@ -55,3 +55,24 @@ test('bad requests fail before the model runs, naming the problem', async () => 
   await assert.rejects(model.chat([{ role: 'user', content: 'hi' }], { topP: 5 }), (e: unknown) => isQvlError(e, 'OPTION_INVALID') && /top_p/.test(e.message));
   await assert.rejects(Qwen3VL.fromPretrained('/no/such/model'), (e: unknown) => isQvlError(e, 'FILE_NOT_FOUND'));
 });
+
+test('fromPretrained with a hub id downloads into the cache, then loads offline', async () => {
+  const { startFakeHub } = await import('./hub-fake-server.ts');
+  const { tempDir } = await import('./helpers/safetensors-bytes.ts');
+  const small = (f: string) => ({ data: fs.readFileSync(TINY + f), lfs: f.endsWith('.safetensors') });
+  const files = Object.fromEntries(
+    ['config.json', 'generation_config.json', 'preprocessor_config.json', 'video_preprocessor_config.json', 'tokenizer_config.json', 'chat_template.json', 'model.safetensors'].map((f) => [f, small(f)]),
+  );
+  const hub = await startFakeHub({ repoId: 'qvl-test/tiny', commit: 'c'.repeat(40), files });
+  const cacheDir = tempDir('qvl-hf-cache-');
+  try {
+    const m = await Qwen3VL.fromPretrained('qvl-test/tiny', { backend: 'ts', hub: { endpoint: hub.endpoint, cacheDir } });
+    const r = await m.chat([{ role: 'user', content: 'Name three primary colors and explain why.' }], { temperature: 0, maxNewTokens: 4 });
+    assert.deepEqual(r.tokenIds, fixtureIds('case_a_text', 'generated_ids').slice(0, 4));
+    const before = hub.requests.length;
+    await Qwen3VL.fromPretrained('qvl-test/tiny', { backend: 'ts', hub: { endpoint: hub.endpoint, cacheDir, offline: true } });
+    assert.equal(hub.requests.length, before, 'offline load makes no request');
+  } finally {
+    await hub.close();
+  }
+});

@@ -17,9 +17,12 @@ import { StreamingDetokenizer } from '../tokenizer/stream-decoder.ts';
 import { loadTokenizer, type QwenTokenizer } from '../tokenizer/tokenizer.ts';
 import { loadTimeConvert, type QuantMode } from '../weights/quant-plan.ts';
 import { loadModelFromDir } from './load-model.ts';
+import { resolveModel, type ResolveModelOptions } from '../hub/index.ts';
 import { preparePrompt, type PreparedPrompt, type PromptOptions } from './prompt.ts';
 
 export interface FromPretrainedOptions {
+  /** download settings for hub ids (revision, cache folder, token, progress, offline) */
+  hub?: ResolveModelOptions;
   /** 'auto' (default): native kernels when the addon loads, else TypeScript */
   backend?: BackendName | Backend;
   /** threads for the native backend (default: physical cores) */
@@ -86,10 +89,19 @@ export class Qwen3VL {
     this.generation = generation;
   }
 
-  static async fromPretrained(dir: string, opts: FromPretrainedOptions = {}): Promise<Qwen3VL> {
-    if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) {
-      throw new QvlError('FILE_NOT_FOUND', `model folder ${dir} does not exist`, { dir });
+  /**
+   * Loads a model folder, or a hub id ("Qwen/Qwen3-VL-4B-Instruct", "modelscope:org/name"),
+   * which is downloaded into the Hugging Face cache when missing (a local folder always wins).
+   */
+  static async fromPretrained(idOrDir: string, opts: FromPretrainedOptions = {}): Promise<Qwen3VL> {
+    let dir = idOrDir;
+    if (!fs.existsSync(dir)) {
+      if (!/^([a-z]+:)?[\w.-]+\/[\w.-]+$/i.test(idOrDir)) {
+        throw new QvlError('FILE_NOT_FOUND', `model folder ${idOrDir} does not exist (and it is not a hub id like org/name)`, { dir: idOrDir });
+      }
+      dir = (await resolveModel(idOrDir, opts.hub ?? {})).path;
     }
+    if (!fs.statSync(dir).isDirectory()) throw new QvlError('FILE_NOT_FOUND', `${dir} is not a folder`, { dir });
     const cfg = loadConfig(dir);
     const convert = loadTimeConvert(opts.quant, opts.convert);
     const choice = typeof opts.backend === 'object' ? { backend: opts.backend, map: undefined } : await selectBackend(opts.backend ?? 'auto', { threads: opts.threads });

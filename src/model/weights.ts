@@ -89,7 +89,7 @@ export function loadModelWeights(
   const q = cfg.quantization;
   const vec = (name: string, len: number) => readF32(src, name, [len]);
   const convert = opts.convert ?? ((w: WeightData) => w);
-  const total = cfg.vision.depth + cfg.vision.deepstackVisualIndexes.length + cfg.text.numLayers + 3;
+  const total = cfg.vision.depth + cfg.vision.deepstackVisualIndexes.length + cfg.text.numLayers + 4;
   let done = 0;
   const step = () => opts.onProgress?.(++done, total);
   const linear = (prefix: string, rows: number, cols: number, bias: boolean): Linear => {

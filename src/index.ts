@@ -1,0 +1,11 @@
+/** qvl's public library surface. */
+export { Qwen3VL, type ChatOptions, type ChatResult, type ChatStream, type ChatUsage, type FromPretrainedOptions } from './api/qwen3vl.ts';
+export { WorkerModel, type WorkerLoadOptions } from './api/worker-host.ts';
+export type { PreparedPrompt, PromptOptions } from './api/prompt.ts';
+export { QvlError, isQvlError, type QvlErrorCode } from './errors.ts';
+export { parseGrounding, parseOutput, parseToolCalls, splitThinking, type Grounding, type ParsedOutput } from './generate/parse/index.ts';
+export { resolveModel, type ResolveModelOptions, type ResolvedModel } from './hub/index.ts';
+export { estimateMediaCost, loadImage, loadVideo, renderPdf } from './media/index.ts';
+export { imageTokenCost, videoTokenCost } from './processor/index.ts';
+export { runParity, type ParityOptions } from './parity/run-parity.ts';
+export type { Backend } from './kernels/backend.ts';
