@@ -48,7 +48,10 @@ export async function handleChat(c: Context, ctx: ServerContext, body: unknown):
   try {
     prompt = await s.prompt;
   } catch (e) {
+    // The prompt failed (bad media, too long): nothing will run, so the slot is free now, even
+    // if the engine settles its result later (the worker serializes requests anyway).
     ac.abort();
+    release();
     throw e;
   }
   const id = `chatcmpl-${randomBytes(12).toString('hex')}`;
