@@ -11,6 +11,7 @@ import {
 import type { ChatTemplate } from '../template/chat-template.ts';
 import { normalizeMessages, type MediaRef } from '../template/messages.ts';
 import type { QwenTokenizer } from '../tokenizer/tokenizer.ts';
+import { concatF32 } from '../util/concat.ts';
 
 /** Per-request preprocessing options (defaults for every image/video of the request). */
 export interface PromptOptions {
@@ -99,9 +100,9 @@ export async function preparePrompt(parts: PromptParts, messages: unknown, opts:
   return {
     text: expanded,
     ids,
-    pixelValues: images.length ? concat(images.map((i) => i.pixels)) : undefined,
+    pixelValues: images.length ? concatF32(images.map((i) => i.pixels)) : undefined,
     imageGrids: images.map((i) => i.grid),
-    pixelValuesVideos: videos.length ? concat(videos.map((v) => v.pixels)) : undefined,
+    pixelValuesVideos: videos.length ? concatF32(videos.map((v) => v.pixels)) : undefined,
     videoGrids: videos.map((v) => v.grid),
     media,
   };
@@ -129,13 +130,3 @@ async function loadVideoRef(ref: MediaRef, s: { fps?: number; maxFrames?: number
   return { frames: v.frames, fps: v.fps, indices: v.indices, totalFrames: v.totalFrames };
 }
 
-function concat(parts: Float32Array[]): Float32Array {
-  if (parts.length === 1) return parts[0];
-  const out = new Float32Array(parts.reduce((a, p) => a + p.length, 0));
-  let off = 0;
-  for (const p of parts) {
-    out.set(p, off);
-    off += p.length;
-  }
-  return out;
-}

@@ -7,6 +7,7 @@ import { TextModel, type DeepstackInjection } from './text.ts';
 import type { Trace } from './trace.ts';
 import { VisionTower, type VisionOutput } from './vision.ts';
 import type { ModelWeights } from './weights.ts';
+import { concatF32 } from '../util/concat.ts';
 
 /** One prompt's token ids and its preprocessed media. */
 export interface ModelInputs {
@@ -144,7 +145,7 @@ export class Qwen3VLModel {
       if (opts.allLogits) logitRows.push(this.text.logits(hidden, n));
       else if (e === L) logitRows.push(this.text.logits(hidden.subarray((n - 1) * H), 1));
     }
-    return { positions, logits: concat(logitRows), vision };
+    return { positions, logits: concatF32(logitRows), vision };
   }
 
   /** One generated token at the next cache slot; positions continue at cache index + delta. */
@@ -183,16 +184,6 @@ function lowerBound(a: number[], x: number): number {
   return lo;
 }
 
-function concat(parts: Float32Array[]): Float32Array {
-  if (parts.length === 1) return parts[0];
-  const out = new Float32Array(parts.reduce((a, p) => a + p.length, 0));
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
-}
 
 function prefixTrace(trace: Trace | undefined, kind: string): Trace | undefined {
   return trace && ((stage, data, shape) => trace(stage.replace(/^vision\./, `${kind}.`), data, shape));

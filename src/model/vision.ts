@@ -5,6 +5,7 @@ import type { Grid } from './rope-index.ts';
 import type { Trace } from './trace.ts';
 import { interpolatePosEmbed, mergeOrderCoords, visionRotary } from './vision-positions.ts';
 import type { Linear, MergerWeights, VisionBlockWeights, VisionWeights } from './weights.ts';
+import { concatI32 } from '../util/concat.ts';
 
 export interface VisionOutput {
   /** merger output, one row per LLM token: [Σ t·h·w/4, outHidden] */
@@ -142,12 +143,3 @@ function linear(be: Backend, x: Float32Array, n: number, l: Linear): Float32Arra
   return be.matmul(x, n, l.w, l.b);
 }
 
-function concatI32(parts: Int32Array[]): Int32Array {
-  const out = new Int32Array(parts.reduce((a, p) => a + p.length, 0));
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
-}

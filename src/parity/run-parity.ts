@@ -10,6 +10,7 @@ import { argmax } from '../generate/sampler.ts';
 import { expandPrompt, preprocessImage, preprocessVideo, resizeRgbBicubic, type VideoPromptLayout } from '../processor/index.ts';
 import { check, maxAbsDiff, mismatches, textDiff, type StageCheck } from './compare.ts';
 import { FixtureCase, listCases } from './fixture-case.ts';
+import { concatF32 } from '../util/concat.ts';
 
 export interface ParityOptions {
   backend?: BackendName | Backend;
@@ -109,7 +110,7 @@ async function checkCase(model: Qwen3VL, c: FixtureCase, all: FixtureCase[], emi
       pixels.push(p.pixelValues);
       grids.push(p.grid);
     }
-    if (c.has('pixel_values')) ok('pixel_values', maxAbsDiff(concat(pixels), c.f32('pixel_values')), 0);
+    if (c.has('pixel_values')) ok('pixel_values', maxAbsDiff(concatF32(pixels), c.f32('pixel_values')), 0);
     if (imageGrids) ok('image_grid_thw', mismatches(grids.flat(), imageGrids.flat()), 0);
     imageGrids = grids;
   }
@@ -278,12 +279,3 @@ function borrowFrames(c: FixtureCase, all: FixtureCase[]): { dir: string; files:
   return match ? { dir: match.dir, files: match.json.frame_files, fps } : undefined;
 }
 
-function concat(parts: Float32Array[]): Float32Array {
-  const out = new Float32Array(parts.reduce((a, p) => a + p.length, 0));
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
-}
