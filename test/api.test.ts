@@ -76,3 +76,11 @@ test('fromPretrained with a hub id downloads into the cache, then loads offline'
     await hub.close();
   }
 });
+
+test('a PDF part becomes one image per page, in order', async () => {
+  const p = await model.prepare([{ role: 'user', content: [{ type: 'pdf', pdf: new URL('./fixtures/media/two_pages.pdf', import.meta.url).pathname }, { type: 'text', text: 'Summarize.' }] }]);
+  assert.equal(p.media.length, 2);
+  assert.ok(p.media.every((m) => m.kind === 'image'));
+  assert.ok(p.media[0].width > p.media[0].height && p.media[1].height > p.media[1].width, 'page 1 is landscape, page 2 portrait');
+  assert.equal(p.imageGrids.length, 2);
+});

@@ -12,6 +12,7 @@ import type { ChatTemplate } from '../template/chat-template.ts';
 import { normalizeMessages, type MediaRef } from '../template/messages.ts';
 import type { QwenTokenizer } from '../tokenizer/tokenizer.ts';
 import { concatF32 } from '../util/concat.ts';
+import { expandPdfParts, type PdfPartOptions } from './pdf-parts.ts';
 
 /** Per-request preprocessing options (defaults for every image/video of the request). */
 export interface PromptOptions {
@@ -30,6 +31,8 @@ export interface PromptOptions {
   maxFrames?: number;
   /** where media may come from (see media/source-options) */
   media?: MediaSourceOptions;
+  /** how PDF parts are rendered into page images (resolution, page budget) */
+  pdf?: PdfPartOptions;
 }
 
 /** Everything the model needs for one prompt, as plain data (can cross a worker boundary). */
@@ -53,7 +56,8 @@ export interface PromptParts {
 
 /** messages → template → media decode → preprocessing → expansion → ids. */
 export async function preparePrompt(parts: PromptParts, messages: unknown, opts: PromptOptions = {}): Promise<PreparedPrompt> {
-  const chat = normalizeMessages(messages);
+  // PDF parts become one image part per page before anything else sees the messages.
+  const chat = normalizeMessages(await expandPdfParts(messages, opts.pdf, opts.media));
   const text = parts.template.render(chat.messages, {
     addGenerationPrompt: opts.addGenerationPrompt ?? true,
     tools: opts.tools,
