@@ -6,20 +6,11 @@ import { isQvlError } from '../errors.ts';
 import { OutputStreamParser } from '../generate/parse/output.ts';
 import { addModelFlags, type ModelFlags } from './load.ts';
 import { resolveModelDir } from './model-dir.ts';
-import { clearStatus, floatArg, intArg, statusLine } from './options.ts';
+import { addGenerationFlags, clearStatus, statusLine, type GenerationFlags } from './options.ts';
 import { reportError } from './report-error.ts';
 import { videoPart } from './run.ts';
 
-interface ChatFlags extends ModelFlags {
-  system?: string;
-  maxTokens: number;
-  temperature?: number;
-  topP?: number;
-  topK?: number;
-  seed?: number;
-  minPixels?: number;
-  maxPixels?: number;
-}
+type ChatFlags = ModelFlags & GenerationFlags;
 
 const HELP = `Type a message and press Enter. Commands:
   /image <path|url>          attach an image to your next message (repeat for several)
@@ -102,16 +93,8 @@ export function registerChat(program: Command): void {
   const cmd = program
     .command('chat')
     .description('talk with the model in your terminal; attach images, videos and PDFs with /image, /video, /pdf')
-    .option('-s, --system <text>', 'a system message')
-    .option('-n, --max-tokens <n>', 'most tokens per answer', intArg(1), 1024)
-    .option('-t, --temperature <t>', "sampling temperature; 0 = greedy (default: the model's generation_config)", floatArg(0, 100))
-    .option('--top-p <p>', 'nucleus sampling mass', floatArg(0, 1))
-    .option('--top-k <k>', 'sample among the k most likely tokens', intArg(0))
-    .option('--seed <n>', 'random seed for reproducible sampling', intArg(0))
-    .option('--min-pixels <n>', 'smallest resized image area in pixels', intArg(1))
-    .option('--max-pixels <n>', 'largest resized image area in pixels', intArg(1))
     .addHelpText('after', `\n${HELP}\n\nExample:\n  qvl chat -m Qwen/Qwen3-VL-2B-Instruct`);
-  addModelFlags(cmd).action(async (flags: ChatFlags) => {
+  addModelFlags(addGenerationFlags(cmd, 1024)).action(async (flags: ChatFlags) => {
     const { dir } = await resolveModelDir(flags.model);
     statusLine(`loading ${dir} …`);
     const model = await WorkerModel.load(dir, {

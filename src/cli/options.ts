@@ -1,4 +1,4 @@
-import { InvalidArgumentError } from 'commander';
+import { InvalidArgumentError, type Command } from 'commander';
 
 /** commander parsers that refuse bad values with a message naming the rule. */
 export function intArg(min: number, max = Number.MAX_SAFE_INTEGER) {
@@ -28,4 +28,28 @@ export function statusLine(text: string): void {
 
 export function clearStatus(): void {
   if (process.stderr.isTTY) process.stderr.write('\r\x1b[K');
+}
+
+/** Answer-generation flags shared by `run` and `chat`. */
+export interface GenerationFlags {
+  system?: string;
+  maxTokens: number;
+  temperature?: number;
+  topP?: number;
+  topK?: number;
+  seed?: number;
+  minPixels?: number;
+  maxPixels?: number;
+}
+
+export function addGenerationFlags(cmd: Command, defaultMaxTokens: number): Command {
+  return cmd
+    .option('-s, --system <text>', 'a system message')
+    .option('-n, --max-tokens <n>', 'most tokens per answer', intArg(1), defaultMaxTokens)
+    .option('-t, --temperature <t>', "sampling temperature; 0 = greedy (default: the model's generation_config)", floatArg(0, 100))
+    .option('--top-p <p>', 'nucleus sampling mass', floatArg(0, 1))
+    .option('--top-k <k>', 'sample among the k most likely tokens', intArg(0))
+    .option('--seed <n>', 'random seed for reproducible sampling', intArg(0))
+    .option('--min-pixels <n>', 'smallest resized image area in pixels', intArg(1))
+    .option('--max-pixels <n>', 'largest resized image area in pixels', intArg(1));
 }

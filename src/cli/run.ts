@@ -5,20 +5,12 @@ import { QvlError } from '../errors.ts';
 import type { OutputGrounding } from '../generate/parse/output.ts';
 import { drawGrounding } from './draw-grounding.ts';
 import { addModelFlags, loadModel, type ModelFlags } from './load.ts';
-import { collect, floatArg, intArg } from './options.ts';
+import { addGenerationFlags, collect, floatArg, type GenerationFlags } from './options.ts';
 
-interface RunFlags extends ModelFlags {
+interface RunFlags extends ModelFlags, GenerationFlags {
   image: string[];
   video?: string;
   fps?: number;
-  system?: string;
-  maxTokens: number;
-  temperature?: number;
-  topP?: number;
-  topK?: number;
-  seed?: number;
-  minPixels?: number;
-  maxPixels?: number;
   stats?: boolean;
   draw?: string;
 }
@@ -33,17 +25,9 @@ export function registerRun(program: Command): void {
     .option('-i, --image <path>', 'an image (path, URL or data URI); repeat for several', collect, [])
     .option('-v, --video <path>', 'a video file, URL, or a folder of frame images')
     .option('--fps <n>', 'video: sampling rate for a file, frame rate of a folder of frames (default 2)', floatArg(0.001, 1000))
-    .option('-s, --system <text>', 'a system message')
-    .option('-n, --max-tokens <n>', 'most tokens to generate', intArg(1), 512)
-    .option('-t, --temperature <t>', 'sampling temperature; 0 = greedy (default: the model\'s generation_config)', floatArg(0, 100))
-    .option('--top-p <p>', 'nucleus sampling mass', floatArg(0, 1))
-    .option('--top-k <k>', 'sample among the k most likely tokens', intArg(0))
-    .option('--seed <n>', 'random seed for reproducible sampling', intArg(0))
-    .option('--min-pixels <n>', 'smallest resized image area in pixels', intArg(1))
-    .option('--max-pixels <n>', 'largest resized image area in pixels', intArg(1))
     .option('--stats', 'print token counts and speed to stderr when done')
     .option('--draw <file>', 'grounding: draw the boxes/points of the answer on the first image and save it (png, jpg or webp)');
-  addModelFlags(cmd).action(async (words: string[], flags: RunFlags) => {
+  addModelFlags(addGenerationFlags(cmd, 512)).action(async (words: string[], flags: RunFlags) => {
     if (flags.draw && flags.image.length === 0) throw new QvlError('OPTION_INVALID', '--draw needs an image (--image)', {});
     const content: object[] = [];
     for (const img of flags.image) content.push({ type: 'image', image: img });
