@@ -1,6 +1,7 @@
 import { Command } from 'commander';
 import { registerChat } from './chat.ts';
 import { registerDownload } from './download.ts';
+import { registerEval } from './eval.ts';
 import { registerParity } from './parity.ts';
 import { registerQuantize } from './quantize.ts';
 import { registerRun } from './run.ts';
@@ -26,6 +27,7 @@ registerServe(program);
 registerDownload(program);
 registerTokens(program);
 registerParity(program);
+registerEval(program);
 registerQuantize(program);
 
 program.parseAsync(process.argv).catch((e) => {
