@@ -10,6 +10,12 @@
       "cflags_cc": ["<@(qvl_kernel_cflags)", "-mavx512f", "-mavx512bw", "-mavx512dq", "-mavx512vl", "-mfma", "-mf16c"]
     },
     {
+      "target_name": "qvl_kernels_avx512vnni",
+      "type": "static_library",
+      "sources": ["native/kernels_avx512vnni.cc"],
+      "cflags_cc": ["<@(qvl_kernel_cflags)", "-mavx512f", "-mavx512bw", "-mavx512dq", "-mavx512vl", "-mavx512vnni", "-mfma", "-mf16c"]
+    },
+    {
       "target_name": "qvl_kernels_avx2",
       "type": "static_library",
       "sources": ["native/kernels_avx2.cc"],
@@ -26,6 +32,7 @@
       "sources": ["native/addon.cc", "native/threadpool.cc", "native/mmap.cc", "native/platform.cc"],
       "dependencies": [
         "qvl_kernels_avx512",
+        "qvl_kernels_avx512vnni",
         "qvl_kernels_avx2",
         "qvl_kernels_base",
         "<!(node -p \"require('node-addon-api').targets\"):node_addon_api_except"

@@ -21,6 +21,7 @@ using qvl::WeightDesc;
 const KernelTable* g_kernels = nullptr;
 
 const KernelTable* bestKernels() {
+  if (qvl::cpu_has_avx512vnni() && qvl::kernels_avx512vnni()) return qvl::kernels_avx512vnni();
   if (qvl::cpu_has_avx512() && qvl::kernels_avx512()) return qvl::kernels_avx512();
   if (qvl::cpu_has_avx2() && qvl::kernels_avx2()) return qvl::kernels_avx2();
   return qvl::kernels_base();
@@ -62,6 +63,7 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
   o.Set("threads", qvl::pool_threads());
   o.Set("physicalCores", qvl::physical_cores());
   o.Set("avx512", qvl::cpu_has_avx512());
+  o.Set("avx512vnni", qvl::cpu_has_avx512vnni());
   o.Set("avx2", qvl::cpu_has_avx2());
   return o;
 }
@@ -71,6 +73,7 @@ Napi::Value SetIsa(const Napi::CallbackInfo& info) {
   std::string name = info[0].As<Napi::String>().Utf8Value();
   const KernelTable* k = nullptr;
   if (name == "best") k = bestKernels();
+  else if (name == "avx512vnni" && qvl::cpu_has_avx512vnni()) k = qvl::kernels_avx512vnni();
   else if (name == "avx512" && qvl::cpu_has_avx512()) k = qvl::kernels_avx512();
   else if (name == "avx2" && qvl::cpu_has_avx2()) k = qvl::kernels_avx2();
   else if (name == "scalar") k = qvl::kernels_base();

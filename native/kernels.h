@@ -61,6 +61,7 @@ struct KernelTable {
   double (*readProbe)(const float* p, int64_t len);
 };
 
+const KernelTable* kernels_avx512vnni();
 const KernelTable* kernels_avx512();
 const KernelTable* kernels_avx2();
 const KernelTable* kernels_base();
@@ -71,7 +72,11 @@ typedef void (*TaskFn)(void* ctx, int64_t task, int thread);
 void parallel_for(int64_t nTasks, TaskFn fn, void* ctx);
 int pool_threads();
 void pool_set_threads(int n);
-/** A 64-byte-aligned scratch buffer owned by `thread`, valid until the next call with that thread. */
+/**
+ * A 64-byte-aligned scratch buffer owned by `thread`, valid until the next call with that thread
+ * and slot. Slots 0–2 are per-task buffers of the running kernel; slots 2–5 of thread 0 also hold
+ * per-call buffers (GEMM packed activations 2, int8 activations 3, attention Kᵀ and V 4–5).
+ */
 void* pool_scratch(int thread, size_t bytes, int slot);
 
 }  // namespace qvl

@@ -21,6 +21,14 @@ bool cpu_has_avx512() {
 #endif
 }
 
+bool cpu_has_avx512vnni() {
+#if defined(__x86_64__)
+  return cpu_has_avx512() && __builtin_cpu_supports("avx512vnni");
+#else
+  return false;
+#endif
+}
+
 bool cpu_has_avx2() {
 #if defined(__x86_64__)
   __builtin_cpu_init();

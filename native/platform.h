@@ -4,6 +4,8 @@
 namespace qvl {
 /** AVX-512 F, BW, DQ and VL with FMA and F16C: what the avx512 kernel set is compiled for. */
 bool cpu_has_avx512();
+/** cpu_has_avx512() and AVX512-VNNI (vpdpbusd). */
+bool cpu_has_avx512vnni();
 /** AVX2 with FMA and F16C. */
 bool cpu_has_avx2();
 /** Physical cores this process may run on (hyper-threads counted once). */

@@ -21,13 +21,30 @@ typedef double vd __attribute__((vector_size(QVL_VW * 4)));
 
 static inline vf vload(const float* p) { return *(const vfu*)p; }
 static inline void vstore(float* p, vf v) { *(vfu*)p = v; }
-static inline vf vsplat(float x) { return (vf){} + x; }
+/** x in every lane (a real broadcast: `(vf){} + x` would cost an add, since 0 + −0 is +0). */
+static inline vf vsplat(float x) {
+#if defined(QVL_ISA_AVX512)
+  return _mm512_set1_ps(x);
+#elif defined(QVL_ISA_AVX2)
+  return _mm256_set1_ps(x);
+#elif defined(__SSE2__)
+  return _mm_set1_ps(x);
+#else
+  vf v;
+  for (int i = 0; i < QVL_VW; i++) v[i] = x;
+  return v;
+#endif
+}
 static inline vd vdload_f(const float* p) { return __builtin_convertvector(*(const vfh*)p, vd); }
 
 static inline float vhsum(vf v) {
+#if defined(QVL_ISA_AVX512)
+  return _mm512_reduce_add_ps(v);  // a log-depth tree of shuffles and adds
+#else
   float s = 0;
   for (int i = 0; i < QVL_VW; i++) s += v[i];
   return s;
+#endif
 }
 static inline double vdhsum(vd v) {
   double s = 0;
@@ -35,9 +52,13 @@ static inline double vdhsum(vd v) {
   return s;
 }
 static inline float vhmax(vf v) {
+#if defined(QVL_ISA_AVX512)
+  return _mm512_reduce_max_ps(v);
+#else
   float m = v[0];
   for (int i = 1; i < QVL_VW; i++) m = v[i] > m ? v[i] : m;
   return m;
+#endif
 }
 static inline vf vmax(vf a, vf b) { return a > b ? a : b; }
 static inline vf vmin(vf a, vf b) { return a < b ? a : b; }

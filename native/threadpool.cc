@@ -1,13 +1,14 @@
 // A persistent thread pool: workers spin briefly after each job (decode issues hundreds of
 // small jobs per token, and waking a sleeping thread costs tens of microseconds), then sleep
 // on a condition variable. The calling thread takes part in every job.
+#include <sched.h>
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #define QVL_PAUSE() _mm_pause()
 #else
-#include <sched.h>
 #define QVL_PAUSE() sched_yield()
 #endif
+#define QVL_YIELD() sched_yield()
 #include <stdlib.h>
 #include <string.h>
 
@@ -23,8 +24,9 @@
 namespace qvl {
 namespace {
 
-constexpr int kScratchSlots = 4;
+constexpr int kScratchSlots = 6;
 constexpr auto kSpin = std::chrono::microseconds(200);
+constexpr int kSpinPauses = 2000;  // ~20-80 µs of pause before yielding
 
 struct Scratch {
   void* p[kScratchSlots] = {};
@@ -36,6 +38,21 @@ struct Scratch {
 
 thread_local bool tls_in_pool_task = false;
 
+/**
+ * One job: its tasks are claimed through `next` and counted through `finished`. Jobs alternate
+ * between two slots; a worker announces itself in `active` and then checks `gen`, so a slot is
+ * only rewritten once no late worker can still read it.
+ */
+struct Job {
+  TaskFn fn = nullptr;
+  void* ctx = nullptr;
+  int64_t nTasks = 0;
+  std::atomic<int64_t> next{0};
+  std::atomic<int64_t> finished{0};
+  std::atomic<int> active{0};
+  std::atomic<uint64_t> gen{0};  // 0: being rewritten
+};
+
 class Pool {
  public:
   explicit Pool(int n) : nThreads_(n < 1 ? 1 : n), scratch_(nThreads_) {
@@ -45,7 +62,7 @@ class Pool {
     {
       std::lock_guard<std::mutex> lk(m_);
       stop_ = true;
-      gen_.fetch_add(1, std::memory_order_release);
+      gen_.fetch_add(1, std::memory_order_seq_cst);
     }
     cv_.notify_all();
     for (auto& t : workers_) t.join();
@@ -63,20 +80,31 @@ class Pool {
       return;
     }
     std::lock_guard<std::mutex> runLock(runMutex_);  // one job at a time (several JS threads may call)
-    fn_ = fn;
-    ctx_ = ctx;
-    nTasks_ = nTasks;
-    next_.store(0, std::memory_order_relaxed);
-    done_.store(0, std::memory_order_relaxed);
+    const uint64_t g = gen_.load(std::memory_order_relaxed) + 1;
+    Job& job = jobs_[g & 1];
+    job.gen.store(0, std::memory_order_seq_cst);
+    while (job.active.load(std::memory_order_seq_cst) != 0) QVL_PAUSE();  // a late worker leaving
+    job.fn = fn;
+    job.ctx = ctx;
+    job.nTasks = nTasks;
+    job.next.store(0, std::memory_order_relaxed);
+    job.finished.store(0, std::memory_order_relaxed);
+    job.gen.store(g, std::memory_order_release);
     {
       std::lock_guard<std::mutex> lk(m_);
-      gen_.fetch_add(1, std::memory_order_release);
+      gen_.store(g, std::memory_order_seq_cst);
     }
-    if (sleepers_.load(std::memory_order_acquire) > 0) cv_.notify_all();
+    if (sleepers_.load(std::memory_order_seq_cst) > 0) cv_.notify_all();
     tls_in_pool_task = true;
-    work(0);
+    work(job, 0);
     tls_in_pool_task = false;
-    while (done_.load(std::memory_order_acquire) < nThreads_ - 1) QVL_PAUSE();
+    // The caller waits for the tasks, not for the workers: one that was not scheduled in time
+    // (a loaded machine) simply finds nothing left to claim. Spin briefly, then give the core
+    // away between checks so that a preempted worker holding a task can finish it.
+    for (int spins = 0; job.finished.load(std::memory_order_acquire) < nTasks; spins++) {
+      if (spins < kSpinPauses) QVL_PAUSE();
+      else QVL_YIELD();
+    }
   }
 
   void* scratch(int thread, size_t bytes, int slot) {
@@ -91,9 +119,12 @@ class Pool {
   }
 
  private:
-  void work(int thread) {
+  static void work(Job& job, int thread) {
     int64_t t;
-    while ((t = next_.fetch_add(1, std::memory_order_relaxed)) < nTasks_) fn_(ctx_, t, thread);
+    while ((t = job.next.fetch_add(1, std::memory_order_relaxed)) < job.nTasks) {
+      job.fn(job.ctx, t, thread);
+      job.finished.fetch_add(1, std::memory_order_release);
+    }
   }
 
   void workerLoop(int id) {
@@ -103,19 +134,24 @@ class Pool {
       auto start = std::chrono::steady_clock::now();
       int spins = 0;
       while (gen_.load(std::memory_order_acquire) == seen) {
-        QVL_PAUSE();
-        if (++spins % 64 == 0 && std::chrono::steady_clock::now() - start > kSpin) {
+        // pause-spin first (the next job of a decode step comes within microseconds), then
+        // yield between checks so that spinning never starves other work on a busy machine
+        if (++spins < kSpinPauses) QVL_PAUSE();
+        else QVL_YIELD();
+        if (spins % 64 == 0 && std::chrono::steady_clock::now() - start > kSpin) {
           std::unique_lock<std::mutex> lk(m_);
-          sleepers_.fetch_add(1, std::memory_order_acq_rel);
-          cv_.wait(lk, [&] { return gen_.load(std::memory_order_acquire) != seen; });
-          sleepers_.fetch_sub(1, std::memory_order_acq_rel);
+          sleepers_.fetch_add(1, std::memory_order_seq_cst);
+          cv_.wait(lk, [&] { return gen_.load(std::memory_order_seq_cst) != seen; });
+          sleepers_.fetch_sub(1, std::memory_order_seq_cst);
           break;
         }
       }
       seen = gen_.load(std::memory_order_acquire);
       if (stop_) return;
-      work(id);
-      done_.fetch_add(1, std::memory_order_acq_rel);
+      Job& job = jobs_[seen & 1];
+      job.active.fetch_add(1, std::memory_order_seq_cst);
+      if (job.gen.load(std::memory_order_seq_cst) == seen) work(job, id);  // else: already replaced
+      job.active.fetch_sub(1, std::memory_order_seq_cst);
     }
   }
 
@@ -127,11 +163,7 @@ class Pool {
   std::condition_variable cv_;
   std::atomic<uint64_t> gen_{0};
   std::atomic<int> sleepers_{0};
-  std::atomic<int64_t> next_{0};
-  std::atomic<int> done_{0};
-  TaskFn fn_ = nullptr;
-  void* ctx_ = nullptr;
-  int64_t nTasks_ = 0;
+  Job jobs_[2];
   bool stop_ = false;
 };
 

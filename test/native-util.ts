@@ -14,9 +14,9 @@ export function backend(): NativeBackend {
 }
 
 /** Instruction sets this CPU can run, best first. */
-export function isas(nb: NativeBackend): Array<'avx512' | 'avx2' | 'scalar'> {
-  const out: Array<'avx512' | 'avx2' | 'scalar'> = [];
-  for (const isa of ['avx512', 'avx2', 'scalar'] as const) {
+export function isas(nb: NativeBackend): Array<'avx512vnni' | 'avx512' | 'avx2' | 'scalar'> {
+  const out: Array<'avx512vnni' | 'avx512' | 'avx2' | 'scalar'> = [];
+  for (const isa of ['avx512vnni', 'avx512', 'avx2', 'scalar'] as const) {
     try {
       nb.useInstructionSet(isa);
       out.push(isa);
@@ -124,7 +124,7 @@ export const WEIGHT_SPECS: WeightSpec[] = [
 
 /** Whether the kernels quantize the activations to int8 for this call (see native/gemv_int8.inc). */
 export function usesInt8Activations(isa: string, n: number, w: WeightData): boolean {
-  if (isa !== 'avx512' || n > 4) return false;
+  if (!isa.startsWith('avx512') || n > 4) return false;
   if (w.format === 'q8') return true;
   return w.format === 'q4' && !w.gIdx && (w.groupSize === 32 || w.groupSize === 64 || w.groupSize % 128 === 0);
 }
