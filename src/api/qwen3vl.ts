@@ -45,7 +45,7 @@ export interface ChatOptions extends PromptOptions, SamplingOptions {
   signal?: AbortSignal;
   /** masks logits before sampling (constrained decoding) */
   logitsProcessor?: (logits: Float32Array, generated: readonly number[]) => void;
-  /** tokens per prefill chunk (bounds memory on long prompts) */
+  /** tokens per prefill chunk (bounds memory on long prompts; default 512) */
   prefillChunk?: number;
 }
 

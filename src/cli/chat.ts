@@ -6,7 +6,7 @@ import { isQvlError } from '../errors.ts';
 import { OutputStreamParser } from '../generate/parse/output.ts';
 import { addModelFlags, type ModelFlags } from './load.ts';
 import { resolveModelDir } from './model-dir.ts';
-import { addGenerationFlags, clearStatus, statusLine, type GenerationFlags } from './options.ts';
+import { addGenerationFlags, clearStatus, generationOptions, statusLine, type GenerationFlags } from './options.ts';
 import { reportError } from './report-error.ts';
 import { videoPart } from './run.ts';
 
@@ -107,15 +107,7 @@ export function registerChat(program: Command): void {
     const dim = (s: string) => (tty ? `\x1b[2m${s}\x1b[22m` : s);
     process.stderr.write(`qvl chat: ${dir} (${model.info.backend} backend). /help for commands, /exit to quit.\n`);
     const session = new ChatSession(flags.system);
-    const options: WorkerCallOptions = {
-      maxNewTokens: flags.maxTokens,
-      temperature: flags.temperature,
-      topP: flags.topP,
-      topK: flags.topK,
-      seed: flags.seed,
-      minPixels: flags.minPixels,
-      maxPixels: flags.maxPixels,
-    };
+    const options: WorkerCallOptions = generationOptions(flags);
     const rl = readline.createInterface({ input: process.stdin, output: process.stdout, terminal: process.stdin.isTTY === true });
     let current: AbortController | undefined;
     rl.on('SIGINT', () => {

@@ -1,10 +1,12 @@
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
 import { evaluate, formatEvalReport } from '../eval/index.ts';
 import type { BackendName } from '../kernels/select.ts';
+import type { QuantMode } from '../weights/quant-plan.ts';
 import { clearStatus, collect, intArg, statusLine } from './options.ts';
 
 interface EvalFlags {
   backend: BackendName;
+  quant?: QuantMode;
   limit?: number;
   perTask?: number;
   task: string[];
@@ -18,6 +20,7 @@ export function registerEval(program: Command): void {
     .argument('<model-dir>', 'the model folder')
     .argument('<dataset-dir>', 'folder with items.jsonl and its media (e.g. datasets/demo-heldout)')
     .option('--backend <name>', 'compute backend: auto, native or ts', 'auto')
+    .addOption(new Option('--quant <type>', 'quantize the weights at load (compare the answers with HF\'s float ones)').choices(['q8', 'q4']))
     .option('--limit <n>', 'at most this many items', intArg(1))
     .option('--per-task <n>', 'at most this many items of each task', intArg(1))
     .option('--task <name>', 'only this task (repeatable)', collect, [])
@@ -26,6 +29,7 @@ export function registerEval(program: Command): void {
     .action(async (modelDir: string, datasetDir: string, f: EvalFlags) => {
       const report = await evaluate(modelDir, datasetDir, {
         backend: f.backend,
+        quant: f.quant,
         limit: f.limit,
         perTask: f.perTask,
         tasks: f.task.length ? f.task : undefined,

@@ -53,3 +53,16 @@ export function addGenerationFlags(cmd: Command, defaultMaxTokens: number): Comm
     .option('--min-pixels <n>', 'smallest resized image area in pixels', intArg(1))
     .option('--max-pixels <n>', 'largest resized image area in pixels', intArg(1));
 }
+
+/** The generation options the flags ask for, as `chat`/`stream` take them. */
+export function generationOptions(flags: GenerationFlags) {
+  return {
+    maxNewTokens: flags.maxTokens,
+    temperature: flags.temperature,
+    topP: flags.topP,
+    topK: flags.topK,
+    seed: flags.seed,
+    minPixels: flags.minPixels,
+    maxPixels: flags.maxPixels,
+  };
+}

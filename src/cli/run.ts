@@ -5,7 +5,7 @@ import { QvlError } from '../errors.ts';
 import type { OutputGrounding } from '../generate/parse/output.ts';
 import { drawGrounding } from './draw-grounding.ts';
 import { addModelFlags, loadModel, type ModelFlags } from './load.ts';
-import { addGenerationFlags, collect, floatArg, type GenerationFlags } from './options.ts';
+import { addGenerationFlags, collect, floatArg, generationOptions, type GenerationFlags } from './options.ts';
 
 interface RunFlags extends ModelFlags, GenerationFlags {
   image: string[];
@@ -38,15 +38,7 @@ export function registerRun(program: Command): void {
     messages.push({ role: 'user', content });
 
     const model = await loadModel(flags);
-    const stream = model.stream(messages, {
-      maxNewTokens: flags.maxTokens,
-      temperature: flags.temperature,
-      topP: flags.topP,
-      topK: flags.topK,
-      seed: flags.seed,
-      minPixels: flags.minPixels,
-      maxPixels: flags.maxPixels,
-    });
+    const stream = model.stream(messages, generationOptions(flags));
     for await (const delta of stream) process.stdout.write(delta);
     process.stdout.write('\n');
     const r = await stream.result;

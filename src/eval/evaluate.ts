@@ -6,6 +6,7 @@ import path from 'node:path';
 import { Qwen3VL } from '../api/qwen3vl.ts';
 import { QvlError } from '../errors.ts';
 import type { BackendName } from '../kernels/select.ts';
+import type { QuantMode } from '../weights/quant-plan.ts';
 import { loadDataset, resolveMedia, type EvalItem } from './dataset.ts';
 import { scoreItem, summarize, type EvalReport, type ItemResult } from './score.ts';
 
@@ -22,6 +23,8 @@ export interface EvaluateOptions {
   ids?: string[];
   /** 'ts', 'native' or 'auto' (default) */
   backend?: string;
+  /** quantize the weights at load (q8 or q4), to see what quantization changes in the answers */
+  quant?: QuantMode;
   /** default: the set's dataset.json max_new_tokens, else 48 */
   maxNewTokens?: number;
   /** reuse a loaded model (its folder must be modelDir) */
@@ -72,7 +75,7 @@ export async function evaluate(modelDir: string, datasetDir: string, opts: Evalu
   if (opts.model && path.resolve(opts.model.dir) !== path.resolve(modelDir)) {
     throw new QvlError('OPTION_INVALID', `the model passed in was loaded from ${opts.model.dir}, not ${modelDir}`, { modelDir });
   }
-  const model = opts.model ?? (await Qwen3VL.fromPretrained(modelDir, { backend: (opts.backend ?? 'auto') as BackendName }));
+  const model = opts.model ?? (await Qwen3VL.fromPretrained(modelDir, { backend: (opts.backend ?? 'auto') as BackendName, quant: opts.quant }));
   const results: ItemResult[] = [];
   for (const item of items) {
     const start = performance.now();
@@ -82,5 +85,5 @@ export async function evaluate(modelDir: string, datasetDir: string, opts: Evalu
     opts.onItem?.(res, results.length, items.length);
   }
   const { tasks, overall } = summarize(results, items);
-  return { modelDir, datasetDir, backend: model.backendName, maxNewTokens, items: results, tasks, overall, ms: performance.now() - t0 };
+  return { modelDir, datasetDir, backend: model.backendName, quant: opts.quant, maxNewTokens, items: results, tasks, overall, ms: performance.now() - t0 };
 }

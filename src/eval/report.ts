@@ -26,7 +26,7 @@ export function formatEvalReport(report: EvalReport): string {
   const o = report.overall;
   rows.push(['all', String(o.n), pct(o.accuracy), '', '', '', o.hfCompared ? `${o.sameAsHf}/${o.hfCompared}` : '-']);
   const lines = [
-    `model ${report.modelDir} · dataset ${report.datasetDir} · backend ${report.backend} · max ${report.maxNewTokens} new tokens · ${(report.ms / 1000).toFixed(1)} s`,
+    `model ${report.modelDir} · dataset ${report.datasetDir} · backend ${report.backend}${report.quant ? ` · weights ${report.quant}` : ''} · max ${report.maxNewTokens} new tokens · ${(report.ms / 1000).toFixed(1)} s`,
     '',
     table(rows),
   ];

@@ -58,6 +58,8 @@ export interface EvalReport {
   modelDir: string;
   datasetDir: string;
   backend: string;
+  /** weights quantized at load, if they were */
+  quant?: string;
   maxNewTokens: number;
   items: ItemResult[];
   tasks: TaskSummary[];

@@ -19,8 +19,15 @@ export interface ModelInputs {
   videoGrids?: Grid[];
 }
 
+/**
+ * Long prompts run in chunks of this many tokens: the activations of a chunk (the MLP's 3 × tokens ×
+ * intermediate floats dominate) then stay around 0.1 GB for a 4B model instead of growing with the
+ * prompt, and the matmuls are as efficient at 512 rows as at 2048.
+ */
+export const DEFAULT_PREFILL_CHUNK = 512;
+
 export interface PrefillOptions {
-  /** tokens per forward chunk (bounds activation memory on long prompts); default all at once */
+  /** tokens per forward chunk; default DEFAULT_PREFILL_CHUNK (all at once when tracing) */
   chunkSize?: number;
   /** return logits for every prompt position instead of the last only */
   allLogits?: boolean;
@@ -118,7 +125,7 @@ export class Qwen3VLModel {
       }
     }
 
-    const chunk = Math.max(1, opts.chunkSize ?? L);
+    const chunk = Math.max(1, opts.chunkSize ?? (opts.trace ? L : Math.min(L, DEFAULT_PREFILL_CHUNK)));
     const logitRows: Float32Array[] = [];
     for (let s = 0; s < L; s += chunk) {
       const e = Math.min(L, s + chunk);
