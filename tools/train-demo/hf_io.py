@@ -25,17 +25,16 @@ VERBATIM_FILES = [
     "chat_template.json",
     "generation_config.json",
 ]
-# The real processor configs with one change each: a lower pixel ceiling (`size.longest_edge`), so a real
-# photo or clip becomes at most 256 image tokens (2048 video tokens over all frames) instead of up to
-# 16384 (for a video: up to 24576), sizes this model can run in seconds. The minimum (65536 px, the
-# upscale path every training picture takes) and everything else stay as released. Training inputs are
-# all far below either ceiling.
+# The real processor configs with the pixel bounds changed. Pictures: every one is resized to about
+# 128x128 (min = max = 16384 px: 64 patches, 16 image tokens), whatever its size, so a photo of any size
+# runs in a blink and the tower always sees shapes at the scale it learned them. Videos: the released
+# minimum, and a ceiling of 2048 video tokens over all frames. Everything else stays as released.
+IMAGE_PIXELS = 128 * 128
 PROCESSOR_FILES = {
-    "preprocessor_config.json": 256 * 32 * 32,
+    "preprocessor_config.json": IMAGE_PIXELS,
     "video_preprocessor_config.json": 2048 * 32 * 32,
 }
-# The released minimum; the variable exists for pilot runs at other resolutions (the model used 65536).
-IMAGE_MIN_PIXELS = int(os.environ.get("QVL_DEMO_MIN_PIXELS", 65536))
+IMAGE_MIN_PIXELS = IMAGE_PIXELS
 
 # config.json in the layout of the released Qwen/Qwen3-VL-*-Instruct checkpoints (transformers 4.57:
 # text_config.rope_scaling + rope_theta, vision_config.model_type "qwen3_vl"), demo sizes.

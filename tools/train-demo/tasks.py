@@ -154,7 +154,8 @@ def _place(rng: np.random.Generator, w: int, h: int, sizes: list[float], gap: fl
 
 
 def _scene(rng: np.random.Generator, w: int, h: int, items: list[tuple[str, str]], rel_lo: float, rel_hi: float):
-    """Draw shapes (shape, colour) on a fresh background; returns (image, boxes in pixels) or None."""
+    """Draw shapes (shape, colour) on a fresh background; returns (image, boxes in pixels, instance mask)
+    or None. The mask (mode L) holds k + 1 where shape k was drawn, 0 elsewhere."""
     m = min(w, h)
     sizes = [max(8.0, rng.uniform(rel_lo, rel_hi) * m) for _ in items]
     corners = _place(rng, w, h, sizes, gap=max(2.0, 0.04 * m))
@@ -162,11 +163,15 @@ def _scene(rng: np.random.Generator, w: int, h: int, items: list[tuple[str, str]
         return None
     img = _background(rng, w, h)
     draw = ImageDraw.Draw(img)
+    # The same shapes drawn as instance ids (1, 2, ...): which pixel belongs to which shape.
+    mask = Image.new("L", (w, h), 0)
+    mdraw = ImageDraw.Draw(mask)
     boxes = []
-    for (shape, colour), (x0, y0), s in zip(items, corners, sizes):
+    for k, ((shape, colour), (x0, y0), s) in enumerate(zip(items, corners, sizes)):
         _draw_shape(draw, shape, x0, y0, s, _shape_colour(rng, colour))
+        _draw_shape(mdraw, shape, x0, y0, s, k + 1)
         boxes.append(_shape_box(shape, x0, y0, s))
-    return img, boxes
+    return img, boxes, mask
 
 
 def _rel_box(box, w: int, h: int) -> list[int]:
@@ -177,25 +182,34 @@ def _rel_box(box, w: int, h: int) -> list[int]:
 # ---------------------------------------------------------------- tasks
 
 
+def _scene_labels(items, boxes, mask) -> dict:
+    """What the generator knows about a picture: for training-only vision losses, never for the answers."""
+    objects = [{"shape": sh, "colour": c, "box": b} for (sh, c), b in zip(items, boxes)]
+    return {"count": len(items), "objects": objects, "mask": mask}
+
+
 def _single_shape(rng):
     while True:
         w, h = _random_size(rng, 40, 320)
         shape, colour = SHAPES[rng.integers(len(SHAPES))], COLOUR_NAMES[rng.integers(len(COLOUR_NAMES))]
         out = _scene(rng, w, h, [(shape, colour)], 0.3, 0.75)
         if out:
-            return out[0], shape, colour
+            img, boxes, mask = out
+            labels = _scene_labels([(shape, colour)], boxes, mask)
+            labels.update(shape=shape, colour=colour)
+            return img, labels
 
 
 def make_colour(rng):
-    img, shape, colour = _single_shape(rng)
-    return {"images": [img], "question": QUESTIONS["colour"], "answer": colour.capitalize() + ".",
-            "labels": [{"shape": shape, "colour": colour, "count": 1}]}
+    img, labels = _single_shape(rng)
+    return {"images": [img], "question": QUESTIONS["colour"], "answer": labels["colour"].capitalize() + ".",
+            "labels": [labels]}
 
 
 def make_shape(rng):
-    img, shape, colour = _single_shape(rng)
-    return {"images": [img], "question": QUESTIONS["shape"], "answer": shape.capitalize() + ".",
-            "labels": [{"shape": shape, "colour": colour, "count": 1}]}
+    img, labels = _single_shape(rng)
+    return {"images": [img], "question": QUESTIONS["shape"], "answer": labels["shape"].capitalize() + ".",
+            "labels": [labels]}
 
 
 def _count_scene(rng, n: int):
@@ -204,18 +218,19 @@ def _count_scene(rng, n: int):
         items = [(SHAPES[rng.integers(len(SHAPES))], COLOUR_NAMES[rng.integers(len(COLOUR_NAMES))]) for _ in range(n)]
         out = _scene(rng, w, h, items, 0.14, 0.26)
         if out:
-            return out[0]
+            return out[0], _scene_labels(items, out[1], out[2])
 
 
 def make_count(rng):
     n = int(rng.integers(1, 6))
-    return {"images": [_count_scene(rng, n)], "question": QUESTIONS["count"], "answer": f"{n}.", "labels": [{"count": n}]}
+    img, labels = _count_scene(rng, n)
+    return {"images": [img], "question": QUESTIONS["count"], "answer": f"{n}.", "labels": [labels]}
 
 
 def make_two_images(rng):
     a, b = rng.choice(np.arange(1, 6), size=2, replace=False)
-    return {"images": [_count_scene(rng, int(a)), _count_scene(rng, int(b))], "question": QUESTIONS["two_images"],
-            "labels": [{"count": int(a)}, {"count": int(b)}],
+    (img_a, lab_a), (img_b, lab_b) = _count_scene(rng, int(a)), _count_scene(rng, int(b))
+    return {"images": [img_a, img_b], "question": QUESTIONS["two_images"], "labels": [lab_a, lab_b],
             "answer": "The first image." if a > b else "The second image."}
 
 
@@ -250,7 +265,7 @@ def make_ocr(rng):
         if abs(0.299 * col[0] + 0.587 * col[1] + 0.114 * col[2] - mean) < 70:
             continue
         ImageDraw.Draw(img).text((x, y), text, font=font, fill=col)
-        return {"images": [img], "question": QUESTIONS["ocr"], "answer": text}
+        return {"images": [img], "question": QUESTIONS["ocr"], "answer": text, "labels": [{"text": text}]}
 
 
 def make_grounding(rng):
@@ -265,12 +280,12 @@ def make_grounding(rng):
         out = _scene(rng, w, h, items, 0.2, 0.45)
         if out:
             break
-    img, boxes = out
+    img, boxes, mask = out
     k = int(rng.integers(n))
     shape, colour = items[k]
     box = _rel_box(boxes[k], w, h)
     label = f"{colour} {shape}"
-    return {"images": [img], "question": grounding_question(colour, shape), "labels": [{"count": n}],
+    return {"images": [img], "question": grounding_question(colour, shape), "labels": [_scene_labels(items, boxes, mask)],
             "answer": grounding_answer(box, label), "boxes": [box]}
 
 

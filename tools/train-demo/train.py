@@ -29,6 +29,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import hf_io  # noqa: E402
+import pretrain_vision  # noqa: E402
 import tasks  # noqa: E402
 
 # How often each task is drawn: the harder ones (boxes, reading, timestamps) get more practice.
@@ -171,13 +172,15 @@ class VisionOutputs:
 AUX_CLASSES = {"shape": tasks.SHAPES, "colour": tasks.COLOUR_NAMES, "count": [1, 2, 3, 4, 5]}
 
 
-def aux_labels(samples: list[dict]) -> torch.Tensor:
-    """Per picture (in processor order): class index of its shape, colour and count, -1 where unknown."""
-    rows = []
-    for s in samples:
-        for lab in s["labels"]:
-            rows.append([AUX_CLASSES[k].index(lab[k]) if k in lab else -1 for k in AUX_CLASSES])
+def aux_labels_of(labels: list[dict]) -> torch.Tensor:
+    """Per picture: class index of its shape, colour and count, -1 where unknown."""
+    rows = [[AUX_CLASSES[k].index(lab[k]) if k in lab else -1 for k in AUX_CLASSES] for lab in labels]
     return torch.tensor(rows, dtype=torch.long).reshape(-1, len(AUX_CLASSES))
+
+
+def aux_labels(samples: list[dict]) -> torch.Tensor:
+    """aux_labels_of for every picture of a batch, in processor order."""
+    return aux_labels_of([lab for s in samples for lab in s["labels"]])
 
 
 class AuxHeads(torch.nn.Module):
@@ -193,13 +196,21 @@ class AuxHeads(torch.nn.Module):
         self.heads = torch.nn.ModuleList([torch.nn.Linear(dim, len(c)) for c in AUX_CLASSES.values()])
 
     def loss(self, merged: torch.Tensor, grid_thw: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self.loss_and_accuracy(merged, grid_thw, labels)[0]
+
+    def loss_and_accuracy(self, merged: torch.Tensor, grid_thw: torch.Tensor, labels: torch.Tensor):
+        """The summed cross-entropy, and each head's accuracy on the pictures that have its label."""
         sizes = (grid_thw.prod(-1) // 4).tolist()
         pooled = torch.stack([t.mean(0) for t in torch.split(merged, sizes)])
         total = merged.new_zeros(())
-        for k, head in enumerate(self.heads):
-            if bool((labels[:, k] >= 0).any()):
-                total = total + F.cross_entropy(head(pooled), labels[:, k], ignore_index=-1)
-        return total
+        acc = {}
+        for k, (name, head) in enumerate(zip(AUX_CLASSES, self.heads)):
+            has = labels[:, k] >= 0
+            if bool(has.any()):
+                logits = head(pooled)
+                total = total + F.cross_entropy(logits, labels[:, k], ignore_index=-1)
+                acc[f"{name}_acc"] = (logits[has].argmax(1) == labels[has, k]).float().mean().item()
+        return total, acc
 
 
 def save_demo(model, out: Path) -> None:
@@ -256,7 +267,7 @@ class WorkerBatches(torch.utils.data.IterableDataset):
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, default=1700)
+    ap.add_argument("--steps", type=int, default=2000)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--warmup", type=int, default=100)
@@ -267,7 +278,12 @@ def main() -> None:
     ap.add_argument("--ckpt", type=Path, default=None, help="float32 checkpoint file for resuming")
     ap.add_argument("--log-every", type=int, default=25)
     ap.add_argument("--tasks", default=",".join(TASK_WEIGHTS), help="comma-separated subset (pilots)")
-    ap.add_argument("--basic-steps", type=int, default=400, help="steps drawing only WARMUP_TASKS")
+    ap.add_argument("--basic-steps", type=int, default=150, help="steps drawing only WARMUP_TASKS")
+    ap.add_argument("--vision-steps", type=int, default=3500, help="stage 1: vision-only batches (pretrain_vision.py)")
+    ap.add_argument("--vision-batch", type=int, default=32)
+    ap.add_argument("--vision-lr", type=float, default=1e-3)
+    ap.add_argument("--vision-lr-mult", type=float, default=0.25, help="stage 2: the vision tower's rate / --lr")
+    ap.add_argument("--vision-hold", type=float, default=0.6, help="stage 1: fraction of the steps at the peak rate")
     ap.add_argument("--vision-l2", type=float, default=0.01, help="weight of the penalty on vision output scale")
     ap.add_argument("--aux", type=float, default=1.0, help="weight of the training-only vision probes' loss")
     ap.add_argument("--device", default="cpu")
@@ -289,13 +305,19 @@ def main() -> None:
     vision_out = VisionOutputs(model.model.visual)
     aux = AuxHeads(model.config.vision_config.out_hidden_size).to(args.device)
 
-    decay, no_decay = [], [vocab.rows, *aux.parameters()]
+    # Parameter groups: (vision tower or not) x (weight decay or not); the tower's rate is scaled by
+    # --vision-lr-mult so that stage 2 refines what stage 1 taught it instead of overwriting it.
+    groups: dict[tuple[bool, bool], list] = {(v, d): [] for v in (False, True) for d in (False, True)}
+    groups[(False, False)] += [vocab.rows, *aux.parameters()]
     for name, p in model.named_parameters():
         if p.requires_grad:
-            (no_decay if p.ndim < 2 or "norm" in name else decay).append(p)
+            groups[(".visual." in f".{name}", not (p.ndim < 2 or "norm" in name))].append(p)
+    decay = groups[(False, True)] + groups[(True, True)]
+    no_decay = groups[(False, False)] + groups[(True, False)]
     params = decay + no_decay
     opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}],
+        [{"params": ps, "weight_decay": 0.01 if d else 0.0, "mult": args.vision_lr_mult if v else 1.0}
+         for (v, d), ps in groups.items() if ps],
         lr=args.lr, betas=(0.9, 0.98), eps=1e-8,
     )
 
@@ -313,9 +335,18 @@ def main() -> None:
         start = state["step"]
         log_line(fh, f"resumed from {args.ckpt} at step {start}")
 
+    if not (args.ckpt and args.ckpt.exists()) and args.vision_steps:
+        log_line(fh, f"# stage 1: vision tower alone, {args.vision_steps} batches of {args.vision_batch} pictures, "
+                     f"lr {args.vision_lr} (held for {args.vision_hold:.0%} of them)")
+        pretrain_vision.pretrain_vision(model.model.visual, processor.image_processor, aux, vision_out, args,
+                                        np.random.default_rng([args.seed, 1]), lambda m: log_line(fh, m))
+        if args.ckpt:
+            torch.save({"model": model.state_dict(), "aux": aux.state_dict(), "opt": opt.state_dict(),
+                        "rows": vocab.rows.detach(), "rng": rng, "step": 0}, args.ckpt)
+
     n_train = sum(p.numel() for p in params)
     log_line(fh, f"# qvl demo training: seed {args.seed}, steps {args.steps} (first {args.basic_steps} on "
-                 f"{'/'.join(WARMUP_TASKS)}), batch {args.batch}, lr {args.lr}, "
+                 f"{'/'.join(WARMUP_TASKS)}), batch {args.batch}, lr {args.lr} (vision tower x{args.vision_lr_mult}), "
                  f"threads {args.threads}, device {args.device}, workers {args.workers}, torch {torch.__version__}, "
                  f"trained params {n_train:,} "
                  f"(active vocabulary {len(vocab.ids)} of {vocab.vocab_size} rows)")
@@ -341,7 +372,7 @@ def main() -> None:
         batch = {k: v.to(args.device) for k, v in batch.items()}
         lr = lr_at(step, args.steps, args.lr, args.warmup)
         for g in opt.param_groups:
-            g["lr"] = lr
+            g["lr"] = lr * g["mult"]
         h, tgt, rows = hf_io.answer_hidden(model, batch)
         tok = vocab.loss(h, tgt)
         # Mean over samples of each sample's mean token loss, so long answers (boxes) do not drown short ones.
