@@ -6,6 +6,7 @@
  */
 import { performance } from 'node:perf_hooks';
 import { loadModelFromDir } from '../src/api/load-model.ts';
+import { argmax } from '../src/generate/sampler.ts';
 import type { PreparedWeight } from '../src/kernels/backend.ts';
 import { adviseDontNeed, loadNativeBackend, mmapFile, type InstructionSet } from '../src/kernels/native/index.ts';
 import { weightBytes, type WeightData } from '../src/kernels/weight.ts';
@@ -74,12 +75,6 @@ function timed<T>(f: () => T): [T, Timing] {
   const wall = (performance.now() - t0) / 1000;
   const c = process.cpuUsage(c0);
   return [r, { wall, cpu: (c.user + c.system) / 1e6 }];
-}
-
-function argmax(x: Float32Array): number {
-  let best = 0;
-  for (let i = 1; i < x.length; i++) if (x[i] > x[best]) best = i;
-  return best;
 }
 
 function maxRss(): number {

@@ -2,7 +2,7 @@
 import { E4M3_TABLE, f32ToBf16, f32ToF16 } from '../src/weights/dtypes.ts';
 import { dequantRow } from '../src/kernels/ts/dequant.ts';
 import { Q8_BLOCK, q4GroupOf, type WeightData } from '../src/kernels/weight.ts';
-import { nativeAvailable, loadNativeBackend, type NativeBackend } from '../src/kernels/native/index.ts';
+import { nativeAvailable, loadNativeBackend, type InstructionSet, type NativeBackend } from '../src/kernels/native/index.ts';
 
 /** Why the native tests skip, or null when the addon loads. */
 export const skipReason: string | false = nativeAvailable()
@@ -14,8 +14,8 @@ export function backend(): NativeBackend {
 }
 
 /** Instruction sets this CPU can run, best first. */
-export function isas(nb: NativeBackend): Array<'avx512vnni' | 'avx512' | 'avx2' | 'scalar'> {
-  const out: Array<'avx512vnni' | 'avx512' | 'avx2' | 'scalar'> = [];
+export function isas(nb: NativeBackend): Array<Exclude<InstructionSet, 'best'>> {
+  const out: Array<Exclude<InstructionSet, 'best'>> = [];
   for (const isa of ['avx512vnni', 'avx512', 'avx2', 'scalar'] as const) {
     try {
       nb.useInstructionSet(isa);

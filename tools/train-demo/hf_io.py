@@ -10,7 +10,6 @@ the processor expands <|video_pad|> gives exactly the 4.57 layout.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -34,7 +33,6 @@ PROCESSOR_FILES = {
     "preprocessor_config.json": IMAGE_PIXELS,
     "video_preprocessor_config.json": 2048 * 32 * 32,
 }
-IMAGE_MIN_PIXELS = IMAGE_PIXELS
 
 # config.json in the layout of the released Qwen/Qwen3-VL-*-Instruct checkpoints (transformers 4.57:
 # text_config.rope_scaling + rope_theta, vision_config.model_type "qwen3_vl"), demo sizes.
@@ -102,7 +100,7 @@ def write_model_files(dst: Path, with_tokenizer: bool) -> None:
         cfg = json.loads((FIXTURE_DIR / name).read_text())
         cfg["size"]["longest_edge"] = longest
         if name == "preprocessor_config.json":
-            cfg["size"]["shortest_edge"] = IMAGE_MIN_PIXELS
+            cfg["size"]["shortest_edge"] = IMAGE_PIXELS
         (dst / name).write_text(json.dumps(cfg, indent=4) + "\n")
     if with_tokenizer:
         shutil.copyfile(TOKENIZER_JSON, dst / "tokenizer.json")

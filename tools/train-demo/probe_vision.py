@@ -229,7 +229,6 @@ def main() -> None:
         batch_iter = (make_batch(rng) for _ in range(args.steps))
     t0 = time.time()
     t_data = 0.0
-    seen = 0
     hist = []
     for step in range(args.steps):
         lr = args.lr * min(1.0, (step + 1) / args.warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / args.steps)))
@@ -241,7 +240,6 @@ def main() -> None:
         if dt is not None:
             dt = {k: v.to(args.device) for k, v in dt.items()}
         t_data += time.time() - td
-        seen += px.shape[0] // 1
         out, tok = model(px, grid, with_tokens=True)
         loss = loss_fn(out, tgt)
         if dt is not None:

@@ -169,48 +169,9 @@ class VisionOutputs:
         return m
 
 
-AUX_CLASSES = {"shape": tasks.SHAPES, "colour": tasks.COLOUR_NAMES, "count": [1, 2, 3, 4, 5]}
-
-
-def aux_labels_of(labels: list[dict]) -> torch.Tensor:
-    """Per picture: class index of its shape, colour and count, -1 where unknown."""
-    rows = [[AUX_CLASSES[k].index(lab[k]) if k in lab else -1 for k in AUX_CLASSES] for lab in labels]
-    return torch.tensor(rows, dtype=torch.long).reshape(-1, len(AUX_CLASSES))
-
-
 def aux_labels(samples: list[dict]) -> torch.Tensor:
     """aux_labels_of for every picture of a batch, in processor order."""
-    return aux_labels_of([lab for s in samples for lab in s["labels"]])
-
-
-class AuxHeads(torch.nn.Module):
-    """Training-only linear probes on each picture's mean merger token (not saved).
-
-    From scratch, the vision tower gets its only signal through the language model, which first has to
-    learn to look at the image tokens: a run without these heads stayed at chance on shape and count
-    (and a linear probe on its vision features was at chance too). Supervising the pooled vision
-    features directly with the labels the generator knows breaks that circle."""
-
-    def __init__(self, dim: int):
-        super().__init__()
-        self.heads = torch.nn.ModuleList([torch.nn.Linear(dim, len(c)) for c in AUX_CLASSES.values()])
-
-    def loss(self, merged: torch.Tensor, grid_thw: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return self.loss_and_accuracy(merged, grid_thw, labels)[0]
-
-    def loss_and_accuracy(self, merged: torch.Tensor, grid_thw: torch.Tensor, labels: torch.Tensor):
-        """The summed cross-entropy, and each head's accuracy on the pictures that have its label."""
-        sizes = (grid_thw.prod(-1) // 4).tolist()
-        pooled = torch.stack([t.mean(0) for t in torch.split(merged, sizes)])
-        total = merged.new_zeros(())
-        acc = {}
-        for k, (name, head) in enumerate(zip(AUX_CLASSES, self.heads)):
-            has = labels[:, k] >= 0
-            if bool(has.any()):
-                logits = head(pooled)
-                total = total + F.cross_entropy(logits, labels[:, k], ignore_index=-1)
-                acc[f"{name}_acc"] = (logits[has].argmax(1) == labels[has, k]).float().mean().item()
-        return total, acc
+    return pretrain_vision.aux_labels_of([lab for s in samples for lab in s["labels"]])
 
 
 def save_demo(model, out: Path) -> None:
@@ -303,7 +264,7 @@ def main() -> None:
     assert model.lm_head.weight is model.model.language_model.embed_tokens.weight, "the head must be tied"
     vocab = ActiveVocab(model, task_vocabulary(processor, np.random.default_rng(args.seed + 1)))
     vision_out = VisionOutputs(model.model.visual)
-    aux = AuxHeads(model.config.vision_config.out_hidden_size).to(args.device)
+    aux = pretrain_vision.AuxHeads(model.config.vision_config.out_hidden_size).to(args.device)
 
     # Parameter groups: (vision tower or not) x (weight decay or not); the tower's rate is scaled by
     # --vision-lr-mult so that stage 2 refines what stage 1 taught it instead of overwriting it.
