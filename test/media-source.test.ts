@@ -2,7 +2,7 @@ import { test, after, before } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { mkdtempSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -168,10 +168,60 @@ test('local paths and file:// URLs honour allowedLocalDirs after resolving symli
   assert.equal((await loadMediaBytes(pathToFileURL(path.join(allowed, 'a.png')).href, 'image', opts)).bytes.length, PNG.length);
   assert.equal((await loadMediaBytes(path.join(allowed, 'a.png'), 'image', opts)).bytes.length, PNG.length);
   await rejectsWith(loadMediaBytes(path.join(allowed, '..', 'outside', 'secret.png'), 'image', opts), 'MEDIA_FORBIDDEN', /outside the allowed directories/);
-  await rejectsWith(loadMediaBytes(pathToFileURL(path.join(allowed, 'link.png')).href, 'image', opts), 'MEDIA_FORBIDDEN', /secret\.png, which is outside/);
+  await rejectsWith(loadMediaBytes(pathToFileURL(path.join(allowed, 'link.png')).href, 'image', opts), 'MEDIA_FORBIDDEN', /link\.png: outside the allowed directories$/);
   await rejectsWith(loadMediaBytes(path.join(allowed, 'a.png'), 'image', { allowedLocalDirs: [] }), 'MEDIA_FORBIDDEN', /reading local files is not allowed/);
   await rejectsWith(loadMediaBytes(path.join(allowed, 'nope.png'), 'image'), 'MEDIA_SOURCE', /no such file/);
   await rejectsWith(loadMediaBytes(path.join(allowed, 'a.png'), 'image', { maxBytes: 100 }), 'MEDIA_TOO_LARGE', /over the limit of 100/);
+});
+
+test('with allowedLocalDirs, answers never show real paths nor tell whether a file outside exists', async (t) => {
+  const root = mkdtempSync(path.join(tmpdir(), 'qvl-src-'));
+  t.after(() => rmSync(root, { recursive: true, force: true }));
+  const allowed = path.join(root, 'allowed');
+  const outside = path.join(root, 'outside');
+  mkdirSync(allowed);
+  mkdirSync(outside);
+  writeFileSync(path.join(outside, 'secret.png'), PNG);
+  symlinkSync(path.join(outside, 'secret.png'), path.join(allowed, 'link.png'));
+  symlinkSync(path.join(outside, 'missing.png'), path.join(allowed, 'dangling.png'));
+  symlinkSync(outside, path.join(allowed, 'dir-link'));
+  const opts = { allowedLocalDirs: [allowed] };
+  const message = async (source: string) => {
+    try {
+      await loadMediaBytes(source, 'image', opts);
+    } catch (e) {
+      assert.ok(isQvlError(e), String(e));
+      return `${e.code} ${e.message.replace(source, '<source>')}`;
+    }
+    assert.fail(`${source} was read`);
+  };
+  const forbidden = 'MEDIA_FORBIDDEN <source>: outside the allowed directories';
+  const sources = [
+    path.join(outside, 'secret.png'),
+    path.join(outside, 'missing.png'),
+    path.join(allowed, '..', 'outside', 'secret.png'),
+    path.join(allowed, '..', 'outside', 'missing.png'),
+    pathToFileURL(path.join(outside, 'secret.png')).href,
+    pathToFileURL(path.join(outside, 'missing.png')).href,
+    path.join(allowed, 'link.png'),
+    path.join(allowed, 'dangling.png'),
+    path.join(allowed, 'dir-link', 'secret.png'),
+    path.join(allowed, 'dir-link', 'missing.png'),
+    'file:///proc/self/environ',
+    '/etc/shadow.bak',
+    '/etc/no-such.conf',
+  ];
+  for (const s of sources) {
+    const m = await message(s);
+    assert.equal(m, forbidden, s);
+    assert.ok(!m.includes(outside) && !m.includes('secret') && !m.includes(String(process.pid)), m);
+  }
+  // "no such file" only inside the allowed directories
+  assert.equal(await message(path.join(allowed, 'nope.png')), 'MEDIA_SOURCE <source>: no such file');
+  // a dot-free string is looked up as a file only inside them; elsewhere it is Base64 whether or not it exists
+  assert.ok(!(await message('/proc/self/environ')).includes(String(process.pid)));
+  assert.equal(await message('/etc/hosts'), await message('/etc/hostz'));
+  assert.equal(await message(path.join(outside, 'secretfile')), await message(path.join(outside, 'secretfilx')));
 });
 
 test('data URIs and bare Base64 decode exactly; malformed ones are errors', async () => {
@@ -195,6 +245,67 @@ test('data URIs and bare Base64 decode exactly; malformed ones are errors', asyn
   await rejectsWith(loadMediaBytes(`data:image/png;base64,${b64}`, 'image', { maxBytes: 1000 }), 'MEDIA_TOO_LARGE', /over the limit of 1000/);
   await rejectsWith(loadMediaBytes(b64, 'image', { maxBytes: 1000 }), 'MEDIA_TOO_LARGE', /over the limit of 1000/);
   await rejectsWith(loadMediaBytes(new Uint8Array(2000), 'image', { maxBytes: 1000 }), 'MEDIA_TOO_LARGE', /2000 bytes/);
+});
+
+test('the IP policy allows public unicast only, for every spelling of an address', () => {
+  const refused: [string, RegExp][] = [
+    ['::ffff:0:7f00:1', /IPv4-translated/], // RFC 6145 ::ffff:0:0:0/96
+    ['::ffff:0:127.0.0.1', /IPv4-translated/],
+    ['64:ff9b:1::7f00:1', /local-use NAT64/], // RFC 8215
+    ['64:ff9b:1:ffff::808:808', /local-use NAT64/], // even with a public IPv4 inside: the layout is the site's
+    ['::ffff:127.0.0.1', /embeds 127\.0\.0\.1, a loopback/],
+    ['::FFFF:7F00:1', /embeds 127\.0\.0\.1/],
+    ['0:0:0:0:0:ffff:a00:1', /embeds 10\.0\.0\.1, a private/],
+    ['::127.0.0.1', /IPv4-compatible/],
+    ['::7f00:1', /IPv4-compatible/],
+    ['::8.8.8.8', /IPv4-compatible/],
+    ['64:ff9b::7f00:1', /embeds 127\.0\.0\.1/],
+    ['64:ff9b::169.254.169.254', /embeds 169\.254\.169\.254, a link-local/],
+    ['2002:7f00:1::', /embeds 127\.0\.0\.1/],
+    ['2002:a9fe:a9fe::1', /embeds 169\.254\.169\.254/],
+    ['2001:0:4136:e378:8000:63bf:3fff:fdd2', /Teredo/],
+    ['fe80::1%eth0', /scoped/],
+    ['fe80::1', /link-local/],
+    ['2606:4700:4700::1111%2', /scoped/],
+    ['::1', /loopback/],
+    ['0:0:0:0:0:0:0:1', /loopback/],
+    ['::', /unspecified/],
+    ['fc00::1', /unique-local/],
+    ['fd00:ec2::254', /unique-local/],
+    ['fec0::1', /site-local/],
+    ['ff02::1', /multicast/],
+    ['100::1', /discard/],
+    ['2001:db8::1', /documentation/],
+    ['3fff::1', /documentation/],
+    ['4000::1', /outside the global unicast range/],
+    ['0.0.0.0', /unspecified/],
+    ['127.0.0.1', /loopback/],
+    ['127.255.255.254', /loopback/],
+    ['10.1.2.3', /private/],
+    ['172.31.255.255', /private/],
+    ['192.168.1.1', /private/],
+    ['100.64.1.1', /carrier-grade NAT/],
+    ['169.254.169.254', /link-local/],
+    ['192.0.0.170', /reserved/],
+    ['192.0.2.1', /documentation/],
+    ['198.18.0.1', /reserved/],
+    ['224.0.0.1', /multicast/],
+    ['240.0.0.1', /reserved/],
+    ['255.255.255.255', /broadcast/],
+    // spellings DNS never returns are not addresses at all
+    ['127.1', /not an IP address/],
+    ['0x7f.0.0.1', /not an IP address/],
+    ['2130706433', /not an IP address/],
+    ['localhost', /not an IP address/],
+  ];
+  for (const [a, why] of refused) {
+    const r = forbiddenAddressReason(a);
+    assert.ok(r !== undefined, `${a} was allowed`);
+    assert.match(r, why, a);
+  }
+  for (const a of ['8.8.8.8', '1.1.1.1', '172.32.0.1', '100.128.0.1', '2606:4700:4700::1111', '2001:4860:4860::8888', '::ffff:8.8.8.8', '64:ff9b::8.8.8.8', '2002:808:808::1']) {
+    assert.equal(forbiddenAddressReason(a), undefined, a);
+  }
 });
 
 test('the IP policy covers IPv4, IPv6 and addresses that embed IPv4', () => {

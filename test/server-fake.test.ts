@@ -9,7 +9,9 @@ import OpenAI from 'openai';
 import type { ChatResult } from '../src/api/qwen3vl.ts';
 import type { PromptInfo, WorkerCallOptions, WorkerChatStream } from '../src/api/worker-host.ts';
 import { QvlError, type QvlErrorCode } from '../src/errors.ts';
-import type { EngineState, ServerEngine } from '../src/server/engine.ts';
+import type { PromptCost } from '../src/api/prompt-cost.ts';
+import type { PreparedPrompt } from '../src/api/prompt.ts';
+import type { EngineState, Preparer, ServerEngine } from '../src/server/engine.ts';
 import { STATUS_OF, toHttpError } from '../src/server/errors.ts';
 import { startServer, type RunningServer } from '../src/server/serve.ts';
 import path from 'node:path';
@@ -27,10 +29,19 @@ interface Script {
   failAfter?: { deltas: number; error: QvlError };
 }
 
-class ScriptedEngine implements ServerEngine {
+/** A scripted model that also plays the preparer: it records what it was asked and prepares nothing. */
+class ScriptedEngine implements ServerEngine, Preparer {
   current: EngineState = 'ready';
   script: Script = { text: 'ok' };
   seen: { messages: unknown; opts: WorkerCallOptions }[] = [];
+  private lastMessages: unknown;
+  async prepare(messages: unknown): Promise<PreparedPrompt> {
+    this.lastMessages = messages;
+    return { text: '', ids: new Int32Array(10), imageGrids: [], videoGrids: [], media: [] };
+  }
+  async cost(): Promise<PromptCost> {
+    return { promptTokens: 10, mediaTokens: 0, items: [] };
+  }
   state() {
     return this.current;
   }
@@ -41,8 +52,8 @@ class ScriptedEngine implements ServerEngine {
     return undefined;
   }
   async close() {}
-  stream(messages: unknown, opts: WorkerCallOptions): WorkerChatStream {
-    this.seen.push({ messages, opts });
+  streamPrepared(_prepared: PreparedPrompt, opts: WorkerCallOptions): WorkerChatStream {
+    this.seen.push({ messages: this.lastMessages, opts });
     const sc = this.script;
     const media = sc.media ?? [];
     const prompt = sc.failPrompt ? Promise.reject(sc.failPrompt) : Promise.resolve({ promptTokens: 10, media, startsInThink: sc.startsInThink ?? false });
@@ -87,7 +98,7 @@ let server: RunningServer;
 let client: OpenAI;
 
 before(async () => {
-  server = await startServer({ engine, modelDir: TINY, modelNames: ['m'], port: 0, limits: { maxImagePixels: 512 * 512 } });
+  server = await startServer({ engine, preparer: engine, modelDir: TINY, modelNames: ['m'], port: 0, limits: { maxImagePixels: 512 * 512 } });
   client = new OpenAI({ baseURL: `${server.url}/v1`, apiKey: 'unused', maxRetries: 0 });
 });
 after(() => server?.close());

@@ -1,8 +1,9 @@
 import { QvlError } from '../errors.ts';
-import { loadImage, loadVideo, loadVideoFromImages, type MediaSourceOptions, type RgbImage, type VideoFrames } from '../media/index.ts';
+import { decodeImage, loadImage, loadMediaBytes, loadVideo, loadVideoFromImages, probeImage, type MediaSourceOptions, type RgbImage, type VideoFrames } from '../media/index.ts';
 import type { Grid } from '../model/rope-index.ts';
 import {
   expandPrompt,
+  planImage,
   preprocessImage,
   preprocessVideo,
   type ProcessorConfig,
@@ -33,6 +34,11 @@ export interface PromptOptions {
   media?: MediaSourceOptions;
   /** how PDF parts are rendered into page images (resolution, page budget) */
   pdf?: PdfPartOptions;
+  /**
+   * Refuse (CONTEXT_TOO_LONG) prompts of this many tokens or more. Images are sized from their
+   * headers first, so a prompt that cannot fit is refused before its pixels are decoded.
+   */
+  maxPromptTokens?: number;
 }
 
 /** Everything the model needs for one prompt, as plain data (can cross a worker boundary). */
@@ -64,6 +70,7 @@ export async function preparePrompt(parts: PromptParts, messages: unknown, opts:
     addVisionId: opts.addVisionId,
     extra: opts.templateKwargs,
   });
+  const budget = opts.maxPromptTokens === undefined ? undefined : new TokenBudget(opts.maxPromptTokens, chat.media.length > 0 ? parts.tokenizer.encode(text).length : 0);
   const images: { pixels: Float32Array; grid: Grid }[] = [];
   const videos: { pixels: Float32Array; grid: Grid; timestamps: number[] }[] = [];
   const media: PreparedPrompt['media'] = [];
@@ -72,7 +79,7 @@ export async function preparePrompt(parts: PromptParts, messages: unknown, opts:
     const minPixels = o.minPixels ?? opts.minPixels;
     const maxPixels = o.maxPixels ?? opts.maxPixels;
     if (ref.kind === 'image') {
-      const img = await loadImageRef(ref, opts.media);
+      const img = await loadImageRef(ref, opts.media, budget && ((w, h) => budget.charge(planImage(w, h, parts.processor.image, { minPixels, maxPixels }).tokens)));
       const p = preprocessImage(img, parts.processor.image, { minPixels, maxPixels });
       images.push({ pixels: p.pixelValues, grid: p.grid });
       media.push({ kind: 'image', width: img.width, height: img.height, resizedWidth: p.resized.width, resizedHeight: p.resized.height, tokens: tokens(p.grid, parts.mergeSize) });
@@ -82,6 +89,7 @@ export async function preparePrompt(parts: PromptParts, messages: unknown, opts:
       const video = await loadVideoRef(ref, { fps, maxFrames }, opts.media);
       // `fps` was used above: the rate of a frame list, or the sampling rate of a decoded file.
       const p = preprocessVideo(video, parts.processor.video, { minPixels, maxPixels, maxFrames });
+      budget?.charge(tokens(p.grid, parts.mergeSize));
       videos.push({ pixels: p.pixelValues, grid: p.grid, timestamps: p.timestamps });
       const f0 = video.frames[0];
       media.push({
@@ -101,6 +109,7 @@ export async function preparePrompt(parts: PromptParts, messages: unknown, opts:
     { videoLayout: opts.videoLayout ?? 'v4.57', mergeSize: parts.mergeSize },
   );
   const ids = Int32Array.from(parts.tokenizer.encode(expanded));
+  budget?.check(ids.length);
   return {
     text: expanded,
     ids,
@@ -116,9 +125,45 @@ function tokens(g: Grid, merge: number): number {
   return (g[0] * g[1] * g[2]) / (merge * merge);
 }
 
-async function loadImageRef(ref: MediaRef, o?: MediaSourceOptions): Promise<RgbImage> {
+/**
+ * A prompt's token count, bounded from below while media is still being sized: the rendered text
+ * holds one pad token per image or video, which expansion turns into `tokens` pads.
+ */
+class TokenBudget {
+  private lowerBound: number;
+
+  constructor(
+    private readonly limit: number,
+    textTokens: number,
+  ) {
+    this.lowerBound = textTokens;
+    this.check(this.lowerBound);
+  }
+
+  charge(mediaTokens: number): void {
+    this.lowerBound += mediaTokens - 1;
+    this.check(this.lowerBound);
+  }
+
+  check(tokens: number): void {
+    if (tokens >= this.limit) {
+      throw new QvlError('CONTEXT_TOO_LONG', `the prompt is ${tokens === this.lowerBound ? 'at least ' : ''}${tokens} tokens; this model accepts fewer than ${this.limit}`, {
+        promptTokens: tokens,
+        maxContext: this.limit,
+      });
+    }
+  }
+}
+
+/** Loads an image; `sized` sees its header size before any pixel is decoded (and may refuse it). */
+async function loadImageRef(ref: MediaRef, o: MediaSourceOptions = {}, sized?: (width: number, height: number) => void): Promise<RgbImage> {
   if (Array.isArray(ref.source)) throw new QvlError('MESSAGE_INVALID', 'an image part holds a list; lists of frames are videos', {});
-  return loadImage(ref.source, { ...o });
+  if (!sized) return loadImage(ref.source, { ...o });
+  const got = await loadMediaBytes(ref.source, 'image', o);
+  const decodeOpts = { ...o, label: got.label };
+  const header = await probeImage(got.bytes, decodeOpts);
+  sized(header.width, header.height);
+  return decodeImage(got.bytes, decodeOpts);
 }
 
 /**

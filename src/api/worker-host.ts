@@ -7,9 +7,11 @@
 import { Worker } from 'node:worker_threads';
 import { QvlError } from '../errors.ts';
 import type { BackendName } from '../kernels/select.ts';
+import type { QuantMode } from '../weights/quant-plan.ts';
 import type { ChatResult } from './qwen3vl.ts';
 import type { PreparedPrompt } from './prompt.ts';
-import type { HostMessage, PromptInfo, SerializedError, WorkerChatOptions, WorkerMessage, WorkerModelInfo } from './worker-protocol.ts';
+import { deserializeError } from './serialized-error.ts';
+import type { HostMessage, PromptInfo, WorkerChatOptions, WorkerInit, WorkerMessage, WorkerModelInfo } from './worker-protocol.ts';
 
 export type { PromptInfo, WorkerChatOptions, WorkerModelInfo } from './worker-protocol.ts';
 
@@ -17,6 +19,8 @@ export interface WorkerLoadOptions {
   /** 'auto' (default), 'native' or 'ts' */
   backend?: BackendName;
   threads?: number;
+  /** quantize float weights while loading (q8, or q4 text decoder + q8 rest), as in-process loading */
+  quant?: QuantMode;
   /** weight loading progress */
   onProgress?: (done: number, total: number) => void;
 }
@@ -32,7 +36,7 @@ export interface WorkerChatStream extends AsyncIterable<string> {
 }
 
 /** The host's node flags minus a `--import tsx` (registering the loader twice breaks module loading). */
-function withoutTsxImport(argv: readonly string[]): string[] {
+export function withoutTsxImport(argv: readonly string[]): string[] {
   const out: string[] = [];
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
@@ -46,9 +50,8 @@ function withoutTsxImport(argv: readonly string[]): string[] {
   return out;
 }
 
-export function deserializeError(e: SerializedError): QvlError {
-  return new QvlError(e.code, e.message, e.detail);
-}
+/** The message for a job (and buffers to move rather than copy), given its id and plain options. */
+type JobBuilder = (id: number, opts: WorkerChatOptions) => { message: HostMessage; transfer?: ArrayBuffer[] };
 
 interface Pending {
   onMessage(m: WorkerMessage): void;
@@ -97,6 +100,7 @@ export class WorkerModel {
   /** requests run one after another; this settles when the last queued one has */
   private line: Promise<void> = Promise.resolve();
   private dead?: QvlError;
+  private readonly deathListeners: ((e: QvlError) => void)[] = [];
 
   private constructor(worker: Worker, info: WorkerModelInfo) {
     this.worker = worker;
@@ -108,6 +112,7 @@ export class WorkerModel {
       this.dead ??= e;
       for (const p of [...this.pending.values()]) p.fail(this.dead);
       this.pending.clear();
+      for (const f of this.deathListeners.splice(0)) f(this.dead);
     };
     worker.on('error', (e) => die(new QvlError('INTERNAL', `the inference worker failed: ${e.stack ?? e.message}`)));
     worker.on('exit', (code) => die(new QvlError('INTERNAL', `the inference worker exited (code ${code})`, { code })));
@@ -116,7 +121,7 @@ export class WorkerModel {
   /** Starts a worker and loads the model folder `dir` in it. */
   static load(dir: string, opts: WorkerLoadOptions = {}): Promise<WorkerModel> {
     const worker = new Worker(new URL('./worker-bootstrap.mjs', import.meta.url), {
-      workerData: { dir, backend: opts.backend ?? 'auto', threads: opts.threads },
+      workerData: { dir, backend: opts.backend ?? 'auto', threads: opts.threads, quant: opts.quant } satisfies WorkerInit,
       // the bootstrap registers the TypeScript loader itself
       execArgv: withoutTsxImport(process.execArgv),
     });
@@ -141,7 +146,7 @@ export class WorkerModel {
   /** Renders and preprocesses a request in the worker (PDF parts expanded), without generating. */
   prepare(messages: unknown, opts: WorkerCallOptions = {}): Promise<PreparedPrompt> {
     return new Promise((resolve, reject) => {
-      this.enqueue('prepare', messages, opts, {
+      this.enqueue((id, plain) => ({ message: { type: 'prepare', id, messages, opts: plain } }), opts, {
         onMessage: (m) => {
           if (m.type === 'prepared') resolve(m.prepared);
           else if (m.type === 'error') reject(deserializeError(m.error));
@@ -160,6 +165,21 @@ export class WorkerModel {
   }
 
   stream(messages: unknown, opts: WorkerCallOptions = {}): WorkerChatStream {
+    return this.streamJob((id, plain) => ({ message: { type: 'generate', id, messages, opts: plain } }), opts);
+  }
+
+  /**
+   * Generates from a prompt prepared elsewhere (`prepare`, or a preparation worker): the model's
+   * thread only runs the model. The prompt's buffers are moved to the worker, not copied.
+   */
+  streamPrepared(prepared: PreparedPrompt, opts: WorkerCallOptions = {}): WorkerChatStream {
+    const transfer = [prepared.ids, prepared.pixelValues, prepared.pixelValuesVideos]
+      .filter((a): a is Int32Array | Float32Array => a !== undefined && a.byteOffset === 0 && a.byteLength === a.buffer.byteLength)
+      .map((a) => a.buffer as ArrayBuffer);
+    return this.streamJob((id, plain) => ({ message: { type: 'generate-prepared', id, prepared, opts: plain }, transfer }), opts);
+  }
+
+  private streamJob(build: JobBuilder, opts: WorkerCallOptions): WorkerChatStream {
     const channel = new DeltaChannel();
     let resolvePrompt!: (p: PromptInfo) => void;
     let rejectPrompt!: (e: unknown) => void;
@@ -175,7 +195,7 @@ export class WorkerModel {
       rejectResult(e);
       channel.end(e);
     };
-    const id = this.enqueue('generate', messages, opts, {
+    const id = this.enqueue(build, opts, {
       onMessage: (m) => {
         if (m.type === 'prompt') resolvePrompt(m.info);
         else if (m.type === 'delta') channel.push(m.text);
@@ -197,6 +217,11 @@ export class WorkerModel {
     return { [Symbol.asyncIterator]: () => iterator, prompt, result };
   }
 
+  /** Called once if the worker dies (crash, out of memory, exit) or is closed. */
+  onDeath(listener: (e: QvlError) => void): void {
+    this.deathListeners.push(listener);
+  }
+
   /** Stops the worker (pending requests fail). */
   async close(): Promise<void> {
     this.dead ??= new QvlError('ABORTED', 'the model was closed');
@@ -213,7 +238,7 @@ export class WorkerModel {
     }
   }
 
-  private enqueue(type: 'generate' | 'prepare', messages: unknown, opts: WorkerCallOptions, handler: Pending): number {
+  private enqueue(build: JobBuilder, opts: WorkerCallOptions, handler: Pending): number {
     const id = this.nextId++;
     const { signal, ...plain } = opts;
     let settle!: () => void;
@@ -250,7 +275,14 @@ export class WorkerModel {
       if (!this.pending.has(id)) return;
       if (this.dead) return entry.fail(this.dead);
       entry.started = true;
-      this.worker.postMessage({ type, id, messages, opts: plain } satisfies HostMessage);
+      try {
+        const job = build(id, plain);
+        this.worker.postMessage(job.message, job.transfer ?? []);
+      } catch (e) {
+        // A message that cannot be cloned (too deep, a function) fails its request, not the process.
+        this.pending.delete(id);
+        entry.fail(new QvlError('MESSAGE_INVALID', `the request cannot be passed to the inference worker: ${(e as Error).message}`, {}));
+      }
     });
     return id;
   }

@@ -9,27 +9,15 @@ import { createConstraint } from '../generate/parse/json-constraint.ts';
 import { promptOpensThink, THINK_CLOSE } from '../generate/parse/think.ts';
 import { normalizeMessages } from '../template/messages.ts';
 import { expandPdfParts } from './pdf-parts.ts';
+import type { PreparedPrompt } from './prompt.ts';
 import { Qwen3VL, type ChatOptions } from './qwen3vl.ts';
-import type { HostMessage, SerializedError, WorkerChatOptions, WorkerInit, WorkerMessage } from './worker-protocol.ts';
+import { serializeError } from './serialized-error.ts';
+import type { HostMessage, WorkerInit, WorkerMessage } from './worker-protocol.ts';
 
 const port = parentPort!;
 const init = workerData as WorkerInit;
 const post = (m: WorkerMessage) => port.postMessage(m);
 const running = new Map<number, AbortController>();
-
-export function serializeError(e: unknown): SerializedError {
-  if (e instanceof QvlError) {
-    let detail: Record<string, unknown> = {};
-    try {
-      detail = JSON.parse(JSON.stringify(e.detail ?? {}));
-    } catch {
-      detail = {};
-    }
-    return { code: e.code, message: e.message, detail };
-  }
-  const err = e as Error;
-  return { code: 'INTERNAL', message: err?.stack ?? String(e), detail: {} };
-}
 
 async function main(): Promise<void> {
   let model: Qwen3VL;
@@ -38,6 +26,7 @@ async function main(): Promise<void> {
     model = await Qwen3VL.fromPretrained(init.dir, {
       backend: init.backend,
       threads: init.threads,
+      quant: init.quant,
       onProgress: (done, total) => {
         done = Math.min(done, total);
         // at most ~100 progress messages
@@ -67,23 +56,27 @@ async function main(): Promise<void> {
   });
 }
 
-async function handle(model: Qwen3VL, m: Extract<HostMessage, { type: 'generate' | 'prepare' }>): Promise<void> {
+async function handle(model: Qwen3VL, m: Extract<HostMessage, { type: 'generate' | 'prepare' | 'generate-prepared' }>): Promise<void> {
   const ac = new AbortController();
   running.set(m.id, ac);
   try {
     const { constraint, maxContext, maxMediaItems, pdf, ...rest } = m.opts;
     const opts: ChatOptions = { ...rest, media: { ...rest.media, signal: ac.signal }, signal: ac.signal };
-    const messages = await expandPdfParts(m.messages, pdf, opts.media);
-    if (maxMediaItems !== undefined) {
-      const n = normalizeMessages(messages).media.length;
-      if (n > maxMediaItems) {
-        throw new QvlError('MEDIA_TOO_LARGE', `the request holds ${n} images and videos (PDF pages included); the limit is ${maxMediaItems}`, { items: n, limit: maxMediaItems });
+    let prepared: PreparedPrompt;
+    if (m.type === 'generate-prepared') prepared = m.prepared;
+    else {
+      const messages = await expandPdfParts(m.messages, pdf, opts.media);
+      if (maxMediaItems !== undefined) {
+        const n = normalizeMessages(messages).media.length;
+        if (n > maxMediaItems) {
+          throw new QvlError('MEDIA_TOO_LARGE', `the request holds ${n} images and videos (PDF pages included); the limit is ${maxMediaItems}`, { items: n, limit: maxMediaItems });
+        }
       }
-    }
-    const prepared = await model.prepare(messages, opts);
-    if (m.type === 'prepare') {
-      post({ type: 'prepared', id: m.id, prepared });
-      return;
+      prepared = await model.prepare(messages, opts);
+      if (m.type === 'prepare') {
+        post({ type: 'prepared', id: m.id, prepared });
+        return;
+      }
     }
     const promptTokens = prepared.ids.length;
     const limit = Math.min(maxContext ?? Infinity, model.model.cfg.text.maxPositionEmbeddings);

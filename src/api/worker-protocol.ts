@@ -1,7 +1,7 @@
 /**
  * Messages between the inference worker and its host (structured-clone data only). Every request
- * carries an id; the worker answers each with exactly one `done` / `result` or `error`, preceded
- * for generations by one `prompt` and any number of `delta` messages.
+ * carries an id; the worker answers each with exactly one `done` / `prepared` or `error`,
+ * preceded for generations by one `prompt` and any number of `delta` messages.
  */
 import type { QvlErrorCode } from '../errors.ts';
 import type { ConstraintSpec } from '../generate/parse/json-constraint.ts';
@@ -11,11 +11,14 @@ import type { ChatOptions, ChatResult } from './qwen3vl.ts';
 import type { PdfPartOptions } from './pdf-parts.ts';
 import type { PreparedPrompt } from './prompt.ts';
 import type { MediaSourceOptions } from '../media/source-options.ts';
+import type { QuantMode } from '../weights/quant-plan.ts';
 
 export interface WorkerInit {
   dir: string;
   backend: BackendName;
   threads?: number;
+  /** quantize float weights while loading, as `Qwen3VL.fromPretrained` does */
+  quant?: QuantMode;
 }
 
 /** Media limits that can cross threads (no AbortSignal: cancellation travels as a message). */
@@ -64,6 +67,8 @@ export interface SerializedError {
 export type HostMessage =
   | { type: 'generate'; id: number; messages: unknown; opts: WorkerChatOptions }
   | { type: 'prepare'; id: number; messages: unknown; opts: WorkerChatOptions }
+  /** generation from a prompt prepared elsewhere (the server prepares off the model's thread) */
+  | { type: 'generate-prepared'; id: number; prepared: PreparedPrompt; opts: WorkerChatOptions }
   | { type: 'abort'; id: number };
 
 export type WorkerMessage =

@@ -1,5 +1,7 @@
 import path from 'node:path';
 import { type Command, InvalidArgumentError } from 'commander';
+import { DEFAULT_QUEUE } from '../batch/queue.ts';
+import { BatchService } from '../batch/service.ts';
 import { DEFAULT_MAX_INPUT_PIXELS } from '../media/image.ts';
 import { WorkerEngine } from '../server/engine.ts';
 import { startServer } from '../server/serve.ts';
@@ -20,6 +22,11 @@ interface ServeFlags extends ModelFlags {
   maxPixels?: number;
   maxInputPixels: number;
   maxTokens: number;
+  maxPromptChars?: number;
+  prepWorkers: number;
+  shutdownGrace: number;
+  redis?: string;
+  batchQueue: string;
 }
 
 /** "64mb", "512k", "1048576" → bytes. */
@@ -47,6 +54,11 @@ export function registerServe(program: Command): void {
     .option('--max-pixels <n>', 'most pixels an image is resized to; requests asking for more are refused (default: the model\'s)', intArg(1024))
     .option('--max-input-pixels <n>', 'refuse images larger than this before decoding them', intArg(1), DEFAULT_MAX_INPUT_PIXELS)
     .option('--max-tokens <n>', 'answer length when a request sets no max_tokens', intArg(1), 2048)
+    .option('--max-prompt-chars <n>', 'characters of text per request, refused before tokenizing (default: 8 per token of --max-context)', intArg(1))
+    .option('--prep-workers <n>', 'threads that fetch, decode and tokenize requests before they take the model', intArg(1, 64), 1)
+    .option('--shutdown-grace <seconds>', 'on SIGTERM/SIGINT, how long running answers may take to finish', intArg(0), 10)
+    .option('--redis <url>', 'also serve the OpenAI Batch API (/v1/files, /v1/batches) on this Redis; `qvl worker` processes do the work (docs/batch.md)')
+    .option('--batch-queue <name>', 'with --redis: the queue batches go to', DEFAULT_QUEUE)
     .addHelpText(
       'after',
       `
@@ -62,14 +74,20 @@ Sampling defaults come from the model's generation_config.json. See docs/server.
     const names = flags.servedModelName.length > 0 ? flags.servedModelName : [flags.model ?? name];
     const log = (line: string) => process.stderr.write(`${new Date().toISOString()} ${line}\n`);
     let lastPct = -1;
-    const engine = new WorkerEngine(dir, {
-      backend: flags.backend,
-      threads: flags.threads,
-      onProgress: (done, total) => {
-        const pct = Math.floor((100 * done) / Math.max(1, total) / 10) * 10;
-        if (pct !== lastPct) log(`loading ${dir}: ${(lastPct = pct)}%`);
+    const engine = new WorkerEngine(
+      dir,
+      {
+        backend: flags.backend,
+        threads: flags.threads,
+        quant: flags.quant,
+        onProgress: (done, total) => {
+          const pct = Math.floor((100 * done) / Math.max(1, total) / 10) * 10;
+          if (pct !== lastPct) log(`loading ${dir}: ${(lastPct = pct)}%`);
+        },
       },
-    });
+      log,
+    );
+    const batch = flags.redis ? { service: await BatchService.connect(flags.redis, { queue: flags.batchQueue, role: 'service' }) } : undefined;
     const server = await startServer({
       engine,
       modelDir: dir,
@@ -77,12 +95,16 @@ Sampling defaults come from the model's generation_config.json. See docs/server.
       host: flags.host,
       port: flags.port,
       log,
+      batch,
       limits: {
         maxQueue: flags.maxQueue,
         maxBodyBytes: flags.maxBody,
         maxImages: flags.maxImages,
         maxContext: flags.maxContext,
         maxImagePixels: flags.maxPixels,
+        maxPromptChars: flags.maxPromptChars,
+        prepWorkers: flags.prepWorkers,
+        shutdownGraceSeconds: flags.shutdownGrace,
         defaultMaxTokens: flags.maxTokens,
         media: {
           allowedLocalDirs: flags.allowedLocalMediaPath.map((d) => path.resolve(d)),
@@ -92,6 +114,15 @@ Sampling defaults come from the model's generation_config.json. See docs/server.
       },
     });
     log(`listening on ${server.url} (model "${names[0]}"; 503 until loaded)`);
+    const stop = () => {
+      log(`shutting down: refusing new requests, running answers have ${flags.shutdownGrace} s to finish`);
+      void server.close().then(() => {
+        log('stopped');
+        process.exit(0);
+      });
+    };
+    process.once('SIGINT', stop);
+    process.once('SIGTERM', stop);
     await engine.loaded;
     if (engine.state() === 'failed') {
       log(`the model failed to load: ${engine.failure()?.message}`);
@@ -100,11 +131,5 @@ Sampling defaults come from the model's generation_config.json. See docs/server.
       return;
     }
     log(`ready: ${dir} on the ${engine.info()?.backend} backend`);
-    const stop = () => {
-      log('shutting down');
-      void server.close().then(() => process.exit(0));
-    };
-    process.once('SIGINT', stop);
-    process.once('SIGTERM', stop);
   });
 }

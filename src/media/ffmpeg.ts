@@ -1,9 +1,11 @@
 /**
  * Running ffmpeg and ffprobe (Debian's, found on PATH or via QVL_FFMPEG / QVL_FFPROBE) as child
  * processes with a deadline, an output cap and abort: a hostile file cannot make them run or
- * write for ever, and the process is killed whenever the caller gives up.
+ * write for ever, and the process is killed whenever the caller gives up. Inputs go through
+ * `confinedInput`, so a file cannot make them open anything but itself.
  */
 import { spawn, spawnSync } from 'node:child_process';
+import path from 'node:path';
 import { QvlError } from '../errors.ts';
 
 export const FFMPEG = process.env.QVL_FFMPEG ?? 'ffmpeg';
@@ -28,12 +30,78 @@ export function requireFfmpeg(label: string): void {
   }
 }
 
+/**
+ * The demuxers a video may be read with: containers and raw streams that hold their frames
+ * themselves. Playlists (hls, dash), concat lists, image sequences and the like open further
+ * files or URLs named inside the input, so a data URI could make ffmpeg read any local file and
+ * the cost preview report its size and duration. Each entry was checked on ffmpeg 5.1.
+ */
+export const VIDEO_DEMUXERS = [
+  'mov', // mov, mp4, m4a, 3gp, 3g2, mj2 (external data references stay off: enable_drefs defaults to 0)
+  'matroska', // matroska, webm
+  'avi',
+  'flv',
+  'mpegts',
+  'mpeg', // program stream (.mpg, .vob)
+  'mpegvideo', // raw MPEG-1/2 video
+  'm4v', // raw MPEG-4 part 2
+  'h264',
+  'hevc',
+  'obu', // raw AV1
+  'ivf', // VP8, VP9, AV1
+  'ogg',
+  'asf', // wmv
+  'nut',
+  'dv',
+  'yuv4mpegpipe', // y4m
+  'gif',
+  'apng',
+] as const;
+
+/**
+ * ffmpeg / ffprobe arguments that read one local file and nothing else: only the file protocol,
+ * only the demuxers above, and the absolute path behind a `file:` prefix so that no part of it
+ * is taken for another protocol (`concat:`, `subfile,`, `pipe:`).
+ */
+export function confinedInput(file: string): string[] {
+  return ['-protocol_whitelist', 'file', '-format_whitelist', VIDEO_DEMUXERS.join(','), '-i', `file:${path.resolve(file)}`];
+}
+
+/** Demuxers that read a list of further files or URLs (named in messages as what they are). */
+const REFERRING = new Set(['hls', 'dash', 'webm_dash_manifest', 'concat', 'imf']);
+
+/** A refusal of the whitelists above, in words a user can act on (undefined for other failures). */
+function whitelistRefusal(stderr: string, bin: string, label: string): QvlError | undefined {
+  const format = /\[(\w+) @ [^\]]*\] Format not on whitelist/.exec(stderr)?.[1];
+  if (format !== undefined && REFERRING.has(format)) {
+    return new QvlError('VIDEO_INVALID', `${label}: playlists and concat lists are not accepted (the input is ${format}, which names further files to read); give one self-contained video file`, {
+      source: label,
+      format,
+    });
+  }
+  if (format !== undefined) {
+    return new QvlError(
+      'VIDEO_INVALID',
+      `${label}: not a video format qvl reads (${bin} sees ${format}); accepted are MP4/MOV, WebM/MKV, AVI, FLV, MPEG-TS/PS, Ogg, WMV, NUT, DV, Y4M, raw H.264/HEVC/AV1, IVF, GIF and APNG`,
+      { source: label, format },
+    );
+  }
+  if (/Protocol '[^']*' not on whitelist/.test(stderr)) {
+    return new QvlError('VIDEO_INVALID', `${label}: the video refers to other files or URLs, which is not accepted; give one self-contained video file`, {
+      source: label,
+    });
+  }
+  return undefined;
+}
+
 export interface RunOptions {
   timeoutMs: number;
   /** the most stdout bytes accepted; more kills the process */
   maxOutputBytes: number;
   signal?: AbortSignal;
   label: string;
+  /** the input file's path: shown as the label in quoted errors (it may be a private temporary path) */
+  input?: string;
 }
 
 /** Runs a tool to completion and returns its stdout; errors name the source and quote stderr. */
@@ -64,7 +132,8 @@ export function runTool(bin: string, args: readonly string[], o: RunOptions): Pr
       out.push(c);
     });
     child.stderr.on('data', (c: Buffer) => {
-      if (err.length < 4000) err += c.toString('utf8');
+      // the end says why it failed; the start can be a long echo of the arguments
+      err = (err + c.toString('utf8')).slice(-16_000);
     });
     let settled = false;
     const finish = () => {
@@ -81,7 +150,12 @@ export function runTool(bin: string, args: readonly string[], o: RunOptions): Pr
       if (!finish()) return;
       if (failure) return reject(failure);
       if (code !== 0) {
-        const why = err.trim().split('\n').slice(-3).join(' | ') || `exit code ${code}`;
+        const refused = whitelistRefusal(err, bin, o.label);
+        if (refused) return reject(refused);
+        let text = err;
+        if (o.input !== undefined) text = text.split(`file:${path.resolve(o.input)}`).join(o.label).split(path.resolve(o.input)).join(o.label);
+        const lines = text.trim().split('\n').slice(-3);
+        const why = lines.map((l) => (l.length > 300 ? `${l.slice(0, 300)}…` : l)).join(' | ') || `exit code ${code}`;
         return reject(new QvlError('VIDEO_INVALID', `${o.label}: ${bin} failed: ${why}`, { source: o.label, exitCode: code }));
       }
       resolve(Buffer.concat(out, outBytes));

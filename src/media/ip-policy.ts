@@ -1,97 +1,123 @@
 /**
- * Which network addresses a media or model download may connect to. Public unicast only by
- * default: loopback, private, link-local, carrier-grade NAT, multicast, documentation and
- * reserved ranges are refused, so a request cannot be pointed at the server's own network
- * (SSRF). Addresses that embed an IPv4 address (IPv4-mapped, IPv4-compatible, NAT64, 6to4) are
- * judged by the IPv4 address they carry.
+ * Which network addresses a media or model download may connect to: public unicast only, so a
+ * request cannot be pointed at the server's own network (SSRF). Ranges come from ipaddr.js
+ * (IANA's special-purpose registries) rather than a hand-written parser, because IPv6 has many
+ * spellings of the same private address.
+ *
+ * IPv6 addresses that carry an IPv4 address are the usual way around such a check. Those whose
+ * IPv4 address is always in the same place (IPv4-mapped ::ffff:0:0/96, the well-known NAT64
+ * prefix 64:ff9b::/96, 6to4 2002::/16) are judged by that address; the rest (IPv4-compatible
+ * ::/96, IPv4-translated ::ffff:0:0:0/96, local-use NAT64 64:ff9b:1::/48 whose layout depends on
+ * the site, Teredo) are refused outright.
  */
-import { BlockList, isIP, isIPv4 } from 'node:net';
+import { isIP } from 'node:net';
+import ipaddr from 'ipaddr.js';
 
-const blockedV4 = new BlockList();
-for (const [net, prefix] of [
-  ['0.0.0.0', 8], // "this network"
-  ['10.0.0.0', 8], // private
-  ['100.64.0.0', 10], // carrier-grade NAT
-  ['127.0.0.0', 8], // loopback
-  ['169.254.0.0', 16], // link-local (cloud metadata lives here)
-  ['172.16.0.0', 12], // private
-  ['192.0.0.0', 24], // IETF protocol assignments
-  ['192.0.2.0', 24], // documentation
-  ['192.88.99.0', 24], // 6to4 relay anycast
-  ['192.168.0.0', 16], // private
-  ['198.18.0.0', 15], // benchmarking
-  ['198.51.100.0', 24], // documentation
-  ['203.0.113.0', 24], // documentation
-  ['224.0.0.0', 4], // multicast
-  ['240.0.0.0', 4], // reserved and broadcast
-] as const) {
-  blockedV4.addSubnet(net, prefix, 'ipv4');
+type V4 = ipaddr.IPv4;
+type V6 = ipaddr.IPv6;
+
+const NAT64_WELL_KNOWN = ipaddr.IPv6.parse('64:ff9b::');
+const GLOBAL_UNICAST = ipaddr.IPv6.parse('2000::');
+const IPV4_COMPATIBLE = ipaddr.IPv6.parse('::');
+
+function v4At(parts: readonly number[], hi: number): V4 {
+  const a = parts[hi]!;
+  const b = parts[hi + 1]!;
+  return new ipaddr.IPv4([a >> 8, a & 255, b >> 8, b & 255]);
 }
 
-const blockedV6 = new BlockList();
-for (const [net, prefix] of [
-  ['::', 128], // unspecified
-  ['::1', 128], // loopback
-  ['100::', 64], // discard
-  ['2001::', 23], // IETF protocol assignments (Teredo and friends)
-  ['2001:db8::', 32], // documentation
-  ['fc00::', 7], // unique local
-  ['fe80::', 10], // link-local
-  ['fec0::', 10], // site-local (deprecated, still routed privately)
-  ['ff00::', 8], // multicast
-] as const) {
-  blockedV6.addSubnet(net, prefix, 'ipv6');
-}
-
-/** The eight 16-bit groups of an IPv6 address (handles `::`, a zone id and a trailing dotted IPv4). */
-export function ipv6Groups(address: string): number[] {
-  let text = address.toLowerCase();
-  const zone = text.indexOf('%');
-  if (zone >= 0) text = text.slice(0, zone);
-  const lastColon = text.lastIndexOf(':');
-  const maybeV4 = text.slice(lastColon + 1);
-  if (isIPv4(maybeV4)) {
-    // rewrite the dotted quad as two hex groups so one parser handles both spellings
-    const b = maybeV4.split('.').map(Number);
-    text = `${text.slice(0, lastColon + 1)}${((b[0]! << 8) | b[1]!).toString(16)}:${((b[2]! << 8) | b[3]!).toString(16)}`;
-  }
-  const parse = (s: string) => (s === '' ? [] : s.split(':').map((g) => parseInt(g, 16)));
-  const gap = text.indexOf('::');
-  if (gap < 0) return parse(text);
-  const left = parse(text.slice(0, gap));
-  const right = parse(text.slice(gap + 2));
-  return [...left, ...new Array<number>(8 - left.length - right.length).fill(0), ...right];
-}
-
-function v4FromGroups(hi: number, lo: number): string {
-  return `${hi >> 8}.${hi & 255}.${lo >> 8}.${lo & 255}`;
-}
-
-/** The IPv4 address an IPv6 address carries (mapped, compatible, NAT64, 6to4), if any. */
+/** The IPv4 address an IPv6 address carries at a fixed place (mapped, NAT64 /96, 6to4), if any. */
 export function embeddedIPv4(address: string): string | undefined {
-  const g = ipv6Groups(address);
-  const zeros = (from: number, to: number) => g.slice(from, to).every((x) => x === 0);
-  if (zeros(0, 5) && g[5] === 0xffff) return v4FromGroups(g[6]!, g[7]!); // ::ffff:a.b.c.d
-  if (zeros(0, 6) && (g[6] !== 0 || g[7]! > 1)) return v4FromGroups(g[6]!, g[7]!); // ::a.b.c.d
-  if (g[0] === 0x64 && g[1] === 0xff9b && zeros(2, 6)) return v4FromGroups(g[6]!, g[7]!); // NAT64
-  if (g[0] === 0x2002) return v4FromGroups(g[1]!, g[2]!); // 6to4
+  const a = parseV6(address);
+  return a === undefined ? undefined : fixedEmbeddedV4(a)?.toString();
+}
+
+/**
+ * IPv6 text → address, through the WHATWG URL parser's canonical form first: ipaddr.js reads
+ * `::a.b.c.d` as `::ffff:a.b.c.d`, but the system connects to `::a.b.c.d` (IPv4-compatible).
+ */
+function parseV6(address: string): V6 | undefined {
+  if (isIP(address) !== 6) return undefined;
+  const zone = address.indexOf('%');
+  const bare = zone < 0 ? address : address.slice(0, zone);
+  let canonical: string;
+  try {
+    canonical = new URL(`http://[${bare}]/`).hostname.slice(1, -1);
+  } catch {
+    return undefined;
+  }
+  if (!ipaddr.IPv6.isValid(canonical)) return undefined;
+  const a = ipaddr.IPv6.parse(canonical);
+  if (zone >= 0) a.zoneId = address.slice(zone + 1);
+  return a;
+}
+
+function fixedEmbeddedV4(a: V6): V4 | undefined {
+  const p = a.parts;
+  if (a.range() === 'ipv4Mapped') return v4At(p, 6);
+  if (a.match(NAT64_WELL_KNOWN, 96)) return v4At(p, 6);
+  if (a.range() === '6to4') return v4At(p, 1);
+  return undefined;
+}
+
+/** ipaddr.js range name → words for messages (with the article). */
+const RANGE_WORDS: Record<string, string> = {
+  unspecified: 'an unspecified ("this network") address',
+  broadcast: 'the broadcast address',
+  multicast: 'a multicast address',
+  linkLocal: 'a link-local address',
+  loopback: 'a loopback address',
+  carrierGradeNat: 'a carrier-grade NAT address',
+  private: 'a private address',
+  reserved: 'a reserved or documentation address',
+  as112: 'an AS112 (DNS sink) address',
+  as112v6: 'an AS112 (DNS sink) address',
+  amt: 'an AMT relay address',
+  uniqueLocal: 'a unique-local address',
+  deprecatedSiteLocal: 'a site-local address',
+  discard: 'a discard-only address',
+  rfc6145: 'an IPv4-translated address (::ffff:0:0:0/96)',
+  rfc6052: 'a local-use NAT64 address (64:ff9b:1::/48)',
+  teredo: 'a Teredo address',
+  benchmarking: 'a benchmarking address',
+  deprecatedOrchid: 'an ORCHID address',
+  orchid2: 'an ORCHIDv2 address',
+  droneRemoteIdProtocolEntityTags: 'a drone remote ID address',
+  segmentRouting: 'a segment-routing address',
+};
+
+const words = (range: string) => RANGE_WORDS[range] ?? `a special-purpose address (${range})`;
+
+function v4Reason(a: V4): string | undefined {
+  const range = a.range() as string;
+  return range === 'unicast' ? undefined : `is ${words(range)}`;
+}
+
+function v6Reason(a: V6): string | undefined {
+  // a scoped address (fe80::1%eth0) names an interface of this machine, never a public host
+  if (a.zoneId) return 'is a scoped address (with a zone id)';
+  const embedded = fixedEmbeddedV4(a);
+  if (embedded !== undefined) {
+    const range = embedded.range() as string;
+    return range === 'unicast' ? undefined : `embeds ${embedded.toString()}, ${words(range)}`;
+  }
+  const range = a.range() as string;
+  if (range !== 'unicast') return `is ${words(range)}`;
+  if (a.match(IPV4_COMPATIBLE, 96)) return 'is an IPv4-compatible address (::/96, deprecated)';
+  // outside 2000::/3 everything is unallocated or special-purpose
+  if (!a.match(GLOBAL_UNICAST, 3)) return 'is outside the global unicast range 2000::/3';
   return undefined;
 }
 
 /** Why an address may not be contacted, or undefined when it is a public unicast address. */
 export function forbiddenAddressReason(address: string): string | undefined {
-  const family = isIP(address);
-  if (family === 4) {
-    return blockedV4.check(address, 'ipv4') ? `${address} is a loopback, private, link-local or reserved address` : undefined;
+  let why: string | undefined;
+  // node's strict isIP decides what an address is: ipaddr.js alone would also take "127.1" or "0x7f.1"
+  if (isIP(address) === 4) why = v4Reason(ipaddr.IPv4.parse(address));
+  else {
+    const v6 = parseV6(address);
+    if (v6 === undefined) return `${address} is not an IP address`;
+    why = v6Reason(v6);
   }
-  if (family === 6) {
-    const v4 = embeddedIPv4(address);
-    if (v4 !== undefined) {
-      const inner = forbiddenAddressReason(v4);
-      return inner === undefined ? undefined : `${address} embeds ${v4}, which is not public`;
-    }
-    const bare = address.includes('%') ? address.slice(0, address.indexOf('%')) : address;
-    return blockedV6.check(bare, 'ipv6') ? `${address} is a loopback, unique-local, link-local or reserved address` : undefined;
-  }
-  return `${address} is not an IP address`;
+  return why === undefined ? undefined : `${address} ${why}`;
 }

@@ -11,7 +11,7 @@ import { QvlError } from '../errors.ts';
 import { decodeBase64Strict, parseDataUri } from './base64.ts';
 import { fetchToFile, fetchToMemory } from './fetch-url.ts';
 import { describeUrl } from './http-get.ts';
-import { checkLocalPath, readLocalFile } from './local-file.ts';
+import { checkLocalPath, lexicallyAllowed, readLocalFile } from './local-file.ts';
 import { type MediaKind, type MediaSourceOptions, resolveLimits } from './source-options.ts';
 
 export type MediaSource = string | URL | Uint8Array | ArrayBuffer;
@@ -38,9 +38,12 @@ export interface MediaFile {
 
 const BASE64_CHARS = /^[A-Za-z0-9+/\-_=\s]+$/;
 
-/** What kind of source a value is, without touching the network. */
-export function classifySource(source: MediaSource): SourceType {
-  if (source instanceof URL) return classifySource(source.href);
+/**
+ * What kind of source a value is, without touching the network. With `allowedLocalDirs`, only
+ * paths inside them are looked up on disk, so the answer cannot tell whether a file elsewhere exists.
+ */
+export function classifySource(source: MediaSource, allowedLocalDirs?: readonly string[]): SourceType {
+  if (source instanceof URL) return classifySource(source.href, allowedLocalDirs);
   if (typeof source !== 'string') return 'bytes';
   const s = source.trim();
   if (/^data:/i.test(s)) return 'data-uri';
@@ -51,7 +54,7 @@ export function classifySource(source: MediaSource): SourceType {
   }
   // Base64 never contains '.', and real file paths nearly always do (extensions); a long
   // dot-free string of Base64 characters that is not an existing file is taken as Base64.
-  if (BASE64_CHARS.test(s) && !s.includes('.') && (s.length > 255 || !existsSync(s))) return 'base64';
+  if (BASE64_CHARS.test(s) && !s.includes('.') && (s.length > 255 || !lexicallyAllowed(s, allowedLocalDirs) || !existsSync(s))) return 'base64';
   return 'path';
 }
 
@@ -67,7 +70,7 @@ function labelOf(source: MediaSource, type: SourceType): string {
 /** Resolves any source into bytes in memory. */
 export async function loadMediaBytes(source: MediaSource, kind: MediaKind, opts: MediaSourceOptions = {}): Promise<MediaBytes> {
   const limits = resolveLimits(kind, opts);
-  const type = classifySource(source);
+  const type = classifySource(source, opts.allowedLocalDirs);
   const label = labelOf(source, type);
   const tooLarge = (size: number) =>
     new QvlError('MEDIA_TOO_LARGE', `${label}: ${size} bytes, over the limit of ${limits.maxBytes}`, { source: label, size, limit: limits.maxBytes });
@@ -105,7 +108,7 @@ export async function loadMediaBytes(source: MediaSource, kind: MediaKind, opts:
  */
 export async function loadMediaFile(source: MediaSource, kind: MediaKind, opts: MediaSourceOptions = {}): Promise<MediaFile> {
   const limits = resolveLimits(kind, opts);
-  const type = classifySource(source);
+  const type = classifySource(source, opts.allowedLocalDirs);
   const label = labelOf(source, type);
   if (type === 'path' || type === 'file-url') {
     const s = String(source instanceof URL ? source.href : source).trim();

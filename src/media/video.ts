@@ -6,7 +6,7 @@
  */
 import { QvlError } from '../errors.ts';
 import { sampleFrameIndices, type FrameSamplingOptions } from '../processor/video-sampling.ts';
-import { FFMPEG, FFPROBE, requireFfmpeg, runTool } from './ffmpeg.ts';
+import { confinedInput, FFMPEG, FFPROBE, requireFfmpeg, runTool } from './ffmpeg.ts';
 import type { RgbImage, VideoFrames } from './rgb.ts';
 import { loadMediaFile, type MediaSource } from './source.ts';
 import type { MediaSourceOptions } from './source-options.ts';
@@ -75,8 +75,8 @@ export async function probeVideoFile(
   const run = (extra: string[]) =>
     runTool(
       FFPROBE,
-      ['-v', 'error', '-select_streams', 'v:0', ...extra, '-show_entries', 'stream=width,height,avg_frame_rate,r_frame_rate,nb_frames,nb_read_packets,duration,codec_name:stream_side_data=rotation:format=duration', '-of', 'json', file],
-      { timeoutMs: opts.timeoutMs ?? DEFAULTS.timeoutMs, maxOutputBytes: 1 << 20, signal: opts.signal, label },
+      ['-v', 'error', '-select_streams', 'v:0', ...extra, '-show_entries', 'stream=width,height,avg_frame_rate,r_frame_rate,nb_frames,nb_read_packets,duration,codec_name:stream_side_data=rotation:format=duration', '-of', 'json', ...confinedInput(file)],
+      { timeoutMs: opts.timeoutMs ?? DEFAULTS.timeoutMs, maxOutputBytes: 1 << 20, signal: opts.signal, label, input: file },
     );
   let info = JSON.parse((await run([])).toString('utf8'));
   let s = info.streams?.[0];
@@ -129,6 +129,28 @@ function checkDecodeBudget(label: string, count: number, width: number, height: 
   }
 }
 
+/**
+ * The `select` expression true exactly for frame numbers in `sorted` (ascending, distinct): runs of
+ * consecutive numbers become `between`, and the terms are summed as a balanced tree. ffmpeg's
+ * expression parser nests one level per `+` of a flat sum and refuses more than 100 terms (the error
+ * then surfaces as "Cannot allocate memory"), while sampling may ask for up to 768 frames.
+ */
+export function selectExpression(sorted: readonly number[]): string {
+  const terms: string[] = [];
+  for (let k = 0; k < sorted.length; ) {
+    let end = k;
+    while (end + 1 < sorted.length && sorted[end + 1] === sorted[end]! + 1) end++;
+    terms.push(end === k ? `eq(n\\,${sorted[k]})` : `between(n\\,${sorted[k]}\\,${sorted[end]})`);
+    k = end + 1;
+  }
+  const sum = (from: number, to: number): string => {
+    if (to - from === 1) return terms[from]!;
+    const mid = (from + to) >> 1;
+    return `(${sum(from, mid)}+${sum(mid, to)})`;
+  };
+  return terms.length === 0 ? '0' : sum(0, terms.length);
+}
+
 /** Decodes the frames with the given source indices (sorted, distinct) as RGB. */
 export async function decodeVideoFrames(
   file: string,
@@ -142,11 +164,11 @@ export async function decodeVideoFrames(
   checkDecodeBudget(label, unique.length, probe.width, probe.height, o);
   const frameBytes = probe.width * probe.height * 3;
   // one pass; `select` keeps frames by decode index n, and passthrough keeps ffmpeg from duplicating or dropping any
-  const select = `select='${unique.map((i) => `eq(n\\,${i})`).join('+')}'`;
+  const select = `select='${selectExpression(unique)}'`;
   const args = ['-v', 'error', '-nostdin'];
   if (!opts.autorotate) args.push('-noautorotate');
-  args.push('-i', file, '-map', '0:v:0', '-an', '-sn', '-vf', select, '-fps_mode', 'passthrough', '-frames:v', String(unique.length), '-f', 'rawvideo', '-pix_fmt', 'rgb24', 'pipe:1');
-  const out = await runTool(FFMPEG, args, { timeoutMs: o.timeoutMs, maxOutputBytes: unique.length * frameBytes, signal: opts.signal, label });
+  args.push(...confinedInput(file), '-map', '0:v:0', '-an', '-sn', '-vf', select, '-fps_mode', 'passthrough', '-frames:v', String(unique.length), '-f', 'rawvideo', '-pix_fmt', 'rgb24', 'pipe:1');
+  const out = await runTool(FFMPEG, args, { timeoutMs: o.timeoutMs, maxOutputBytes: unique.length * frameBytes, signal: opts.signal, label, input: file });
   const got = Math.floor(out.length / frameBytes);
   if (out.length % frameBytes !== 0 || got < unique.length) {
     throw new QvlError('VIDEO_INVALID', `${label}: decoded ${got} of ${unique.length} requested frames (the container's frame count may be wrong)`, {

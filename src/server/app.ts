@@ -4,7 +4,8 @@
  *   POST /v1/chat/completions   chat, JSON or SSE
  *   POST /v1/tokenize           prompt-token cost of a chat request, without running the model
  *   GET  /v1/models             the served model names
- *   GET  /health                200 when the model is loaded, 503 while loading or after a failure
+ *   GET  /health                200 when the model is loaded; 503 while loading, while the
+ *                               inference worker is restarted, after a failure, or when stopping
  */
 import type { Context } from 'hono';
 import { Hono } from 'hono';
@@ -13,6 +14,8 @@ import { handleChat } from './chat.ts';
 import type { ServerContext } from './context.ts';
 import { handleCost } from './cost.ts';
 import { HttpError, toHttpError } from './errors.ts';
+import { parseJsonBody } from './json-body.ts';
+import { requestLogger } from './request-log.ts';
 
 function errorResponse(c: Context, e: HttpError): Response {
   for (const [k, v] of Object.entries(e.headers)) c.header(k, v);
@@ -20,16 +23,12 @@ function errorResponse(c: Context, e: HttpError): Response {
 }
 
 async function jsonBody(c: Context): Promise<unknown> {
-  const text = await c.req.text();
-  try {
-    return JSON.parse(text);
-  } catch (e) {
-    throw new HttpError(400, `the request body is not valid JSON: ${(e as Error).message}`, { code: 'invalid_json' });
-  }
+  return parseJsonBody(await c.req.text());
 }
 
-export function createApp(ctx: ServerContext, log: (line: string) => void = () => {}): Hono {
+export function createApp(ctx: ServerContext, log: (line: string) => void = () => {}, isStopping: () => boolean = () => false): Hono {
   const app = new Hono();
+  app.use('/v1/*', requestLogger(log));
   const created = Math.floor(Date.now() / 1000);
   const limit = bodyLimit({
     maxSize: ctx.limits.maxBodyBytes,
@@ -51,11 +50,17 @@ export function createApp(ctx: ServerContext, log: (line: string) => void = () =
   });
 
   app.get('/health', (c) => {
-    const state = ctx.engine.state();
+    const state = isStopping() ? 'stopping' : ctx.engine.state();
     const body: Record<string, unknown> = {
       status: state === 'ready' ? 'ok' : state,
       model: ctx.modelNames[0],
-      queue: { running: ctx.scheduler.running, waiting: ctx.scheduler.queued, limit: ctx.limits.maxQueue },
+      queue: {
+        running: ctx.scheduler.running,
+        waiting: ctx.scheduler.queued,
+        preparing: ctx.scheduler.preparing,
+        limit: ctx.limits.maxQueue,
+        tokenizing: ctx.costing.active,
+      },
     };
     const info = ctx.engine.info();
     if (info) body.backend = info.backend;

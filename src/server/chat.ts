@@ -2,7 +2,9 @@
  * POST /v1/chat/completions: validate, wait for the model, run, and answer as OpenAI does, either
  * as one JSON object or as server-sent events (`chat.completion.chunk` objects, an optional usage
  * chunk, then `data: [DONE]`). The prompt is prepared (media fetched and decoded) before any
- * byte of the answer is sent, so bad media gets a proper status code even when streaming.
+ * byte of the answer is sent, so bad media gets a proper status code even when streaming. The
+ * request is prepared on a preparation worker before it waits for the model, so a slow download
+ * or a large image holds neither the event loop nor the model.
  *
  * Extensions: `message.reasoning_content` (Thinking models), and `message.grounding` — boxes and
  * points the answer names, mapped to pixels of the first image (in the last chunk when streaming).
@@ -13,9 +15,11 @@ import { streamSSE, type SSEStreamingApi } from 'hono/streaming';
 import type { ChatResult } from '../api/qwen3vl.ts';
 import { groundingFor, OutputStreamParser, parseOutput, type OutputGrounding } from '../generate/parse/output.ts';
 import type { ParsedToolCall } from '../generate/parse/tool-calls.ts';
+import { SHUTTING_DOWN, type ServerContext } from './context.ts';
 import type { PromptInfo } from './engine.ts';
-import { toHttpError } from './errors.ts';
-import type { ServerContext } from './context.ts';
+import { HttpError, toHttpError } from './errors.ts';
+import { prepOptions } from './prep-options.ts';
+import { deferRequestLog, requestUsage } from './request-log.ts';
 import { parseChatRequest, type ChatRequest } from './request.ts';
 
 function usageOf(r: ChatResult) {
@@ -27,43 +31,75 @@ function finishReason(r: ChatResult, toolCalls: number): string {
 }
 
 export async function handleChat(c: Context, ctx: ServerContext, body: unknown): Promise<Response> {
-  const req = parseChatRequest(body, ctx.limits, ctx.modelNames);
+  const req = parseChatRequest(body, ctx.limits, ctx.modelNames, ctx.modelBounds);
   ctx.requireReady();
   const clientGone = c.req.raw.signal;
-  const release = await ctx.scheduler.acquire(clientGone);
-  const ac = new AbortController();
-  const onGone = () => ac.abort();
-  clientGone.addEventListener('abort', onGone, { once: true });
-  if (clientGone.aborted) ac.abort();
-  let s;
+  // Admitted before any work; prepared (fetch, decode, tokenize) before it waits for the model,
+  // so the model is held only while it computes.
+  const admission = ctx.scheduler.admit();
+  let handedOver = false;
   try {
-    s = ctx.engine.stream(req.messages, { ...req.options, signal: ac.signal });
-  } catch (e) {
-    release();
-    throw e;
-  }
-  // The slot is free when the engine is: after the answer, an error, or an acknowledged abort.
-  s.result.then(release, release).finally(() => clientGone.removeEventListener('abort', onGone));
-  let prompt: PromptInfo;
-  try {
-    prompt = await s.prompt;
-  } catch (e) {
-    // The prompt failed (bad media, too long): nothing will run, so the slot is free now, even
-    // if the engine settles its result later (the worker serializes requests anyway).
-    ac.abort();
-    release();
-    throw e;
-  }
-  const id = `chatcmpl-${randomBytes(12).toString('hex')}`;
-  const created = Math.floor(Date.now() / 1000);
-  if (!req.stream) {
-    for await (const _ of s) {
-      // the result has the text
+    const prepared = await ctx.preparer.prepare(req.messages, prepOptions(req, ctx), clientGone);
+    const release = await admission.model(clientGone);
+    try {
+      // the inference worker may have died or the server started stopping while this one waited
+      ctx.requireReady();
+    } catch (e) {
+      release();
+      throw e;
     }
-    const r = await s.result;
-    return c.json(completion(id, created, req, prompt, r));
+    const ac = new AbortController();
+    const onGone = () => ac.abort();
+    clientGone.addEventListener('abort', onGone, { once: true });
+    ctx.stopping.addEventListener('abort', onGone, { once: true });
+    if (clientGone.aborted || ctx.stopping.aborted) ac.abort();
+    let s;
+    try {
+      s = ctx.engine.streamPrepared(prepared, { ...req.options, signal: ac.signal });
+    } catch (e) {
+      release();
+      throw e;
+    }
+    handedOver = true;
+    // The slot is free when the engine is: after the answer, an error, or an acknowledged abort.
+    s.result
+      .then(release, release)
+      .finally(() => {
+        clientGone.removeEventListener('abort', onGone);
+        ctx.stopping.removeEventListener('abort', onGone);
+        admission.done();
+      });
+    let prompt: PromptInfo;
+    try {
+      prompt = await s.prompt;
+    } catch (e) {
+      // The prompt failed: nothing will run, so the slot is free now, even if the engine settles
+      // its result later (the worker serializes requests anyway).
+      ac.abort();
+      release();
+      throw e;
+    }
+    requestUsage(c, { promptTokens: prompt.promptTokens });
+    const id = `chatcmpl-${randomBytes(12).toString('hex')}`;
+    const created = Math.floor(Date.now() / 1000);
+    if (!req.stream) {
+      for await (const _ of s) {
+        // the result has the text
+      }
+      const r = await s.result;
+      requestUsage(c, { completionTokens: r.usage.completionTokens });
+      return c.json(completion(id, created, req, prompt, r));
+    }
+    const finish = deferRequestLog(c);
+    return streamSSE(c, (stream) =>
+      streamChat(stream, s, { id, created, req, prompt, abort: () => ac.abort(), stopping: ctx.stopping }).then((completionTokens) => finish({ completionTokens })),
+    );
+  } catch (e) {
+    if (ctx.stopping.aborted || (e instanceof HttpError && e.code === 'shutting_down')) throw SHUTTING_DOWN();
+    throw e;
+  } finally {
+    if (!handedOver) admission.done();
   }
-  return streamSSE(c, (stream) => streamChat(stream, s, { id, created, req, prompt, abort: () => ac.abort() }));
 }
 
 function completion(id: string, created: number, req: ChatRequest, prompt: PromptInfo, r: ChatResult) {
@@ -99,9 +135,12 @@ interface StreamParams {
   req: ChatRequest;
   prompt: PromptInfo;
   abort: () => void;
+  /** aborted when the server stops: the stream then ends with an error event and [DONE] */
+  stopping: AbortSignal;
 }
 
-async function streamChat(stream: SSEStreamingApi, s: AsyncIterable<string> & { result: Promise<ChatResult> }, p: StreamParams): Promise<void> {
+/** Streams the answer as chunks; resolves to the completion tokens (0 when it failed). */
+async function streamChat(stream: SSEStreamingApi, s: AsyncIterable<string> & { result: Promise<ChatResult> }, p: StreamParams): Promise<number> {
   stream.onAbort(p.abort);
   const chunk = (delta: Record<string, unknown>, finish: string | null = null) => ({
     id: p.id,
@@ -121,6 +160,7 @@ async function streamChat(stream: SSEStreamingApi, s: AsyncIterable<string> & { 
   const parser = new OutputStreamParser({ startsInThink: p.prompt.startsInThink, toolCalls: p.req.toolCalls });
   let content = '';
   let calls = 0;
+  let completionTokens = 0;
   const emit = async (events: ReturnType<OutputStreamParser['push']>) => {
     for (const e of events) {
       if (e.type === 'reasoning') await send(chunk({ reasoning_content: e.text }));
@@ -140,11 +180,13 @@ async function streamChat(stream: SSEStreamingApi, s: AsyncIterable<string> & { 
     if (g) final.grounding = groundingJson(g);
     await send(chunk(final, finishReason(r, calls)));
     if (p.req.includeUsage) await send({ id: p.id, object: 'chat.completion.chunk', created: p.created, model: p.req.model, choices: [], usage: usageOf(r) });
+    completionTokens = r.usage.completionTokens;
   } catch (e) {
-    if (stream.aborted) return;
-    await send(toHttpError(e).body());
+    if (stream.aborted) return 0;
+    await send((p.stopping.aborted ? SHUTTING_DOWN() : toHttpError(e)).body());
   }
   await send('[DONE]');
+  return completionTokens;
 }
 
 function toolCallDelta(call: ParsedToolCall, index: number) {

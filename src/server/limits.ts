@@ -12,8 +12,16 @@ export interface ServerLimits {
   maxImages: number;
   /** prompt + generated tokens (default: the model's context, at most 32768) */
   maxContext?: number;
-  /** most resized pixels per image; larger max_pixels requests are refused (default: the model's own maximum) */
+  /** most resized pixels per image; larger min_pixels / max_pixels are refused (default: the model's own maximum) */
   maxImagePixels?: number;
+  /** most resized pixels per video, over all its frames (default: the model's own maximum) */
+  maxVideoPixels?: number;
+  /** characters of text per request, checked before tokenizing (default: 8 per token of context) */
+  maxPromptChars?: number;
+  /** threads that prepare requests (fetch, decode, resize, tokenize) before they take the model (default 1) */
+  prepWorkers: number;
+  /** seconds a running answer may take to finish when the server is stopped (default 10) */
+  shutdownGraceSeconds: number;
   /** max_tokens when a request gives none (default 2048) */
   defaultMaxTokens: number;
   /** where media may come from: local dirs (none by default), private addresses, sizes */
@@ -23,6 +31,14 @@ export interface ServerLimits {
 
 export const DEFAULT_CONTEXT_CAP = 32768;
 
+/** Characters allowed per token of context before tokenizing (English runs ~4 a token; code and whitespace more). */
+export const CHARS_PER_CONTEXT_TOKEN = 8;
+
+/** The text character limit in force. */
+export function promptCharLimit(l: ServerLimits): number {
+  return l.maxPromptChars ?? CHARS_PER_CONTEXT_TOKEN * (l.maxContext ?? DEFAULT_CONTEXT_CAP);
+}
+
 export function resolveLimits(o: Partial<ServerLimits> = {}): ServerLimits {
   return {
     maxQueue: o.maxQueue ?? 16,
@@ -30,6 +46,10 @@ export function resolveLimits(o: Partial<ServerLimits> = {}): ServerLimits {
     maxImages: o.maxImages ?? 32,
     maxContext: o.maxContext,
     maxImagePixels: o.maxImagePixels,
+    maxVideoPixels: o.maxVideoPixels,
+    maxPromptChars: o.maxPromptChars,
+    prepWorkers: o.prepWorkers ?? 1,
+    shutdownGraceSeconds: o.shutdownGraceSeconds ?? 10,
     defaultMaxTokens: o.defaultMaxTokens ?? 2048,
     media: { allowedLocalDirs: [], allowPrivateNetwork: false, maxInputPixels: DEFAULT_MAX_INPUT_PIXELS, ...o.media },
     pdf: o.pdf,

@@ -12,13 +12,14 @@ import { compileJsonSchema } from '../generate/parse/json-schema.ts';
 import type { ConstraintSpec } from '../generate/parse/json-constraint.ts';
 import { normalizeMessages } from '../template/messages.ts';
 import { HttpError } from './errors.ts';
-import { DEFAULT_CONTEXT_CAP, type ServerLimits } from './limits.ts';
+import { CHARS_PER_CONTEXT_TOKEN, DEFAULT_CONTEXT_CAP, promptCharLimit, type ServerLimits } from './limits.ts';
+import { promptChars, sanitizeMessages } from './request-messages.ts';
 
 const positiveInt = z.number().int().positive();
 
-const FunctionTool = z.looseObject({
+const FunctionTool = z.object({
   type: z.literal('function', { error: 'only "function" tools are supported' }),
-  function: z.looseObject({
+  function: z.object({
     name: z.string().min(1, 'a function needs a name'),
     description: z.string().optional(),
     parameters: z.record(z.string(), z.unknown()).optional(),
@@ -43,7 +44,7 @@ const ResponseFormat = z.discriminatedUnion(
   { error: 'type must be "text", "json_object" or "json_schema"' },
 );
 
-export const ChatRequestSchema = z.looseObject({
+export const ChatRequestSchema = z.object({
   model: z.string({ error: 'model is required (see GET /v1/models)' }),
   messages: z.array(z.unknown(), { error: 'messages must be an array' }).min(1, 'messages is empty'),
   stream: z.boolean().nullish(),
@@ -105,28 +106,48 @@ function isRecord(v: unknown): v is Record<string, unknown> {
   return v !== null && typeof v === 'object' && !Array.isArray(v);
 }
 
+const jsonLength = (v: unknown): number => (v === undefined || v === null ? 0 : JSON.stringify(v).length);
+
+const IMAGE_PARTS = new Set(['image', 'image_url', 'file', 'pdf']);
+const VIDEO_PARTS = new Set(['video', 'video_url']);
+
+function checkBudget(param: string, key: string, v: unknown, cap: number, what: string): void {
+  if (typeof v === 'number' && v > cap) badParam(param, `${key} ${v} is over the server's limit of ${cap} pixels per ${what}`);
+}
+
 /**
- * Caps every image's resize budget at the server's limit: a part or request asking for more is
- * refused; parts without their own max_pixels get the cap.
+ * Caps every image's and video's resize budget at the server's limits (the model's own maximum
+ * unless configured lower): a part or request asking for more, as min_pixels or max_pixels, is
+ * refused; image parts without their own max_pixels get the cap.
  */
-function capImagePixels(messages: unknown[], cap: number, requestMax: number | undefined): unknown[] {
-  if (requestMax !== undefined && requestMax > cap) badParam('max_pixels', `${requestMax} is over the server's limit of ${cap} pixels per image`);
+function capPixels(messages: unknown[], caps: { image: number; video: number }, request: { min?: number; max?: number }): unknown[] {
+  const both = Math.min(caps.image, caps.video);
+  checkBudget('max_pixels', 'max_pixels', request.max, both, 'image');
+  checkBudget('min_pixels', 'min_pixels', request.min, both, 'image');
   return messages.map((msg, m) => {
     if (!isRecord(msg) || !Array.isArray(msg.content)) return msg;
     const content = msg.content.map((part, p) => {
-      if (!isRecord(part)) return part;
-      const isImage = part.type === 'image' || part.type === 'image_url' || part.type === 'file' || part.type === 'pdf';
-      if (!isImage) return part;
-      const own = part.max_pixels;
-      if (typeof own === 'number' && own > cap) badParam(`messages[${m}].content[${p}].max_pixels`, `${own} is over the server's limit of ${cap} pixels per image`);
-      return own === undefined || own === null ? { ...part, max_pixels: Math.min(cap, requestMax ?? cap) } : part;
+      if (!isRecord(part) || typeof part.type !== 'string') return part;
+      const isImage = IMAGE_PARTS.has(part.type);
+      if (!isImage && !VIDEO_PARTS.has(part.type)) return part;
+      const cap = isImage ? caps.image : caps.video;
+      for (const key of ['min_pixels', 'max_pixels']) checkBudget(`messages[${m}].content[${p}].${key}`, key, part[key], cap, isImage ? 'image' : 'video');
+      if (!isImage || (part.max_pixels !== undefined && part.max_pixels !== null)) return part;
+      return { ...part, max_pixels: Math.min(cap, request.max ?? cap) };
     });
     return { ...msg, content };
   });
 }
 
+/** Model-wide limits that come from the checkpoint rather than the server's flags. */
+export interface ModelBounds {
+  /** the processor's largest image and video budgets in pixels */
+  maxImagePixels: number;
+  maxVideoPixels: number;
+}
+
 /** Validates a request body against the server's limits. Throws HttpError. */
-export function parseChatRequest(body: unknown, limits: ServerLimits, modelNames: readonly string[]): ChatRequest {
+export function parseChatRequest(body: unknown, limits: ServerLimits, modelNames: readonly string[], model?: ModelBounds): ChatRequest {
   const parsed = ChatRequestSchema.safeParse(body);
   if (!parsed.success) throw zodToHttp(parsed.error);
   const b = parsed.data;
@@ -141,8 +162,21 @@ export function parseChatRequest(body: unknown, limits: ServerLimits, modelNames
   if (b.top_logprobs) badParam('top_logprobs', 'log probabilities are not supported');
   if (b.min_pixels != null && b.max_pixels != null && b.min_pixels > b.max_pixels) badParam('min_pixels', `${b.min_pixels} is larger than max_pixels (${b.max_pixels})`);
 
-  let messages = b.messages as unknown[];
-  if (limits.maxImagePixels !== undefined) messages = capImagePixels(messages, limits.maxImagePixels, b.max_pixels ?? undefined);
+  let messages = sanitizeMessages(b.messages);
+  // Text is bounded in characters before anything tokenizes it.
+  const chars = promptChars(messages) + jsonLength(b.tools) + jsonLength(b.chat_template_kwargs);
+  const charLimit = promptCharLimit(limits);
+  if (chars > charLimit) {
+    throw new HttpError(400, `the request holds ${chars} characters of text; this server accepts at most ${charLimit} (about ${CHARS_PER_CONTEXT_TOKEN} per token of context)`, {
+      param: 'messages',
+      code: 'context_length_exceeded',
+    });
+  }
+  const imageCap = Math.min(limits.maxImagePixels ?? Infinity, model?.maxImagePixels ?? Infinity);
+  const videoCap = Math.min(limits.maxVideoPixels ?? Infinity, model?.maxVideoPixels ?? Infinity);
+  if (Number.isFinite(imageCap) || Number.isFinite(videoCap)) {
+    messages = capPixels(messages, { image: imageCap, video: videoCap }, { min: b.min_pixels ?? undefined, max: b.max_pixels ?? undefined });
+  }
 
   // Everything about the messages except the PDF documents is checked now.
   const chat = normalizeMessages(withoutPdfParts(messages));

@@ -1,6 +1,8 @@
 /**
- * One generation at a time on the model, up to `maxQueue` requests waiting in line, and a clear
- * 429 (with Retry-After) past that. A waiting request whose client goes away leaves the line.
+ * Admission and the line for the model. A request is admitted first (while it is prepared on a
+ * preparation worker), then waits for the model, which runs one generation at a time. At most
+ * `maxQueue` requests besides the running one are admitted; past that the answer is a clear 429
+ * with Retry-After. A waiting request whose client goes away leaves the line.
  */
 import { HttpError } from './errors.ts';
 
@@ -13,9 +15,18 @@ interface Waiter {
   onAbort: () => void;
 }
 
+/** One admitted request: it waits for the model with `model()` and leaves with `done()`. */
+export interface Admission {
+  model(signal?: AbortSignal): Promise<Release>;
+  /** idempotent; call when the request is over, whatever happened */
+  done(): void;
+}
+
 export class Scheduler {
   private busy = false;
   private readonly waiting: Waiter[] = [];
+  private admitted = 0;
+  private closedWith?: HttpError;
   /** moving average of how long a request holds the model, for Retry-After */
   private avgMs = 5000;
   private readonly maxQueue: number;
@@ -28,8 +39,19 @@ export class Scheduler {
     return this.busy ? 1 : 0;
   }
 
+  /** waiting for the model */
   get queued(): number {
     return this.waiting.length;
+  }
+
+  /** admitted and not yet waiting for or holding the model: being prepared */
+  get preparing(): number {
+    return Math.max(0, this.admitted - this.running - this.queued);
+  }
+
+  /** requests admitted and not done */
+  get active(): number {
+    return this.admitted;
   }
 
   /** Seconds a client should wait before trying again. */
@@ -37,20 +59,43 @@ export class Scheduler {
     return Math.max(1, Math.ceil(((this.waiting.length + 1) * this.avgMs) / 1000));
   }
 
-  /** Waits for the model; throws a 429 HttpError when the line is full. */
-  acquire(signal?: AbortSignal): Promise<Release> {
+  /** Admits a request or throws a 429 HttpError when the line is full (or the error given to `close`). */
+  admit(): Admission {
+    if (this.closedWith) throw this.closedWith;
+    if (this.admitted >= this.maxQueue + 1) {
+      const retry = this.retryAfter();
+      throw new HttpError(429, `the server is busy: ${this.admitted} requests admitted (1 running, ${this.maxQueue} waiting is the limit); retry in about ${retry} s`, {
+        code: 'queue_full',
+        headers: { 'Retry-After': String(retry) },
+      });
+    }
+    this.admitted++;
+    let left = false;
+    return {
+      model: (signal) => this.acquire(signal),
+      done: () => {
+        if (left) return;
+        left = true;
+        this.admitted--;
+      },
+    };
+  }
+
+  /** Refuses new requests with `error` and rejects those waiting for the model with it. */
+  close(error: HttpError): void {
+    this.closedWith = error;
+    for (const w of this.waiting.splice(0)) {
+      w.signal?.removeEventListener('abort', w.onAbort);
+      w.reject(error);
+    }
+  }
+
+  private acquire(signal?: AbortSignal): Promise<Release> {
+    if (this.closedWith) return Promise.reject(this.closedWith);
+    if (signal?.aborted) return Promise.reject(new HttpError(499, 'the client went away while waiting', { code: 'aborted' }));
     if (!this.busy) {
       this.busy = true;
       return Promise.resolve(this.releaser());
-    }
-    if (this.waiting.length >= this.maxQueue) {
-      const retry = this.retryAfter();
-      return Promise.reject(
-        new HttpError(429, `the server is busy: 1 request running and ${this.waiting.length} waiting (the limit); retry in about ${retry} s`, {
-          code: 'queue_full',
-          headers: { 'Retry-After': String(retry) },
-        }),
-      );
     }
     return new Promise<Release>((resolve, reject) => {
       const w: Waiter = {
