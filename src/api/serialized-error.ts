@@ -12,8 +12,9 @@ export function serializeError(e: unknown): SerializedError {
     }
     return { code: e.code, message: e.message, detail };
   }
+  // The stack stays in the detail, for logs: messages reach clients, and a stack names source paths.
   const err = e as Error;
-  return { code: 'INTERNAL', message: err?.stack ?? String(e), detail: {} };
+  return { code: 'INTERNAL', message: err instanceof Error ? err.message : String(e), detail: err instanceof Error && err.stack ? { stack: err.stack } : {} };
 }
 
 export function deserializeError(e: SerializedError): QvlError {

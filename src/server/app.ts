@@ -13,6 +13,7 @@ import { bodyLimit } from 'hono/body-limit';
 import { handleChat } from './chat.ts';
 import type { ServerContext } from './context.ts';
 import { handleCost } from './cost.ts';
+import { QvlError } from '../errors.ts';
 import { HttpError, toHttpError } from './errors.ts';
 import { parseJsonBody } from './json-body.ts';
 import { requestLogger } from './request-log.ts';
@@ -71,7 +72,10 @@ export function createApp(ctx: ServerContext, log: (line: string) => void = () =
   app.notFound((c) => errorResponse(c, new HttpError(404, `no route for ${c.req.method} ${c.req.path}`, { code: 'not_found' })));
   app.onError((e, c) => {
     const h = toHttpError(e);
-    if (h.status >= 500) log(`error ${c.req.method} ${c.req.path}: ${(e as Error).stack ?? e}`);
+    if (h.status >= 500) {
+      const workerStack = e instanceof QvlError && typeof e.detail.stack === 'string' ? `\n(in a worker) ${e.detail.stack}` : '';
+      log(`error ${c.req.method} ${c.req.path}: ${(e as Error).stack ?? e}${workerStack}`);
+    }
     return errorResponse(c, h);
   });
   return app;

@@ -119,12 +119,11 @@ export function mountBatchRoutes(app: Hono, ctx: ServerContext, batch: BatchCont
     const parsed = CreateBatch.safeParse(parseJsonBody(await c.req.text()));
     if (!parsed.success) throw zodToHttp(parsed.error);
     const b = parsed.data;
-    const f = await guarded(() => s.store.getFile(b.input_file_id));
-    if (!f) throw new HttpError(404, `no file "${b.input_file_id}"`, { code: 'not_found', param: 'input_file_id' });
-    const content = await guarded(() => s.store.fileContent(b.input_file_id));
+    const content = await guarded(() => s.uploaded(b.input_file_id));
+    if (!content) throw new HttpError(404, `no file "${b.input_file_id}"`, { code: 'not_found', param: 'input_file_id' });
     const created = await guarded(
       () =>
-        s.submit(bufferLines(content ?? Buffer.alloc(0)), {
+        s.submit(bufferLines(content), {
           rules: { limits: ctx.limits, modelNames: ctx.modelNames, modelBounds: ctx.modelBounds },
           inputFileId: b.input_file_id,
           completionWindow: b.completion_window,

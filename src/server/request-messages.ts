@@ -4,10 +4,12 @@
  * the workers; the values kept are checked afterwards by the library's message normalization,
  * which names the field of each refusal. Also counts the characters of text to tokenize.
  */
+import { jsonDepth } from './json-body.ts';
 
 const MESSAGE_KEYS = ['role', 'content', 'name', 'tool_calls', 'tool_call_id', 'reasoning_content'] as const;
 const MEDIA_BUDGET_KEYS = ['min_pixels', 'max_pixels'] as const;
-const PART_KEYS: Record<string, readonly string[]> = {
+// a Map: part types come from clients, and "__proto__" must not find Object.prototype
+const PART_KEYS: ReadonlyMap<string, readonly string[]> = new Map(Object.entries({
   text: ['text'],
   image: ['image', 'url', 'path', ...MEDIA_BUDGET_KEYS],
   image_url: ['image_url', ...MEDIA_BUDGET_KEYS],
@@ -15,7 +17,7 @@ const PART_KEYS: Record<string, readonly string[]> = {
   video_url: ['video_url', 'fps', 'max_frames', ...MEDIA_BUDGET_KEYS],
   file: ['file', 'pages', ...MEDIA_BUDGET_KEYS],
   pdf: ['pdf', 'url', 'path', 'pages', ...MEDIA_BUDGET_KEYS],
-};
+}));
 
 function isRecord(v: unknown): v is Record<string, unknown> {
   return v !== null && typeof v === 'object' && !Array.isArray(v);
@@ -34,7 +36,7 @@ function urlField(v: unknown): unknown {
 
 function part(raw: unknown): unknown {
   if (!isRecord(raw) || typeof raw.type !== 'string') return raw;
-  const keys = PART_KEYS[raw.type];
+  const keys = PART_KEYS.get(raw.type);
   // an unknown part type keeps only its type: normalization refuses it by name
   if (keys === undefined) return { type: raw.type };
   const out = pick(raw, ['type', ...keys]);
@@ -81,4 +83,19 @@ export function promptChars(messages: readonly unknown[]): number {
     }
   }
   return n;
+}
+
+/** The field of the first tool-call `arguments` string nesting deeper than `maxDepth`, if any. */
+export function deepArguments(messages: readonly unknown[], maxDepth: number): string | undefined {
+  for (const [i, m] of messages.entries()) {
+    if (!isRecord(m) || !Array.isArray(m.tool_calls)) continue;
+    for (const [k, c] of m.tool_calls.entries()) {
+      const nested = isRecord(c) && isRecord(c.function);
+      const fn = nested ? (c.function as Record<string, unknown>) : c;
+      if (isRecord(fn) && typeof fn.arguments === 'string' && jsonDepth(fn.arguments, maxDepth) > maxDepth) {
+        return `messages[${i}].tool_calls[${k}].${nested ? 'function.' : ''}arguments`;
+      }
+    }
+  }
+  return undefined;
 }

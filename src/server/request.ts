@@ -13,7 +13,8 @@ import type { ConstraintSpec } from '../generate/parse/json-constraint.ts';
 import { normalizeMessages } from '../template/messages.ts';
 import { HttpError } from './errors.ts';
 import { CHARS_PER_CONTEXT_TOKEN, DEFAULT_CONTEXT_CAP, promptCharLimit, type ServerLimits } from './limits.ts';
-import { promptChars, sanitizeMessages } from './request-messages.ts';
+import { MAX_JSON_DEPTH } from './json-body.ts';
+import { deepArguments, promptChars, sanitizeMessages } from './request-messages.ts';
 
 const positiveInt = z.number().int().positive();
 
@@ -163,6 +164,10 @@ export function parseChatRequest(body: unknown, limits: ServerLimits, modelNames
   if (b.min_pixels != null && b.max_pixels != null && b.min_pixels > b.max_pixels) badParam('min_pixels', `${b.min_pixels} is larger than max_pixels (${b.max_pixels})`);
 
   let messages = sanitizeMessages(b.messages);
+  // Tool-call arguments are JSON inside a string; they are parsed for the template, so their
+  // nesting is bounded like the body's.
+  const deep = deepArguments(messages, MAX_JSON_DEPTH);
+  if (deep) badParam(deep, `the arguments nest arrays and objects more than ${MAX_JSON_DEPTH} levels deep`);
   // Text is bounded in characters before anything tokenizes it.
   const chars = promptChars(messages) + jsonLength(b.tools) + jsonLength(b.chat_template_kwargs);
   const charLimit = promptCharLimit(limits);

@@ -3,7 +3,7 @@
  * transformers' `apply_chat_template(..., tokenize=False)` renders it.
  */
 import { readFile, stat } from 'node:fs/promises';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { QvlError } from '../errors.ts';
 import { compileTemplate, renderTemplate, TemplateRaisedError, type CompiledTemplate } from './hf-jinja.ts';
 
@@ -46,11 +46,13 @@ export class ChatTemplate {
 
   /** The prompt text for `messages` (HF-style messages, e.g. from normalizeMessages). */
   render(messages: readonly object[], opts: RenderOptions = {}): string {
+    // Render errors reach clients (a server's 400s): they name the template file, not where it lives.
+    const who = basename(this.origin);
     if (!Array.isArray(messages) || messages.length === 0) {
-      throw new QvlError('TEMPLATE_ERROR', `${this.origin}: no messages to render`, { origin: this.origin });
+      throw new QvlError('TEMPLATE_ERROR', `${who}: no messages to render`, { origin: who });
     }
     if (opts.tools !== undefined && !Array.isArray(opts.tools)) {
-      throw new QvlError('TEMPLATE_ERROR', `${this.origin}: tools must be an array`, { origin: this.origin });
+      throw new QvlError('TEMPLATE_ERROR', `${who}: tools must be an array`, { origin: who });
     }
     const context: Record<string, unknown> = {
       ...this.specialTokens,
@@ -66,13 +68,13 @@ export class ChatTemplate {
     } catch (e) {
       if (e instanceof QvlError) throw e;
       if (e instanceof TemplateRaisedError) {
-        throw new QvlError('TEMPLATE_ERROR', `${this.origin} refused the messages: ${e.message}`, {
-          origin: this.origin,
+        throw new QvlError('TEMPLATE_ERROR', `${who} refused the messages: ${e.message}`, {
+          origin: who,
           raised: e.message,
         });
       }
-      throw new QvlError('TEMPLATE_ERROR', `${this.origin}: rendering failed: ${(e as Error).message}`, {
-        origin: this.origin,
+      throw new QvlError('TEMPLATE_ERROR', `${who}: rendering failed: ${(e as Error).message}`, {
+        origin: who,
       });
     }
   }
