@@ -12,7 +12,8 @@
 import http from 'node:http';
 import { parseArgs } from 'node:util';
 import { HealthMonitor, now, quantile, readRssKb, startServeProcess, type ServeProcess } from '../test/helpers/serve-process.ts';
-import { badRequest, loadValidMedia, prng, validChatBody } from '../test/helpers/request-mix.ts';
+import { badRequest, loadValidMedia, validChatBody } from '../test/helpers/request-mix.ts';
+import { rng } from '../test/helpers/rng.ts';
 
 const RSS_TARGET = 1.1;
 
@@ -187,7 +188,7 @@ async function main(): Promise<number> {
   console.log(`server pid ${server.pid} at ${server.url}; RSS after load ${mib(readRssKb(server.pid))}`);
   // every request body names the served model: ask the server what that is
   const served = ((await (await fetch(`${server.url}/v1/models`)).json()) as { data: { id: string }[] }).data[0].id;
-  const rand = prng(seed);
+  const rand = rng(seed);
 
   const warm: Result[] = [];
   // every kind at least once, then mixed load

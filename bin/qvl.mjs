@@ -1,5 +1,6 @@
 #!/usr/bin/env node
-// Runs the TypeScript sources directly: tsx compiles them on the fly (Node 20 cannot strip types).
+// qvl from a clone of the repository: runs the TypeScript sources through tsx (a dev dependency),
+// so an edit takes effect without a build. The installed package's `qvl` is dist/cli/main.js.
 import { register } from 'tsx/esm/api';
 
 register();

@@ -18,7 +18,19 @@ namespace {
 using qvl::KernelTable;
 using qvl::WeightDesc;
 
-const KernelTable* g_kernels = nullptr;
+// What one Node environment (the main thread or a worker) uses: its own thread pool and kernel
+// set. Nothing is shared between environments, so one worker's setThreads or setIsa never
+// changes another's, and the pool's threads are joined when the environment ends, before Node
+// unloads the addon.
+struct EnvState {
+  qvl::Pool* pool;
+  const KernelTable* kernels;
+};
+
+// Every N-API call runs on its environment's thread, so a thread-local pointer finds the state.
+thread_local EnvState* tls_env = nullptr;
+
+const KernelTable* kernels() { return tls_env->kernels; }
 
 const KernelTable* bestKernels() {
   if (qvl::cpu_has_avx512vnni() && qvl::kernels_avx512vnni()) return qvl::kernels_avx512vnni();
@@ -59,7 +71,7 @@ const WeightDesc* handle(const Napi::Value& v) {
 Napi::Value Info(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Object o = Napi::Object::New(env);
-  o.Set("isa", g_kernels->name);
+  o.Set("isa", kernels()->name);
   o.Set("threads", qvl::pool_threads());
   o.Set("physicalCores", qvl::physical_cores());
   o.Set("avx512", qvl::cpu_has_avx512());
@@ -78,14 +90,19 @@ Napi::Value SetIsa(const Napi::CallbackInfo& info) {
   else if (name == "avx2" && qvl::cpu_has_avx2()) k = qvl::kernels_avx2();
   else if (name == "scalar") k = qvl::kernels_base();
   if (!k) fail(env, "instruction set '" + name + "' is not available on this CPU");
-  g_kernels = k;
+  tls_env->kernels = k;
   return Napi::String::New(env, k->name);
 }
 
 Napi::Value SetThreads(const Napi::CallbackInfo& info) {
   int64_t n = integer(info[0], "threads", 1);
   if (n > 256) fail(info.Env(), "threads must be at most 256");
-  qvl::pool_set_threads(int(n));
+  if (n != qvl::pool_threads()) {
+    qvl::Pool* old = tls_env->pool;
+    tls_env->pool = qvl::pool_new(int(n));
+    qvl::pool_use(tls_env->pool);
+    qvl::pool_delete(old);
+  }
   return Napi::Number::New(info.Env(), qvl::pool_threads());
 }
 
@@ -192,7 +209,7 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
   if (uint64_t(x.second) != uint64_t(n) * uint64_t(w->cols))
     fail(env, "x has " + std::to_string(x.second) + " values, expected " + std::to_string(n) + "×" + std::to_string(w->cols));
   if (uint64_t(y.second) != uint64_t(n) * uint64_t(w->rows)) fail(env, "y has the wrong length");
-  g_kernels->matmul(x.first, n, w, bias, y.first);
+  kernels()->matmul(x.first, n, w, bias, y.first);
   return env.Undefined();
 }
 
@@ -205,7 +222,7 @@ Napi::Value GatherRows(const Napi::CallbackInfo& info) {
   for (size_t i = 0; i < ids.second; i++)
     if (ids.first[i] < 0 || ids.first[i] >= w->rows)
       fail(env, "gatherRows: id " + std::to_string(ids.first[i]) + " outside 0.." + std::to_string(w->rows - 1));
-  g_kernels->gatherRows(w, ids.first, int64_t(ids.second), out.first);
+  kernels()->gatherRows(w, ids.first, int64_t(ids.second), out.first);
   return env.Undefined();
 }
 
@@ -217,7 +234,7 @@ Napi::Value RmsNorm(const Napi::CallbackInfo& info) {
   const double eps = info[3].As<Napi::Number>().DoubleValue();
   auto out = f32(info[4], "out");
   if (x.second % dim != 0 || int64_t(w.second) < dim || out.second != x.second) fail(env, "rmsNorm: bad sizes");
-  g_kernels->rmsNorm(x.first, int64_t(x.second) / dim, dim, w.first, float(eps), out.first);
+  kernels()->rmsNorm(x.first, int64_t(x.second) / dim, dim, w.first, float(eps), out.first);
   return env.Undefined();
 }
 
@@ -231,7 +248,7 @@ Napi::Value LayerNorm(const Napi::CallbackInfo& info) {
   auto out = f32(info[5], "out");
   if (x.second % dim != 0 || int64_t(w.second) < dim || int64_t(b.second) < dim || out.second != x.second)
     fail(env, "layerNorm: bad sizes");
-  g_kernels->layerNorm(x.first, int64_t(x.second) / dim, dim, w.first, b.first, float(eps), out.first);
+  kernels()->layerNorm(x.first, int64_t(x.second) / dim, dim, w.first, b.first, float(eps), out.first);
   return env.Undefined();
 }
 
@@ -246,7 +263,7 @@ Napi::Value Rope(const Napi::CallbackInfo& info) {
   if (hd % 2 || uint64_t(x.second) != uint64_t(n * heads * hd) || uint64_t(c.second) < uint64_t(n * hd) ||
       uint64_t(s.second) < uint64_t(n * hd))
     fail(env, "rope: bad sizes");
-  g_kernels->rope(x.first, n, int32_t(heads), int32_t(hd), c.first, s.first);
+  kernels()->rope(x.first, n, int32_t(heads), int32_t(hd), c.first, s.first);
   return env.Undefined();
 }
 
@@ -283,7 +300,7 @@ Napi::Value Attention(const Napi::CallbackInfo& info) {
   a.k = k.first;
   a.v = v.first;
   a.out = out.first;
-  g_kernels->attention(&a);
+  kernels()->attention(&a);
   return env.Undefined();
 }
 
@@ -293,15 +310,15 @@ Napi::Value SiluMul(const Napi::CallbackInfo& info) {
   auto u = f32(info[1], "up");
   auto o = f32(info[2], "out");
   if (u.second != g.second || o.second != g.second) fail(env, "siluMul: lengths differ");
-  g_kernels->siluMul(g.first, u.first, o.first, int64_t(g.second));
+  kernels()->siluMul(g.first, u.first, o.first, int64_t(g.second));
   return env.Undefined();
 }
 
 Napi::Value Gelu(const Napi::CallbackInfo& info) {
   auto x = f32(info[0], "x");
   const bool erf = info[1].ToBoolean().Value();
-  if (erf) g_kernels->geluErf(x.first, int64_t(x.second));
-  else g_kernels->geluTanh(x.first, int64_t(x.second));
+  if (erf) kernels()->geluErf(x.first, int64_t(x.second));
+  else kernels()->geluTanh(x.first, int64_t(x.second));
   return info.Env().Undefined();
 }
 
@@ -310,7 +327,7 @@ Napi::Value Add(const Napi::CallbackInfo& info) {
   auto a = f32(info[0], "a");
   auto b = f32(info[1], "b");
   if (a.second != b.second) fail(env, "addInPlace: lengths differ");
-  g_kernels->add(a.first, b.first, int64_t(a.second));
+  kernels()->add(a.first, b.first, int64_t(a.second));
   return env.Undefined();
 }
 
@@ -359,7 +376,7 @@ struct ProbeCtx {
 
 Napi::Value ProbeFma(const Napi::CallbackInfo& info) {
   ProbeCtx c{};
-  c.k = g_kernels;
+  c.k = kernels();
   c.iters = integer(info[0], "iters", 1);
   const int nt = qvl::pool_threads();
   qvl::parallel_for(
@@ -373,7 +390,7 @@ Napi::Value ProbeFma(const Napi::CallbackInfo& info) {
 Napi::Value ProbeRead(const Napi::CallbackInfo& info) {
   auto b = f32(info[0], "buffer");
   ProbeCtx c{};
-  c.k = g_kernels;
+  c.k = kernels();
   c.buf = b.first;
   c.len = int64_t(b.second);
   c.chunk = (c.len + 255) / 256;
@@ -390,10 +407,18 @@ Napi::Value ProbeRead(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), s);
 }
 
+void ReleaseEnv(void* arg) {
+  EnvState* s = static_cast<EnvState*>(arg);
+  qvl::pool_delete(s->pool);
+  if (tls_env == s) tls_env = nullptr;
+  delete s;
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
-  if (!g_kernels) {
-    g_kernels = bestKernels();
-    qvl::pool_set_threads(qvl::physical_cores());
+  if (!tls_env) {
+    tls_env = new EnvState{qvl::pool_new(qvl::physical_cores()), bestKernels()};
+    qvl::pool_use(tls_env->pool);
+    NAPI_THROW_IF_FAILED(env, napi_add_env_cleanup_hook(env, ReleaseEnv, tls_env), exports);
   }
   exports.Set("info", Napi::Function::New(env, Info));
   exports.Set("setIsa", Napi::Function::New(env, SetIsa));

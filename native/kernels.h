@@ -66,12 +66,20 @@ const KernelTable* kernels_avx512();
 const KernelTable* kernels_avx2();
 const KernelTable* kernels_base();
 
-// Thread pool (threadpool.cc), plain C-style so the kernel sets can call it.
+// Thread pool (threadpool.cc), plain C-style so the kernel sets can call it. Each JS thread owns
+// one pool (the addon makes it, binds it with pool_use and deletes it when the thread's Node
+// environment ends); the calls below act on the calling thread's pool.
+struct Pool;
+/** A pool of `threads` threads (the caller counts as one). */
+Pool* pool_new(int threads);
+/** Stops and joins the pool's threads. */
+void pool_delete(Pool* p);
+/** Makes `p` the calling thread's pool (null: none). */
+void pool_use(Pool* p);
 typedef void (*TaskFn)(void* ctx, int64_t task, int thread);
 /** Runs fn(ctx, t, thread) for t in [0, nTasks) on the pool; returns when all are done. */
 void parallel_for(int64_t nTasks, TaskFn fn, void* ctx);
 int pool_threads();
-void pool_set_threads(int n);
 /**
  * A 64-byte-aligned scratch buffer owned by `thread`, valid until the next call with that thread
  * and slot. Slots 0–2 are per-task buffers of the running kernel; slots 2–5 of thread 0 also hold

@@ -1,6 +1,11 @@
 // A persistent thread pool: workers spin briefly after each job (decode issues hundreds of
 // small jobs per token, and waking a sleeping thread costs tens of microseconds), then sleep
 // on a condition variable. The calling thread takes part in every job.
+//
+// Each JavaScript thread (the main thread, every worker) owns its own pool, made and destroyed by
+// the N-API layer: Node unloads an addon when the last environment that loaded it ends, so a
+// pool's threads must be joined by then (a thread still spinning in unloaded code crashes the
+// process), and per-call scratch must never be shared between two JS threads running at once.
 #include <sched.h>
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -9,6 +14,7 @@
 #define QVL_PAUSE() sched_yield()
 #endif
 #define QVL_YIELD() sched_yield()
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -53,6 +59,8 @@ struct Job {
   std::atomic<uint64_t> gen{0};  // 0: being rewritten
 };
 
+}  // namespace
+
 class Pool {
  public:
   explicit Pool(int n) : nThreads_(n < 1 ? 1 : n), scratch_(nThreads_) {
@@ -79,7 +87,6 @@ class Pool {
       tls_in_pool_task = was;
       return;
     }
-    std::lock_guard<std::mutex> runLock(runMutex_);  // one job at a time (several JS threads may call)
     const uint64_t g = gen_.load(std::memory_order_relaxed) + 1;
     Job& job = jobs_[g & 1];
     job.gen.store(0, std::memory_order_seq_cst);
@@ -127,39 +134,12 @@ class Pool {
     }
   }
 
-  void workerLoop(int id) {
-    tls_in_pool_task = true;
-    uint64_t seen = 0;  // the generation at construction: a job posted before this thread starts still runs
-    for (;;) {
-      auto start = std::chrono::steady_clock::now();
-      int spins = 0;
-      while (gen_.load(std::memory_order_acquire) == seen) {
-        // pause-spin first (the next job of a decode step comes within microseconds), then
-        // yield between checks so that spinning never starves other work on a busy machine
-        if (++spins < kSpinPauses) QVL_PAUSE();
-        else QVL_YIELD();
-        if (spins % 64 == 0 && std::chrono::steady_clock::now() - start > kSpin) {
-          std::unique_lock<std::mutex> lk(m_);
-          sleepers_.fetch_add(1, std::memory_order_seq_cst);
-          cv_.wait(lk, [&] { return gen_.load(std::memory_order_seq_cst) != seen; });
-          sleepers_.fetch_sub(1, std::memory_order_seq_cst);
-          break;
-        }
-      }
-      seen = gen_.load(std::memory_order_acquire);
-      if (stop_) return;
-      Job& job = jobs_[seen & 1];
-      job.active.fetch_add(1, std::memory_order_seq_cst);
-      if (job.gen.load(std::memory_order_seq_cst) == seen) work(job, id);  // else: already replaced
-      job.active.fetch_sub(1, std::memory_order_seq_cst);
-    }
-  }
+  void workerLoop(int id);
 
   const int nThreads_;
   std::vector<Scratch> scratch_;
   std::vector<std::thread> workers_;
   std::mutex m_;
-  std::mutex runMutex_;
   std::condition_variable cv_;
   std::atomic<uint64_t> gen_{0};
   std::atomic<int> sleepers_{0};
@@ -167,30 +147,65 @@ class Pool {
   bool stop_ = false;
 };
 
-Pool* g_pool = nullptr;
-std::mutex g_poolMutex;
-
-Pool& pool() {
-  if (!g_pool) {
-    std::lock_guard<std::mutex> lk(g_poolMutex);
-    if (!g_pool) g_pool = new Pool(1);
-  }
-  return *g_pool;
-}
-
+namespace {
+// The pool that parallel_for uses on this thread: the JS thread's own (pool_use), or, on a pool
+// thread, the pool it belongs to (tasks ask it for their scratch).
+thread_local Pool* tls_pool = nullptr;
 }  // namespace
 
-void parallel_for(int64_t nTasks, TaskFn fn, void* ctx) { pool().run(nTasks, fn, ctx); }
-
-int pool_threads() { return pool().threads(); }
-
-void pool_set_threads(int n) {
-  std::lock_guard<std::mutex> lk(g_poolMutex);
-  if (g_pool && g_pool->threads() == n) return;
-  delete g_pool;
-  g_pool = new Pool(n);
+void Pool::workerLoop(int id) {
+  tls_pool = this;
+  tls_in_pool_task = true;
+  uint64_t seen = 0;  // the generation at construction: a job posted before this thread starts still runs
+  for (;;) {
+    auto start = std::chrono::steady_clock::now();
+    int spins = 0;
+    while (gen_.load(std::memory_order_acquire) == seen) {
+      // pause-spin first (the next job of a decode step comes within microseconds), then
+      // yield between checks so that spinning never starves other work on a busy machine
+      if (++spins < kSpinPauses) QVL_PAUSE();
+      else QVL_YIELD();
+      if (spins % 64 == 0 && std::chrono::steady_clock::now() - start > kSpin) {
+        std::unique_lock<std::mutex> lk(m_);
+        sleepers_.fetch_add(1, std::memory_order_seq_cst);
+        cv_.wait(lk, [&] { return gen_.load(std::memory_order_seq_cst) != seen; });
+        sleepers_.fetch_sub(1, std::memory_order_seq_cst);
+        break;
+      }
+    }
+    seen = gen_.load(std::memory_order_acquire);
+    if (stop_) return;
+    Job& job = jobs_[seen & 1];
+    job.active.fetch_add(1, std::memory_order_seq_cst);
+    if (job.gen.load(std::memory_order_seq_cst) == seen) work(job, id);  // else: already replaced
+    job.active.fetch_sub(1, std::memory_order_seq_cst);
+  }
 }
 
-void* pool_scratch(int thread, size_t bytes, int slot) { return pool().scratch(thread, bytes, slot); }
+Pool* pool_new(int threads) { return new Pool(threads); }
+
+void pool_delete(Pool* p) {
+  if (tls_pool == p) tls_pool = nullptr;
+  delete p;
+}
+
+void pool_use(Pool* p) { tls_pool = p; }
+
+namespace {
+Pool& current() {
+  // The addon binds a pool to every JS thread before it runs a kernel; anything else is a bug.
+  if (!tls_pool) {
+    fputs("qvl native: a kernel ran on a thread without a pool\n", stderr);
+    abort();
+  }
+  return *tls_pool;
+}
+}  // namespace
+
+void parallel_for(int64_t nTasks, TaskFn fn, void* ctx) { current().run(nTasks, fn, ctx); }
+
+int pool_threads() { return current().threads(); }
+
+void* pool_scratch(int thread, size_t bytes, int slot) { return current().scratch(thread, bytes, slot); }
 
 }  // namespace qvl

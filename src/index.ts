@@ -1,5 +1,5 @@
 /** qvl's public library surface. */
-export { Qwen3VL, type ChatOptions, type ChatResult, type ChatStream, type ChatUsage, type FromPretrainedOptions } from './api/qwen3vl.ts';
+export { Qwen3VL, type ChatOptions, type ChatResult, type ChatStream, type ChatUsage, type FromPretrainedOptions, type ModelInfo } from './api/qwen3vl.ts';
 export { WorkerModel, type WorkerLoadOptions } from './api/worker-host.ts';
 export type { PreparedPrompt, PromptOptions } from './api/prompt.ts';
 export { QvlError, isQvlError, type QvlErrorCode } from './errors.ts';

@@ -9,7 +9,7 @@ import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { ChatSession } from '../src/cli/chat.ts';
-import { sizeArg } from '../src/cli/serve.ts';
+import { sizeArg } from '../src/cli/limit-flags.ts';
 import { startFakeHub } from './hub-fake-server.ts';
 
 const ROOT = path.join(import.meta.dirname, '..');
@@ -58,7 +58,7 @@ test('qvl tokens: the prompt length HF computed for the same request, without ru
 
 test('qvl chat: attach with /image, answers stream, the conversation goes on; the answer is HF\'s', () => {
   const input = ['/help', `/image ${IMG_B}`, 'Describe this image.', '/image /no/such/file.png', 'And now?', '/clear', '/exit', ''].join('\n');
-  const r = qvl(['chat', '-m', TINY, '--backend', 'ts', '-t', '0', '-n', '8'], { input });
+  const r = qvl(['chat', '-m', TINY, '--backend', 'ts', '--temp', '0', '-n', '8'], { input });
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stdout, /\/video <path\|url\|folder> \[fps\]/);
   assert.match(r.stdout, /attached image/);

@@ -28,17 +28,7 @@ export function isas(nb: NativeBackend): Array<Exclude<InstructionSet, 'best'>> 
   return out;
 }
 
-/** Mulberry32: a small seeded generator so failures reproduce. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export { rng } from './helpers/rng.ts';
 
 export function randn(r: () => number, n: number, scale = 1): Float32Array {
   const out = new Float32Array(n);

@@ -62,6 +62,19 @@ async function slowestHealth(url: string, done: Promise<unknown>): Promise<numbe
   return worst;
 }
 
+/** Reads a server-sent event stream to its end; `got` is what was read before. Returns the `data:` payloads. */
+async function remainingEvents(reader: ReadableStreamDefaultReader<Uint8Array>, got: string): Promise<string[]> {
+  for (;;) {
+    const r = await reader.read();
+    if (r.done) break;
+    got += new TextDecoder().decode(r.value);
+  }
+  return got
+    .split('\n\n')
+    .filter((e) => e.startsWith('data: '))
+    .map((e) => e.slice(6));
+}
+
 /** A media host that sends headers, then one byte every `everyMs`: a download that never ends in useful time. */
 async function startDribbleHost(everyMs: number): Promise<{ url: string; close: () => Promise<void> }> {
   const timers = new Set<NodeJS.Timeout>();
@@ -249,12 +262,7 @@ test('a dead inference worker: the request it held gets a clear 500, /health say
   // what a crash of the thread looks like from outside (a native fault, an out-of-memory kill)
   const model = (engine as unknown as { model: { worker: Worker } }).model;
   await model.worker.terminate();
-  for (;;) {
-    const r = await reader.read();
-    if (r.done) break;
-    got += new TextDecoder().decode(r.value);
-  }
-  const events = got.split('\n\n').filter((e) => e.startsWith('data: ')).map((e) => e.slice(6));
+  const events = await remainingEvents(reader, got);
   assert.equal(events.at(-1), '[DONE]');
   const err = JSON.parse(events.at(-2)!) as ErrorBody;
   assert.match(err.error.message, /inference worker exited/);
@@ -291,12 +299,7 @@ test('SIGTERM: a running stream ends with an error event and [DONE], a waiting r
     const second = await waiting;
     assert.equal(second.status, 503);
     assert.equal(((await second.json()) as ErrorBody).error.code, 'shutting_down');
-    for (;;) {
-      const r = await reader.read();
-      if (r.done) break;
-      got += new TextDecoder().decode(r.value);
-    }
-    const events = got.split('\n\n').filter((e) => e.startsWith('data: ')).map((e) => e.slice(6));
+    const events = await remainingEvents(reader, got);
     assert.equal(events.at(-1), '[DONE]');
     assert.equal((JSON.parse(events.at(-2)!) as ErrorBody).error.code, 'shutting_down');
     assert.equal(await exited, 0);

@@ -324,3 +324,19 @@ test('429 with Retry-After when one request runs and the line (max 1) is full', 
     await new Promise((r) => setTimeout(r, 50));
   }
 });
+
+test('--quant reaches the inference worker: /health names the weights it loaded, and it answers', async () => {
+  const plain = (await (await fetch(`${server.url}/health`)).json()) as { weights: string };
+  assert.notEqual(plain.weights, 'q8');
+  const qEngine = new WorkerEngine(TINY, { backend: 'ts', quant: 'q8' });
+  const q = await startServer({ engine: qEngine, modelDir: TINY, modelNames: ['tiny'], port: 0, limits: { defaultMaxTokens: 2 } });
+  try {
+    await qEngine.loaded;
+    const h = (await (await fetch(`${q.url}/health`)).json()) as { weights: string; backend: string };
+    assert.deepEqual([h.weights, h.backend], ['q8', 'ts']);
+    const r = await fetch(`${q.url}/v1/chat/completions`, { method: 'POST', body: JSON.stringify({ model: 'tiny', messages: [{ role: 'user', content: 'hi' }] }) });
+    assert.equal(r.status, 200);
+  } finally {
+    await q.close();
+  }
+});

@@ -1,5 +1,7 @@
-// Worker threads do not inherit the host's TypeScript loader: register tsx here, then load the worker.
-import { register } from 'tsx/esm/api';
+// Worker threads do not inherit the host's module loader hooks. Run from src/ (development), the
+// worker's modules are TypeScript, so tsx (a dev dependency) is registered first; in dist/ this
+// file is compiled next to compiled JavaScript, and tsc rewrites the import below to `.js`.
+import { existsSync } from 'node:fs';
 
-register();
+if (existsSync(new URL('./prep-main.ts', import.meta.url))) (await import('tsx/esm/api')).register();
 await import('./prep-main.ts');

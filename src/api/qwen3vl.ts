@@ -1,5 +1,3 @@
-import fs from 'node:fs';
-import { QvlError } from '../errors.ts';
 import { generateTokens, type FinishReason } from '../generate/generate.ts';
 import { parseOutput, type ParsedOutput } from '../generate/parse/output.ts';
 import { promptOpensThink } from '../generate/parse/think.ts';
@@ -18,6 +16,7 @@ import { loadTokenizer, type QwenTokenizer } from '../tokenizer/tokenizer.ts';
 import { loadTimeConvert, type QuantMode } from '../weights/quant-plan.ts';
 import { loadModelFromDir } from './load-model.ts';
 import { resolveModel, type ResolveModelOptions } from '../hub/index.ts';
+import { locateModel } from './model-location.ts';
 import { preparePrompt, type PreparedPrompt, type PromptOptions } from './prompt.ts';
 
 export interface FromPretrainedOptions {
@@ -66,6 +65,19 @@ export interface ChatResult {
   output: ParsedOutput;
 }
 
+/** What runs a loaded model: `model.info()`. */
+export interface ModelInfo {
+  dir: string;
+  /** 'native' (C++ kernels) or 'ts' (the TypeScript reference kernels, much slower) */
+  backend: string;
+  /** native only: the instruction set its kernels use ('avx512vnni', 'avx512', 'avx2' or 'scalar') */
+  isa?: string;
+  /** native only: threads in its pool */
+  threads?: number;
+  /** how the text decoder's weights are stored ('bf16', 'q8', 'q4', …): shows what `quant` did */
+  weights: string;
+}
+
 /** A streamed answer: iterate for text deltas; `result` resolves when generation ends. */
 export interface ChatStream extends AsyncIterable<string> {
   result: Promise<ChatResult>;
@@ -94,14 +106,8 @@ export class Qwen3VL {
    * which is downloaded into the Hugging Face cache when missing (a local folder always wins).
    */
   static async fromPretrained(idOrDir: string, opts: FromPretrainedOptions = {}): Promise<Qwen3VL> {
-    let dir = idOrDir;
-    if (!fs.existsSync(dir)) {
-      if (!/^([a-z]+:)?[\w.-]+\/[\w.-]+$/i.test(idOrDir)) {
-        throw new QvlError('FILE_NOT_FOUND', `model folder ${idOrDir} does not exist (and it is not a hub id like org/name)`, { dir: idOrDir });
-      }
-      dir = (await resolveModel(idOrDir, opts.hub ?? {})).path;
-    }
-    if (!fs.statSync(dir).isDirectory()) throw new QvlError('FILE_NOT_FOUND', `${dir} is not a folder`, { dir });
+    const where = locateModel(idOrDir);
+    const dir = where.kind === 'local' ? where.dir : (await resolveModel(where.id, opts.hub ?? {})).path;
     const cfg = loadConfig(dir);
     const convert = loadTimeConvert(opts.quant, opts.convert);
     const choice = typeof opts.backend === 'object' ? { backend: opts.backend, map: undefined } : await selectBackend(opts.backend ?? 'auto', { threads: opts.threads });
@@ -112,6 +118,15 @@ export class Qwen3VL {
 
   get backendName(): string {
     return this.model.backend.name;
+  }
+
+  /** The backend that runs this model and, for the native one, its instruction set and threads. */
+  info(): ModelInfo {
+    const b = this.model.backend as { name: string; isa?: string; threads?: number };
+    const info: ModelInfo = { dir: this.dir, backend: b.name, weights: this.model.weights.text.layers[0]?.gate.format ?? 'none' };
+    if (b.isa !== undefined) info.isa = b.isa;
+    if (b.threads !== undefined) info.threads = b.threads;
+    return info;
   }
 
   /** Renders, loads and preprocesses a request without running the model (token cost, ids). */

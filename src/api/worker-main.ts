@@ -44,7 +44,7 @@ async function main(): Promise<void> {
   const thinking = promptOpensThink(model.template.render([{ role: 'user', content: 'x' }], { addGenerationPrompt: true }));
   post({
     type: 'ready',
-    info: { dir: model.dir, backend: model.backendName, generation: model.generation, maxPositions: model.model.cfg.text.maxPositionEmbeddings, thinking },
+    info: { ...model.info(), generation: model.generation, maxPositions: model.model.cfg.text.maxPositionEmbeddings, thinking },
   });
 
   port.on('message', (m: HostMessage) => {

@@ -7,7 +7,7 @@ import type { QvlErrorCode } from '../errors.ts';
 import type { ConstraintSpec } from '../generate/parse/json-constraint.ts';
 import type { GenerationDefaults } from '../generate/generation-config.ts';
 import type { BackendName } from '../kernels/select.ts';
-import type { ChatOptions, ChatResult } from './qwen3vl.ts';
+import type { ChatOptions, ChatResult, ModelInfo } from './qwen3vl.ts';
 import type { PdfPartOptions } from './pdf-parts.ts';
 import type { PreparedPrompt } from './prompt.ts';
 import type { MediaSourceOptions } from '../media/source-options.ts';
@@ -40,9 +40,7 @@ export interface WorkerChatOptions extends Omit<ChatOptions, 'logitsProcessor' |
   pdf?: PdfPartOptions;
 }
 
-export interface WorkerModelInfo {
-  dir: string;
-  backend: string;
+export interface WorkerModelInfo extends ModelInfo {
   generation: GenerationDefaults;
   /** the model's context (max_position_embeddings) */
   maxPositions: number;

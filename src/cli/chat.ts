@@ -19,7 +19,7 @@ const HELP = `Type a message and press Enter. Commands:
   /system <text>             set the system message (clears the conversation)
   /clear                     forget the conversation and attachments
   /help                      show this help
-  /exit                      quit (also Ctrl-D)
+  /exit, exit, quit          quit (also Ctrl-D)
 While an answer is being written, Ctrl-C stops it.`;
 
 type Message = { role: string; content: string | object[] };
@@ -32,6 +32,11 @@ export class ChatSession {
 
   constructor(system?: string) {
     this.system = system;
+  }
+
+  /** A line that ends the chat instead of going to the model: `exit` or `quit`, as typed alone. */
+  static isExit(line: string): boolean {
+    return /^(exit|quit)$/i.test(line.trim());
   }
 
   /** Handles a /command; returns text to print, or 'exit'. */
@@ -100,6 +105,7 @@ export function registerChat(program: Command): void {
     const model = await WorkerModel.load(dir, {
       backend: flags.backend,
       threads: flags.threads,
+      quant: flags.quant,
       onProgress: (done, total) => statusLine(`loading ${dir}: ${Math.round((100 * done) / total)}%`),
     });
     clearStatus();
@@ -120,6 +126,7 @@ export function registerChat(program: Command): void {
     try {
       for await (const line of rl) {
         const text = line.trim();
+        if (ChatSession.isExit(text)) break;
         if (text.startsWith('/')) {
           const said = session.command(text);
           if (said === 'exit') break;

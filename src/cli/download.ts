@@ -1,6 +1,5 @@
 import { type Command, Option } from 'commander';
-import { resolveModel, type ModelSourceName } from '../hub/index.ts';
-import { DownloadBar } from './progress.ts';
+import type { ModelSourceName } from '../hub/index.ts';
 
 interface DownloadFlags {
   revision?: string;
@@ -27,6 +26,7 @@ Example:
   qvl download Qwen/Qwen3-VL-2B-Instruct && qvl run -m Qwen/Qwen3-VL-2B-Instruct "Hello"`,
     )
     .action(async (repo: string, flags: DownloadFlags) => {
+      const [{ resolveModel }, { DownloadBar }] = await Promise.all([import('../hub/index.ts'), import('./progress.ts')]);
       const bar = new DownloadBar();
       let r;
       try {

@@ -1,11 +1,12 @@
-import { Option, type Command } from 'commander';
-import { evaluate, formatEvalReport } from '../eval/index.ts';
+import type { Command } from 'commander';
 import type { BackendName } from '../kernels/select.ts';
 import type { QuantMode } from '../weights/quant-plan.ts';
+import { describeBackend, quantOption } from './load.ts';
 import { clearStatus, collect, intArg, statusLine } from './options.ts';
 
 interface EvalFlags {
   backend: BackendName;
+  threads?: number;
   quant?: QuantMode;
   limit?: number;
   perTask?: number;
@@ -20,23 +21,46 @@ export function registerEval(program: Command): void {
     .argument('<model-dir>', 'the model folder')
     .argument('<dataset-dir>', 'folder with items.jsonl and its media (e.g. datasets/demo-heldout)')
     .option('--backend <name>', 'compute backend: auto, native or ts', 'auto')
-    .addOption(new Option('--quant <type>', 'quantize the weights at load (compare the answers with HF\'s float ones)').choices(['q8', 'q4']))
+    .option('-t, --threads <n>', 'threads for the native backend (default: physical cores)', intArg(1, 1024))
+    .addOption(quantOption('quantize the weights at load (compare the answers with HF\'s float ones)'))
     .option('--limit <n>', 'at most this many items', intArg(1))
     .option('--per-task <n>', 'at most this many items of each task', intArg(1))
     .option('--task <name>', 'only this task (repeatable)', collect, [])
     .option('--max-tokens <n>', 'answer length (default: the dataset\'s)', intArg(1))
     .addHelpText('after', '\nExample:\n  qvl eval models/demo datasets/demo-heldout')
     .action(async (modelDir: string, datasetDir: string, f: EvalFlags) => {
+      const [{ evaluate, formatEvalReport }, { Qwen3VL }] = await Promise.all([import('../eval/index.ts'), import('../api/qwen3vl.ts')]);
+      statusLine(`loading ${modelDir} …`);
+      const model = await Qwen3VL.fromPretrained(modelDir, { backend: f.backend, threads: f.threads, quant: f.quant });
+      const progress = evalProgress(`${modelDir} (${describeBackend(model.info())})`);
       const report = await evaluate(modelDir, datasetDir, {
-        backend: f.backend,
+        model,
         quant: f.quant,
         limit: f.limit,
         perTask: f.perTask,
         tasks: f.task.length ? f.task : undefined,
         maxNewTokens: f.maxTokens,
-        onItem: (_r, done, total) => statusLine(`evaluating: ${done}/${total}`),
+        onItem: (_r, done, total) => progress(done, total),
       });
       clearStatus();
       process.stdout.write(formatEvalReport(report) + '\n');
     });
+}
+
+/**
+ * Progress on stderr while items run (the report goes to stdout): on a terminal one line that
+ * rewrites itself after every item; otherwise (a log, CI) a line at every tenth of the items.
+ */
+export function evalProgress(what: string, tty = process.stderr.isTTY === true): (done: number, total: number) => void {
+  const t0 = performance.now();
+  let printed = 0;
+  return (done, total) => {
+    const line = `evaluating ${what}: ${done}/${total} items, ${((performance.now() - t0) / 1000).toFixed(0)} s`;
+    if (tty) return statusLine(line);
+    const step = Math.max(1, Math.ceil(total / 10));
+    if (done === total || done - printed >= step) {
+      printed = done;
+      process.stderr.write(line + '\n');
+    }
+  };
 }

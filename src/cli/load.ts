@@ -1,8 +1,7 @@
 import { Option, type Command } from 'commander';
-import { Qwen3VL } from '../api/qwen3vl.ts';
+import type { Qwen3VL } from '../api/qwen3vl.ts';
 import type { BackendName } from '../kernels/select.ts';
-import { intArg } from './options.ts';
-import { clearStatus, statusLine } from './options.ts';
+import { clearStatus, intArg, statusLine } from './options.ts';
 import { resolveModelDir } from './model-dir.ts';
 
 export interface ModelFlags {
@@ -17,8 +16,13 @@ export function addModelFlags(cmd: Command): Command {
   return cmd
     .option('-m, --model <dir|org/name>', 'model folder (Hugging Face layout) or Hugging Face repo id, downloaded to the HF cache if missing; default: the bundled demo model')
     .option('--backend <name>', 'compute backend: auto, native or ts', 'auto')
-    .option('--threads <n>', 'threads for the native backend (default: physical cores)', intArg(1, 1024))
-    .addOption(new Option('--quant <type>', 'quantize float weights while loading (q8: int8 blocks; q4: 4-bit text decoder)').choices(['q8', 'q4']));
+    .option('-t, --threads <n>', 'threads for the native backend (default: physical cores)', intArg(1, 1024))
+    .addOption(quantOption('quantize float weights while loading (q8: int8 blocks; q4: 4-bit text decoder)'));
+}
+
+/** `-q, --quant q8|q4`: the one meaning of `-q` in every command. */
+export function quantOption(description: string): Option {
+  return new Option('-q, --quant <type>', description).choices(['q8', 'q4']);
 }
 
 /** Loads the model named by the flags, showing progress on a terminal. */
@@ -27,6 +31,7 @@ export async function loadModel(flags: ModelFlags): Promise<Qwen3VL> {
   const { dir } = await resolveModelDir(flags.model);
   const t0 = performance.now();
   statusLine(`loading ${dir} …`);
+  const { Qwen3VL } = await import('../api/qwen3vl.ts');
   const model = await Qwen3VL.fromPretrained(dir, {
     backend: flags.backend,
     threads: flags.threads,
@@ -35,7 +40,15 @@ export async function loadModel(flags: ModelFlags): Promise<Qwen3VL> {
   });
   clearStatus();
   if (process.stderr.isTTY) {
-    process.stderr.write(`loaded ${dir} in ${((performance.now() - t0) / 1000).toFixed(1)} s (${model.backendName} backend)\n`);
+    process.stderr.write(`loaded ${dir} in ${((performance.now() - t0) / 1000).toFixed(1)} s (${describeBackend(model.info())})\n`);
   }
   return model;
+}
+
+/** "native backend, avx512vnni, 2 threads" or "ts backend". */
+export function describeBackend(info: { backend: string; isa?: string; threads?: number }): string {
+  const parts = [`${info.backend} backend`];
+  if (info.isa) parts.push(info.isa);
+  if (info.threads !== undefined) parts.push(`${info.threads} thread${info.threads === 1 ? '' : 's'}`);
+  return parts.join(', ');
 }

@@ -1,4 +1,4 @@
-import { InvalidArgumentError, type Command } from 'commander';
+import { InvalidArgumentError, Option, type Command } from 'commander';
 
 /** commander parsers that refuse bad values with a message naming the rule. */
 export function intArg(min: number, max = Number.MAX_SAFE_INTEGER) {
@@ -34,6 +34,8 @@ export function clearStatus(): void {
 export interface GenerationFlags {
   system?: string;
   maxTokens: number;
+  temp?: number;
+  /** the long spelling of --temp */
   temperature?: number;
   topP?: number;
   topK?: number;
@@ -46,7 +48,8 @@ export function addGenerationFlags(cmd: Command, defaultMaxTokens: number): Comm
   return cmd
     .option('-s, --system <text>', 'a system message')
     .option('-n, --max-tokens <n>', 'most tokens per answer', intArg(1), defaultMaxTokens)
-    .option('-t, --temperature <t>', "sampling temperature; 0 = greedy (default: the model's generation_config)", floatArg(0, 100))
+    .option('--temp <t>', "sampling temperature (also --temperature); 0 = greedy (default: the model's generation_config)", floatArg(0, 100))
+    .addOption(new Option('--temperature <t>').argParser(floatArg(0, 100)).hideHelp())
     .option('--top-p <p>', 'nucleus sampling mass', floatArg(0, 1))
     .option('--top-k <k>', 'sample among the k most likely tokens', intArg(0))
     .option('--seed <n>', 'random seed for reproducible sampling', intArg(0))
@@ -58,7 +61,7 @@ export function addGenerationFlags(cmd: Command, defaultMaxTokens: number): Comm
 export function generationOptions(flags: GenerationFlags) {
   return {
     maxNewTokens: flags.maxTokens,
-    temperature: flags.temperature,
+    temperature: flags.temp ?? flags.temperature,
     topP: flags.topP,
     topK: flags.topK,
     seed: flags.seed,

@@ -1,6 +1,4 @@
 import type { Command } from 'commander';
-import { formatCheck } from '../parity/compare.ts';
-import { runParity } from '../parity/run-parity.ts';
 import type { BackendName } from '../kernels/select.ts';
 import { intArg } from './options.ts';
 
@@ -10,10 +8,11 @@ export function registerParity(program: Command): void {
     .description('check a model folder against reference tensors computed by HF transformers, stage by stage')
     .argument('<fixture-dir>', 'folder with config.json, model.safetensors and case_*.json / case_*.safetensors')
     .option('--backend <name>', 'compute backend: auto, native or ts', 'auto')
-    .option('--threads <n>', 'threads for the native backend', intArg(1, 1024))
+    .option('-t, --threads <n>', 'threads for the native backend', intArg(1, 1024))
     .option('--only <name...>', 'run only cases whose name contains one of these')
-    .option('-q, --quiet', 'print failures and the summary only')
+    .option('--quiet', 'print failures and the summary only')
     .action(async (dir: string, flags: { backend: BackendName; threads?: number; only?: string[]; quiet?: boolean }) => {
+      const [{ formatCheck }, { runParity }] = await Promise.all([import('../parity/compare.ts'), import('../parity/run-parity.ts')]);
       let failed = 0;
       const checks = await runParity(dir, {
         backend: flags.backend,

@@ -1,5 +1,5 @@
 import { Option, type Command } from 'commander';
-import { quantizeCheckpoint } from '../weights/quantize-checkpoint.ts';
+import { quantOption } from './load.ts';
 import { clearStatus, floatArg, statusLine } from './options.ts';
 
 interface QuantizeFlags {
@@ -16,12 +16,13 @@ export function registerQuantize(program: Command): void {
     .description('write a q8 or q4 copy of a model folder that loads without re-quantizing (see docs/quantization.md)')
     .argument('<in>', 'model folder with BF16/F16/F32 safetensors')
     .argument('<out>', 'output folder (created; must be empty unless --force)')
-    .addOption(new Option('-q, --quant <mode>', 'q8: 8-bit everywhere; q4: 4-bit text decoder, 8-bit embeddings and vision').choices(['q8', 'q4']).makeOptionMandatory())
+    .addOption(quantOption('q8: 8-bit everywhere; q4: 4-bit text decoder, 8-bit embeddings and vision').makeOptionMandatory())
     .addOption(new Option('--group-size <n>', 'q4: columns per scale').choices(['32', '128']).default('32'))
     .option('--symmetric', 'q4: no zero points (GGML Q4_0 style) instead of min/max with zero points')
     .option('--shard-size <GB>', 'largest output file before starting another shard (default 4)', floatArg(0.001))
     .option('-f, --force', 'replace the weights and config in a non-empty output folder')
-    .action((input: string, output: string, flags: QuantizeFlags) => {
+    .action(async (input: string, output: string, flags: QuantizeFlags) => {
+      const { quantizeCheckpoint } = await import('../weights/quantize-checkpoint.ts');
       const t0 = performance.now();
       const s = quantizeCheckpoint(input, output, {
         mode: flags.quant,

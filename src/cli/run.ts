@@ -3,12 +3,12 @@ import path from 'node:path';
 import type { Command } from 'commander';
 import { QvlError } from '../errors.ts';
 import type { OutputGrounding } from '../generate/parse/output.ts';
-import { drawGrounding } from './draw-grounding.ts';
-import { addModelFlags, loadModel, type ModelFlags } from './load.ts';
+import { addModelFlags, describeBackend, loadModel, type ModelFlags } from './load.ts';
 import { addGenerationFlags, collect, floatArg, generationOptions, type GenerationFlags } from './options.ts';
 
 interface RunFlags extends ModelFlags, GenerationFlags {
   image: string[];
+  pdf: string[];
   video?: string;
   fps?: number;
   stats?: boolean;
@@ -20,18 +20,20 @@ const IMAGE_EXT = /\.(png|jpe?g|webp|gif|bmp|tiff?|avif)$/i;
 export function registerRun(program: Command): void {
   const cmd = program
     .command('run')
-    .description('answer one question, optionally about images or a video, streaming the answer')
+    .description('answer one question, optionally about images, a video or PDFs, streaming the answer')
     .argument('<prompt...>', 'the question or instruction')
     .option('-i, --image <path>', 'an image (path, URL or data URI); repeat for several', collect, [])
     .option('-v, --video <path>', 'a video file, URL, or a folder of frame images')
+    .option('--pdf <path>', 'a PDF document (each page becomes an image); repeat for several', collect, [])
     .option('--fps <n>', 'video: sampling rate for a file, frame rate of a folder of frames (default 2)', floatArg(0.001, 1000))
-    .option('--stats', 'print token counts and speed to stderr when done')
+    .option('--stats', 'print token counts, speed and the backend that ran (with its instruction set) to stderr when done')
     .option('--draw <file>', 'grounding: draw the boxes/points of the answer on the first image and save it (png, jpg or webp)');
   addModelFlags(addGenerationFlags(cmd, 512)).action(async (words: string[], flags: RunFlags) => {
     if (flags.draw && flags.image.length === 0) throw new QvlError('OPTION_INVALID', '--draw needs an image (--image)', {});
     const content: object[] = [];
     for (const img of flags.image) content.push({ type: 'image', image: img });
     if (flags.video) content.push(videoPart(flags.video, flags.fps));
+    for (const pdf of flags.pdf) content.push({ type: 'pdf', pdf });
     content.push({ type: 'text', text: words.join(' ') });
     const messages: object[] = [];
     if (flags.system) messages.push({ role: 'system', content: flags.system });
@@ -47,7 +49,7 @@ export function registerRun(program: Command): void {
       const tps = r.usage.completionTokens / Math.max(1e-9, r.timings.decodeMs / 1000);
       process.stderr.write(
         `prompt ${r.usage.promptTokens} tokens in ${(r.timings.prefillMs / 1000).toFixed(2)} s, ` +
-          `${r.usage.completionTokens} generated at ${tps.toFixed(1)} tok/s, finish: ${r.finishReason}\n`,
+          `${r.usage.completionTokens} generated at ${tps.toFixed(1)} tok/s, finish: ${r.finishReason} (${describeBackend(model.info())})\n`,
       );
     }
   });
@@ -59,6 +61,7 @@ async function drawAnswer(out: string, images: string[], g: OutputGrounding | un
     process.stderr.write('--draw: the answer has no boxes or points (bbox_2d / point_2d); nothing drawn\n');
     return;
   }
+  const { drawGrounding } = await import('./draw-grounding.ts');
   await drawGrounding(images[g.image]!, g, out);
   process.stderr.write(`--draw: ${g.boxes.length} boxes and ${g.points.length} points drawn to ${out}\n`);
 }

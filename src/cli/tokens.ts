@@ -1,6 +1,5 @@
 import type { Command } from 'commander';
-import { estimatePromptCost, type PromptCostItem } from '../api/prompt-cost.ts';
-import { promptPartsLoader } from '../server/serve.ts';
+import type { PromptCostItem } from '../api/prompt-cost.ts';
 import { resolveModelDir } from './model-dir.ts';
 import { collect, floatArg, intArg } from './options.ts';
 import { videoPart } from './run.ts';
@@ -49,6 +48,8 @@ export function registerTokens(program: Command): void {
       const messages: object[] = [];
       if (flags.system) messages.push({ role: 'system', content: flags.system });
       messages.push({ role: 'user', content });
+      // loaded here, not at start-up, so that `qvl --help` stays quick
+      const [{ estimatePromptCost }, { promptPartsLoader }] = await Promise.all([import('../api/prompt-cost.ts'), import('../server/serve.ts')]);
       const parts = await promptPartsLoader(dir)();
       const cost = await estimatePromptCost(parts, messages, { minPixels: flags.minPixels, maxPixels: flags.maxPixels });
       if (flags.json) {

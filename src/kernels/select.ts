@@ -10,9 +10,19 @@ export interface BackendChoice {
   map?: (file: string) => ArrayBuffer;
 }
 
+let fallbackNoticed = false;
+
+/** Says once per thread, on stderr, that `auto` fell back to the (much slower) TypeScript kernels, and why. */
+function noticeFallback(why: string): void {
+  if (fallbackNoticed) return;
+  fallbackNoticed = true;
+  process.stderr.write(`qvl: using the TypeScript backend (about 20x slower than native): ${why}\n`);
+}
+
 /**
- * 'native' needs the C++ addon (built at npm install); 'auto' takes it when it loads and falls
- * back to the TypeScript kernels otherwise; 'ts' always uses the TypeScript kernels.
+ * 'native' needs the C++ addon (prebuilt, or built at npm install); 'auto' takes it when it
+ * loads and otherwise falls back to the TypeScript kernels, saying so once on stderr; 'ts'
+ * always uses the TypeScript kernels.
  */
 export async function selectBackend(name: BackendName = 'auto', opts: { threads?: number } = {}): Promise<BackendChoice> {
   if (name === 'ts') return { backend: new TsBackend() };
@@ -28,6 +38,7 @@ export async function selectBackend(name: BackendName = 'auto', opts: { threads?
       if (e instanceof QvlError) throw e;
       throw new QvlError('BACKEND_UNAVAILABLE', `the native backend could not be loaded: ${(e as Error).message}`, {});
     }
+    noticeFallback((e as Error).message);
     return { backend: new TsBackend() };
   }
 }

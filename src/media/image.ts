@@ -10,10 +10,9 @@ import { QvlError } from '../errors.ts';
 import { gifTransparentColour } from './gif-transparency.ts';
 import type { RgbImage } from './rgb.ts';
 import { loadMediaBytes, type MediaSource } from './source.ts';
-import type { MediaSourceOptions } from './source-options.ts';
+import { DEFAULT_MAX_INPUT_PIXELS, type MediaSourceOptions } from './source-options.ts';
 
-/** Pillow's `Image.MAX_IMAGE_PIXELS`: past it Pillow warns; we refuse (decompression bombs). */
-export const DEFAULT_MAX_INPUT_PIXELS = 89_478_485;
+export { DEFAULT_MAX_INPUT_PIXELS };
 
 const SUPPORTED = new Set(['jpeg', 'png', 'webp', 'gif', 'tiff', 'heif']);
 

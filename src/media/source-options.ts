@@ -32,6 +32,9 @@ export interface MediaSourceOptions {
 
 export const MIB = 1024 * 1024;
 
+/** Pillow's `Image.MAX_IMAGE_PIXELS`: past it Pillow warns; we refuse (decompression bombs). */
+export const DEFAULT_MAX_INPUT_PIXELS = 89_478_485;
+
 export const DEFAULT_MAX_BYTES: Record<MediaKind, number> = {
   image: 64 * MIB,
   video: 1024 * MIB,

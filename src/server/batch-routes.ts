@@ -45,7 +45,9 @@ function asHttp(e: unknown, fileId?: string): HttpError {
     if (e.detail.unavailable) return new HttpError(503, e.message, { code: 'queue_unavailable', headers: { 'Retry-After': '5' } });
     if (typeof e.detail.line === 'number') {
       const param = typeof e.detail.param === 'string' ? `line ${e.detail.line}: ${e.detail.param}` : `line ${e.detail.line}`;
-      return new HttpError(400, `input file ${fileId}: ${e.message}; nothing was enqueued`, { code: 'invalid_batch_line', param });
+      // refused in the first pass, before the batch existed, unless the error names the batch
+      const after = e.detail.batch === undefined ? '; nothing was enqueued' : '';
+      return new HttpError(400, `input file ${fileId}: ${e.message}${after}`, { code: 'invalid_batch_line', param });
     }
   }
   return toHttpError(e);

@@ -13,22 +13,15 @@ import { randomBytes } from 'node:crypto';
 import type { Context } from 'hono';
 import { streamSSE, type SSEStreamingApi } from 'hono/streaming';
 import type { ChatResult } from '../api/qwen3vl.ts';
-import { groundingFor, OutputStreamParser, parseOutput, type OutputGrounding } from '../generate/parse/output.ts';
+import { groundingFor, OutputStreamParser } from '../generate/parse/output.ts';
 import type { ParsedToolCall } from '../generate/parse/tool-calls.ts';
+import { chatCompletion, finishReason, groundingJson, usageOf } from './completion.ts';
 import { SHUTTING_DOWN, type ServerContext } from './context.ts';
 import type { PromptInfo } from './engine.ts';
 import { HttpError, toHttpError } from './errors.ts';
 import { prepOptions } from './prep-options.ts';
 import { deferRequestLog, requestUsage } from './request-log.ts';
 import { parseChatRequest, type ChatRequest } from './request.ts';
-
-function usageOf(r: ChatResult) {
-  return { prompt_tokens: r.usage.promptTokens, completion_tokens: r.usage.completionTokens, total_tokens: r.usage.totalTokens };
-}
-
-function finishReason(r: ChatResult, toolCalls: number): string {
-  return toolCalls > 0 ? 'tool_calls' : r.finishReason;
-}
 
 export async function handleChat(c: Context, ctx: ServerContext, body: unknown): Promise<Response> {
   const req = parseChatRequest(body, ctx.limits, ctx.modelNames, ctx.modelBounds);
@@ -39,7 +32,7 @@ export async function handleChat(c: Context, ctx: ServerContext, body: unknown):
   const admission = ctx.scheduler.admit();
   let handedOver = false;
   try {
-    const prepared = await ctx.preparer.prepare(req.messages, prepOptions(req, ctx), clientGone);
+    const prepared = await ctx.preparer.prepare(req.messages, prepOptions(req, ctx.engine.info()?.maxPositions), clientGone);
     const release = await admission.model(clientGone);
     try {
       // the inference worker may have died or the server started stopping while this one waited
@@ -88,7 +81,7 @@ export async function handleChat(c: Context, ctx: ServerContext, body: unknown):
       }
       const r = await s.result;
       requestUsage(c, { completionTokens: r.usage.completionTokens });
-      return c.json(completion(id, created, req, prompt, r));
+      return c.json(chatCompletion(req, prompt, r, id, created));
     }
     const finish = deferRequestLog(c);
     return streamSSE(c, (stream) =>
@@ -100,33 +93,6 @@ export async function handleChat(c: Context, ctx: ServerContext, body: unknown):
   } finally {
     if (!handedOver) admission.done();
   }
-}
-
-function completion(id: string, created: number, req: ChatRequest, prompt: PromptInfo, r: ChatResult) {
-  const out = parseOutput(r.text, { startsInThink: prompt.startsInThink, toolCalls: req.toolCalls, media: prompt.media });
-  const message: Record<string, unknown> = { role: 'assistant', content: out.toolCalls.length > 0 && out.content === '' ? null : out.content };
-  if (out.reasoning !== undefined) message.reasoning_content = out.reasoning;
-  if (out.toolCalls.length > 0) message.tool_calls = out.toolCalls;
-  if (out.grounding) message.grounding = groundingJson(out.grounding);
-  return {
-    id,
-    object: 'chat.completion',
-    created,
-    model: req.model,
-    choices: [{ index: 0, message, logprobs: null, finish_reason: finishReason(r, out.toolCalls.length) }],
-    usage: usageOf(r),
-  };
-}
-
-/** The wire form of grounding: snake_case like the rest of the API. */
-export function groundingJson(g: OutputGrounding) {
-  return {
-    image: g.image ?? null,
-    width: g.width ?? null,
-    height: g.height ?? null,
-    boxes: g.boxes.map((b) => ({ label: b.label ?? null, bbox_2d: b.bbox2d, box: b.box ?? null })),
-    points: g.points.map((p) => ({ label: p.label ?? null, point_2d: p.point2d, point: p.point ?? null })),
-  };
 }
 
 interface StreamParams {

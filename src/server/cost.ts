@@ -25,7 +25,7 @@ export async function handleCost(c: Context, ctx: ServerContext, body: unknown):
   let cost;
   try {
     // the preview answers for any prompt length: no token limit
-    cost = await ctx.preparer.cost(req.messages, { ...prepOptions(req, ctx), maxPromptTokens: undefined }, c.req.raw.signal);
+    cost = await ctx.preparer.cost(req.messages, { ...prepOptions(req, ctx.engine.info()?.maxPositions), maxPromptTokens: undefined }, c.req.raw.signal);
   } finally {
     ctx.costing.active--;
   }

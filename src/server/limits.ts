@@ -1,7 +1,7 @@
 /** The server's limits and defaults, with the values used when an option is not given. */
 import type { PdfPartOptions } from '../api/pdf-parts.ts';
 import type { WorkerMediaOptions } from '../api/worker-protocol.ts';
-import { DEFAULT_MAX_INPUT_PIXELS } from '../media/image.ts';
+import { DEFAULT_MAX_INPUT_PIXELS } from '../media/source-options.ts';
 
 export interface ServerLimits {
   /** requests waiting for the model besides the one running (default 16); more get 429 */

@@ -1,11 +1,10 @@
 /** A chat request as a preparation worker takes it: the prompt options and the limits it enforces. */
 import type { PrepOptions } from '../api/prep-protocol.ts';
-import type { ServerContext } from './context.ts';
 import type { ChatRequest } from './request.ts';
 
-export function prepOptions(req: ChatRequest, ctx: ServerContext): PrepOptions {
+/** `maxPositions`: the model's context, once known; the prompt is bounded by it and the request's limit. */
+export function prepOptions(req: ChatRequest, maxPositions = Infinity): PrepOptions {
   const o = req.options;
-  const maxPositions = ctx.engine.info()?.maxPositions ?? Infinity;
   return {
     tools: o.tools,
     templateKwargs: o.templateKwargs,

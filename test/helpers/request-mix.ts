@@ -78,17 +78,6 @@ export function mediaPart(kind: MediaFile['kind'], url: string): Record<string, 
 
 const PROMPTS = ['What colour is the shape?', 'What shape is it?', 'Describe the picture.', 'Count to three.', 'hi', 'Name a colour.'];
 
-/** A pseudo-random generator (mulberry32): the soak's mix is the same for a given seed. */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 export const pick = <T>(rand: () => number, xs: readonly T[]): T => xs[Math.floor(rand() * xs.length)];
 

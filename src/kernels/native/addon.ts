@@ -7,7 +7,7 @@ import { QvlError } from '../../errors.ts';
 /** Handle of a weight prepared by the addon (opaque). */
 export type NativeWeightHandle = { readonly __nativeWeight: unique symbol };
 
-/** What the compiled addon (native/, built by node-gyp into build/Release/qvl_native.node) exports. */
+/** What the compiled addon (native/; built by node-gyp into build/Release, or prebuilt in prebuilds/) exports. */
 export interface NativeAddon {
   info(): { isa: string; threads: number; physicalCores: number; avx512: boolean; avx512vnni: boolean; avx2: boolean };
   setIsa(name: 'best' | 'avx512vnni' | 'avx512' | 'avx2' | 'scalar'): string;
@@ -50,13 +50,37 @@ export interface NativeWeightDesc {
   blockCols?: number;
 }
 
-const ADDON_NAME = 'qvl_native.node';
+/** The package root: src/kernels/native/ and dist/kernels/native/ are both three levels down. */
+const PACKAGE_ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 
-function candidatePaths(): string[] {
-  const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
-  const paths = [join(root, 'build', 'Release', ADDON_NAME), join(root, 'build', 'Debug', ADDON_NAME)];
+/** Written by scripts/install-native.mjs when building the addon from source failed at install. */
+export const INSTALL_BUILD_LOG = join(PACKAGE_ROOT, 'build', 'native-build-failed.log');
+
+const require = createRequire(import.meta.url);
+
+/**
+ * The addon's file, found the way node-gyp-build finds it: a local build (build/Release) first,
+ * then the prebuilt binary for this platform, architecture and libc (prebuilds/linux-x64/...).
+ * QVL_NATIVE_ADDON names a file directly.
+ */
+function locateAddon(): string {
   const override = process.env.QVL_NATIVE_ADDON;
-  return override ? [override, ...paths] : paths;
+  if (override) return override;
+  const nodeGypBuild = require('node-gyp-build') as { resolve(dir: string): string };
+  try {
+    return nodeGypBuild.resolve(PACKAGE_ROOT);
+  } catch {
+    const where = `${process.platform}-${process.arch}${process.platform === 'linux' ? ` (${libcName()})` : ''}`;
+    const install = existsSync(INSTALL_BUILD_LOG)
+      ? `building it from source at install failed (compiler output: ${INSTALL_BUILD_LOG})`
+      : 'it has not been built (npm run build:native needs a C++ compiler, make and Python)';
+    throw new QvlError('BACKEND_UNAVAILABLE', `there is no prebuilt native addon for ${where} and ${install}`, { root: PACKAGE_ROOT });
+  }
+}
+
+/** The libc node-gyp-build matches prebuilt binaries against (it tells musl by Alpine's marker). */
+function libcName(): string {
+  return existsSync('/etc/alpine-release') ? 'musl' : 'glibc';
 }
 
 let cached: NativeAddon | null = null;
@@ -66,26 +90,21 @@ let loadError: QvlError | null = null;
 export function loadAddon(): NativeAddon {
   if (cached) return cached;
   if (loadError) throw loadError;
-  const paths = candidatePaths();
-  const found = paths.find((p) => existsSync(p));
-  if (!found) {
-    loadError = new QvlError(
-      'BACKEND_UNAVAILABLE',
-      `the native backend is not built (looked for ${paths.join(', ')}); run "npm run build:native" ` +
-        '(needs a C++ compiler, make and Python for node-gyp) or use the TypeScript backend',
-      { paths },
-    );
+  let file: string;
+  try {
+    file = locateAddon();
+  } catch (e) {
+    loadError = e as QvlError;
     throw loadError;
   }
   try {
-    const require = createRequire(import.meta.url);
-    cached = require(found) as NativeAddon;
+    cached = require(file) as NativeAddon;
     return cached;
   } catch (e) {
     loadError = new QvlError(
       'BACKEND_UNAVAILABLE',
-      `the native backend at ${found} could not be loaded: ${(e as Error).message}; rebuild it with "npm run build:native"`,
-      { path: found },
+      `the native addon at ${file} does not load on this machine: ${(e as Error).message.split('\n')[0]}; rebuild it with "npm run build:native"`,
+      { path: file },
     );
     throw loadError;
   }

@@ -30,7 +30,8 @@ function checkInt(op: string, name: string, v: number, min = 0): void {
  * portable), run on a persistent thread pool. Weights are read in place from the caller's
  * arrays (or an mmapped checkpoint); nothing is copied at `prepare`.
  *
- * The addon is process-wide: the thread count and instruction set apply to every instance.
+ * The thread count and instruction set belong to the calling thread (the main thread or one
+ * worker): every instance on that thread shares them; another thread's are its own.
  */
 export class NativeBackend implements Backend {
   readonly name = 'native';
