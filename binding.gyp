@@ -22,6 +22,12 @@
       "cflags_cc": ["<@(qvl_kernel_cflags)", "-mavx2", "-mfma", "-mf16c"]
     },
     {
+      "target_name": "qvl_kernels_avx2vnni",
+      "type": "static_library",
+      "sources": ["native/kernels_avx2vnni.cc"],
+      "cflags_cc": ["<@(qvl_kernel_cflags)", "-mavx2", "-mfma", "-mf16c", "-mavxvnni"]
+    },
+    {
       "target_name": "qvl_kernels_base",
       "type": "static_library",
       "sources": ["native/kernels_base.cc"],
@@ -34,6 +40,7 @@
         "qvl_kernels_avx512",
         "qvl_kernels_avx512vnni",
         "qvl_kernels_avx2",
+        "qvl_kernels_avx2vnni",
         "qvl_kernels_base",
         "<!(node -p \"require('node-addon-api').targets\"):node_addon_api_except"
       ],

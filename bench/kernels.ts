@@ -2,10 +2,14 @@
  * Kernel benchmark of the native backend at Qwen3-VL-4B shapes, each number printed next to
  * the machine limit measured in the same run (FMA peak for GEMM and attention, read bandwidth
  * for GEMV). Run: node --import tsx bench/kernels.ts [--threads N] [--quick]
+ *   [--isa best|all|avx512vnni,avx512,avx2vnni,avx2,scalar] [--only gemm,gemv,attention]
+ *   [--formats bf16,q4,q8,fp8,f32,f16] [--q4-group 32|128]
+ * `--isa all` runs every kernel set this CPU can execute, one after the other (the narrower
+ * ones are what users of older CPUs get).
  */
 import { performance } from 'node:perf_hooks';
 import { loadAddon } from '../src/kernels/native/addon.ts';
-import { loadNativeBackend } from '../src/kernels/native/index.ts';
+import { loadNativeBackend, type InstructionSet } from '../src/kernels/native/index.ts';
 import type { AttentionOptions } from '../src/kernels/backend.ts';
 import { weightBytes, type WeightData, type WeightFormat } from '../src/kernels/weight.ts';
 
@@ -13,9 +17,23 @@ const args = process.argv.slice(2);
 const quick = args.includes('--quick');
 const threadsArg = args.indexOf('--threads');
 const threads = threadsArg >= 0 ? Number(args[threadsArg + 1]) : undefined;
+const argOf = (k: string, d: string) => (args.indexOf(k) >= 0 ? args[args.indexOf(k) + 1] : d);
+const isaArg = argOf('--isa', 'best');
+const only = argOf('--only', 'gemm,gemv,attention').split(',');
+const q4Group = Number(argOf('--q4-group', '128'));
 
 const nb = loadNativeBackend(threads ? { threads } : {});
 const addon = loadAddon();
+const ALL_ISAS: InstructionSet[] = ['avx512vnni', 'avx512', 'avx2vnni', 'avx2', 'scalar'];
+const isaList = (isaArg === 'all' ? ALL_ISAS : (isaArg.split(',') as InstructionSet[])).filter((i) => {
+  try {
+    nb.useInstructionSet(i);
+    return true;
+  } catch {
+    if (isaArg !== 'all') console.log(`(kernel set ${i} cannot run on this CPU: skipped)`);
+    return false;
+  }
+});
 
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
@@ -70,7 +88,7 @@ function makeWeight(format: WeightFormat, rows: number, cols: number): WeightDat
     case 'q8':
       return { format, rows, cols, qs: fill(new Int8Array(rows * cols), () => Math.floor(rand() * 256) - 128), scales: fill(new Float32Array(rows * Math.ceil(cols / 32)), () => 0.01) };
     case 'q4': {
-      const groupSize = 128;
+      const groupSize = q4Group;
       const nGroups = Math.ceil(cols / groupSize);
       return { format, rows, cols, groupSize, nGroups, qs: fill(new Uint8Array(rows * Math.ceil(cols / 2)), () => Math.floor(rand() * 256)), scales: fill(new Float32Array(rows * nGroups), () => 0.01) };
     }
@@ -101,64 +119,81 @@ console.log(`read bandwidth: ${bwWall.toFixed(1)} GB/s wall clock${bwIdle > 1.15
 console.log(`load average at start: ${(await import('node:os')).loadavg().map((l) => l.toFixed(2)).join(' ')}`);
 
 // ---- GEMM (prefill / vision) ----
-const formats: WeightFormat[] = ['bf16', 'q4', 'q8', 'fp8', 'f32', 'f16'];
-const M = quick ? 128 : 512;
-const gemmShapes: Array<[string, number, number]> = quick ? [['2560→9728', 9728, 2560]] : [['2560→9728 (gate/up)', 9728, 2560], ['9728→2560 (down)', 2560, 9728], ['2560→4096 (q)', 4096, 2560]];
-console.log(`\nGEMM, ${M} tokens: GFLOP/s (share of the ${nb.threads}-thread FMA peak)`);
-for (const [label, rows, cols] of gemmShapes) {
-  const cells: string[] = [];
-  for (const f of formats) {
-    const w = makeWeight(f, rows, cols);
-    const pw = nb.prepare(w);
-    const x = fill(new Float32Array(M * cols), () => rand() - 0.5);
-    const s = time(() => nb.matmul(x, M, pw), quick ? 1 : 3);
-    const gflops = (t: number) => (2 * M * rows * cols) / t / 1e9;
-    cells.push(`${f} ${gflops(s).toFixed(1)} (${pct(gflops(s) / fmaN)})${idle(s, (t) => `${gflops(t).toFixed(1)} (${pct(gflops(t) / fmaN)})`)}`);
+const formats = argOf('--formats', 'bf16,q4,q8,fp8,f32,f16').split(',') as WeightFormat[];
+
+function benchGemm(): void {
+  const M = quick ? 128 : 512;
+  const gemmShapes: Array<[string, number, number]> = quick ? [['2560→9728', 9728, 2560]] : [['2560→9728 (gate/up)', 9728, 2560], ['9728→2560 (down)', 2560, 9728], ['2560→4096 (q)', 4096, 2560]];
+  console.log(`\nGEMM, ${M} tokens: GFLOP/s (share of the ${nb.threads}-thread FMA peak)`);
+  for (const [label, rows, cols] of gemmShapes) {
+    const cells: string[] = [];
+    for (const f of formats) {
+      const w = makeWeight(f, rows, cols);
+      const pw = nb.prepare(w);
+      const x = fill(new Float32Array(M * cols), () => rand() - 0.5);
+      const s = time(() => nb.matmul(x, M, pw), quick ? 1 : 3);
+      const gflops = (t: number) => (2 * M * rows * cols) / t / 1e9;
+      cells.push(`${f} ${gflops(s).toFixed(1)} (${pct(gflops(s) / fmaN)})${idle(s, (t) => `${gflops(t).toFixed(1)} (${pct(gflops(t) / fmaN)})`)}`);
+    }
+    console.log(`  ${label.padEnd(22)} ${cells.join('\n' + ' '.repeat(25))}`);
   }
-  console.log(`  ${label.padEnd(22)} ${cells.join('\n' + ' '.repeat(25))}`);
+
 }
 
 // ---- GEMV (decode) ----
-console.log(`\nGEMV, 1 token: ms and GB/s of weight bytes (share of the measured read bandwidth);`);
-console.log(`  each case cycles through copies of the matrix (≥ ${quick ? 256 : 512} MB in all) so that weights come from DRAM, not the L3`);
-const gemvShapes: Array<[string, number, number]> = [['2560→9728', 9728, 2560], ['9728→2560', 2560, 9728]];
-if (!quick) gemvShapes.push(['head 2560→151936', 151936, 2560]);
-for (const [label, rows, cols] of gemvShapes) {
-  const cells: string[] = [];
-  for (const f of formats) {
-    if (label.startsWith('head') && (f === 'f32' || f === 'f16' || f === 'fp8')) continue;
-    const first = makeWeight(f, rows, cols);
-    const copies = Math.max(1, Math.ceil(((quick ? 256 : 512) << 20) / weightBytes(first)));
-    const pws = [nb.prepare(first)];
-    for (let i = 1; i < copies; i++) pws.push(nb.prepare(makeWeight(f, rows, cols)));
-    const x = fill(new Float32Array(cols), () => rand() - 0.5);
-    let next = 0;
-    const s = time(() => nb.matmul(x, 1, pws[next++ % copies]), label.startsWith('head') ? 6 : 30);
-    const gbs = (t: number) => weightBytes(first) / t / 1e9;
-    const cell = (t: number) => `${(t * 1e3).toFixed(2)} ms ${gbs(t).toFixed(1)} GB/s (${pct(gbs(t) / bw)})`;
-    cells.push(`${f} ${cell(s)}${idle(s, cell)}`);
+function benchGemv(): void {
+  console.log(`\nGEMV, 1 token: ms and GB/s of weight bytes (share of the measured read bandwidth);`);
+  console.log(`  each case cycles through copies of the matrix (≥ ${quick ? 256 : 512} MB in all) so that weights come from DRAM, not the L3`);
+  const gemvShapes: Array<[string, number, number]> = [['2560→9728', 9728, 2560], ['9728→2560', 2560, 9728]];
+  if (!quick) gemvShapes.push(['head 2560→151936', 151936, 2560]);
+  for (const [label, rows, cols] of gemvShapes) {
+    const cells: string[] = [];
+    for (const f of formats) {
+      if (label.startsWith('head') && (f === 'f32' || f === 'f16' || f === 'fp8')) continue;
+      const first = makeWeight(f, rows, cols);
+      const copies = Math.max(1, Math.ceil(((quick ? 256 : 512) << 20) / weightBytes(first)));
+      const pws = [nb.prepare(first)];
+      for (let i = 1; i < copies; i++) pws.push(nb.prepare(makeWeight(f, rows, cols)));
+      const x = fill(new Float32Array(cols), () => rand() - 0.5);
+      let next = 0;
+      const s = time(() => nb.matmul(x, 1, pws[next++ % copies]), label.startsWith('head') ? 6 : 30);
+      const gbs = (t: number) => weightBytes(first) / t / 1e9;
+      const cell = (t: number) => `${(t * 1e3).toFixed(2)} ms ${gbs(t).toFixed(1)} GB/s (${pct(gbs(t) / bw)})`;
+      cells.push(`${f} ${cell(s)}${idle(s, cell)}`);
+    }
+    console.log(`  ${label.padEnd(18)} ${cells.join('\n' + ' '.repeat(21))}`);
   }
-  console.log(`  ${label.padEnd(18)} ${cells.join('\n' + ' '.repeat(21))}`);
+
 }
 
 // ---- attention ----
-console.log(`\nattention: ms and GFLOP/s (share of the FMA peak)`);
-const attCases: Array<[string, AttentionOptions]> = [
-  ['text prefill 512, causal, 32/8 heads × 128', { nQ: 512, nKv: 512, heads: 32, kvHeads: 8, headDim: 128, scale: 128 ** -0.5, causal: true }],
-  ['text decode over 4096, 32/8 heads × 128', { nQ: 1, nKv: 4096, heads: 32, kvHeads: 8, headDim: 128, scale: 128 ** -0.5, causal: true, qOffset: 4095 }],
-  ['vision 4096 patches, 16 heads × 64', { nQ: 4096, nKv: 4096, heads: 16, kvHeads: 16, headDim: 64, scale: 0.125, causal: false, segments: Int32Array.of(0, 4096) }],
-];
-for (const [label, o] of quick ? attCases.slice(0, 2) : attCases) {
-  const q = fill(new Float32Array(o.nQ * o.heads * o.headDim), () => rand() - 0.5);
-  const k = fill(new Float32Array(o.nKv * o.kvHeads * o.headDim), () => rand() - 0.5);
-  const v = fill(new Float32Array(o.nKv * o.kvHeads * o.headDim), () => rand() - 0.5);
-  const s = time(() => nb.attention(q, k, v, o), o.nQ > 1000 ? 1 : 3);
-  const off = o.qOffset ?? 0;
-  let pairs = 0;
-  for (let i = 0; i < o.nQ; i++) pairs += o.causal ? Math.min(o.nKv, off + i + 1) : o.nKv;
-  const cell = (t: number) => {
-    const gf = (4 * pairs * o.headDim * o.heads) / t / 1e9;
-    return `${(t * 1e3).toFixed(1)} ms  ${gf.toFixed(1)} GFLOP/s (${pct(gf / fmaN)})`;
-  };
-  console.log(`  ${label.padEnd(44)} ${cell(s)}${idle(s, cell)}`);
+function benchAttention(): void {
+  console.log(`\nattention: ms and GFLOP/s (share of the FMA peak)`);
+  const attCases: Array<[string, AttentionOptions]> = [
+    ['text prefill 512, causal, 32/8 heads × 128', { nQ: 512, nKv: 512, heads: 32, kvHeads: 8, headDim: 128, scale: 128 ** -0.5, causal: true }],
+    ['text decode over 4096, 32/8 heads × 128', { nQ: 1, nKv: 4096, heads: 32, kvHeads: 8, headDim: 128, scale: 128 ** -0.5, causal: true, qOffset: 4095 }],
+    ['vision 4096 patches, 16 heads × 64', { nQ: 4096, nKv: 4096, heads: 16, kvHeads: 16, headDim: 64, scale: 0.125, causal: false, segments: Int32Array.of(0, 4096) }],
+  ];
+  for (const [label, o] of quick ? attCases.slice(0, 2) : attCases) {
+    const q = fill(new Float32Array(o.nQ * o.heads * o.headDim), () => rand() - 0.5);
+    const k = fill(new Float32Array(o.nKv * o.kvHeads * o.headDim), () => rand() - 0.5);
+    const v = fill(new Float32Array(o.nKv * o.kvHeads * o.headDim), () => rand() - 0.5);
+    const s = time(() => nb.attention(q, k, v, o), o.nQ > 1000 ? 1 : 3);
+    const off = o.qOffset ?? 0;
+    let pairs = 0;
+    for (let i = 0; i < o.nQ; i++) pairs += o.causal ? Math.min(o.nKv, off + i + 1) : o.nKv;
+    const cell = (t: number) => {
+      const gf = (4 * pairs * o.headDim * o.heads) / t / 1e9;
+      return `${(t * 1e3).toFixed(1)} ms  ${gf.toFixed(1)} GFLOP/s (${pct(gf / fmaN)})`;
+    };
+    console.log(`  ${label.padEnd(44)} ${cell(s)}${idle(s, cell)}`);
+  }
+}
+
+for (const isa of isaList) {
+  const used = nb.useInstructionSet(isa);
+  if (isaList.length > 1 || isa !== 'best') console.log(`\n=== kernel set ${used} ===`);
+  if (only.includes('gemm')) benchGemm();
+  if (only.includes('gemv')) benchGemv();
+  if (only.includes('attention')) benchAttention();
 }

@@ -28,6 +28,8 @@ export interface RunOptions {
   imageSides: number[];
   /** prefill in chunks of this many tokens (Qwen3VLModel.prefill's chunkSize); 0 = all at once */
   prefillChunk: number;
+  /** the token embedding / LM head when quantizing (default: quant-plan.ts's) */
+  head?: 'float' | 'q8' | 'q4';
 }
 
 /** Wall and idle-core seconds of one step (idle-core: process CPU time / threads). */
@@ -148,7 +150,7 @@ export function runModel(opts: RunOptions, log: (s: string) => void): RunResult 
   const isa = backend.useInstructionSet(opts.isa);
   let convert: ((w: WeightData, name: string) => WeightData) | undefined;
   if (opts.quant !== 'bf16') {
-    const quantize = makeQuantConvert({ mode: opts.quant });
+    const quantize = makeQuantConvert({ mode: opts.quant, head: opts.head });
     convert = (w, name) => {
       const out = quantize(w, name);
       if (out !== w) releaseMapped(w);

@@ -3,15 +3,17 @@
  * user's checkpoint, timed through the real model code, each result next to the machine limit
  * measured in the same run (FMA peak, read bandwidth) and to the speed targets of issue 5.
  *
- *   npm run bench -- [--size 2B|4B|8B] [--quant bf16,q8,q4] [--threads N] [--isa best|avx512vnni|avx512|avx2|scalar]
+ *   npm run bench -- [--size 2B|4B|8B] [--quant bf16,q8,q4] [--threads N]
+ *                    [--isa best|all|avx512vnni,avx512,avx2vnni,avx2,scalar]
  *                    [--only load,decode,prefill,vision,ttft] [--prefill 512,2048] [--decode-tokens 16]
- *                    [--images 448,1024] [--prefill-chunk N] [--cache-dir DIR]
+ *                    [--images 448,1024] [--prefill-chunk N] [--cache-dir DIR] [--head float|q8|q4]
  *
  * The checkpoint (BF16, ~9 GB for 4B) is written once into the cache folder (default
  * .tmp/bench-cache/<size>, git-ignored). Each weight type runs in its own process so that its
  * peak RSS is its own. The machine is often shared: every time is printed as wall clock and,
  * when other jobs inflated it by more than 15%, with the idle-core figure (process CPU time /
- * threads) in brackets.
+ * threads) in brackets. `--isa` takes a list, or `all` for every SIMD kernel set this CPU can
+ * run (widest first): an AVX-512 machine then also measures the AVX2 path most CPUs take.
  */
 import { spawnSync } from 'node:child_process';
 import os from 'node:os';
@@ -26,6 +28,9 @@ import { headFlops, prefillFlops, visionFlops } from './model-cost.ts';
 import { runModel, type Phase, type Quant, type RunOptions, type RunResult } from './model-run.ts';
 
 const PHASES: Phase[] = ['load', 'decode', 'prefill', 'vision', 'ttft'];
+const ISAS = ['avx512vnni', 'avx512', 'avx2vnni', 'avx2', 'scalar'] as const;
+/** `--isa all`: the SIMD sets (the portable one would take hours at these shapes) */
+const ALL_ISAS = ISAS.filter((i) => i !== 'scalar');
 const QUANTS: Quant[] = ['bf16', 'q8', 'q4'];
 
 /** Issue 5's targets (Qwen3-VL-4B, 2 threads, the documented 2-core AVX-512 machine). */
@@ -37,7 +42,9 @@ const TARGETS = {
   rssFactor: 1.15,
 };
 
-interface Args extends Omit<RunOptions, 'dir' | 'quant'> {
+interface Args extends Omit<RunOptions, 'dir' | 'quant' | 'isa'> {
+  isas: InstructionSet[];
+  isa: InstructionSet;
   size: ModelSize;
   quants: Quant[];
   cacheDir: string;
@@ -64,6 +71,7 @@ function parseArgs(argv: string[]): Args {
     size: '4B',
     quants: [...QUANTS],
     threads: 2,
+    isas: ['best'],
     isa: 'best',
     only: [...PHASES],
     prefillTokens: [512, 2048],
@@ -83,17 +91,19 @@ function parseArgs(argv: string[]): Args {
     if (k === '--size') a.size = list(v(), ['2B', '4B', '8B'] as const, '--size')[0];
     else if (k === '--quant') a.quants = list(v(), QUANTS, '--quant');
     else if (k === '--threads') a.threads = numbers(v(), '--threads')[0];
-    else if (k === '--isa') a.isa = list(v(), ['best', 'avx512vnni', 'avx512', 'avx2', 'scalar'] as const, '--isa')[0];
+    else if (k === '--isa') a.isas = list(v(), ['best', 'all', ...ISAS] as const, '--isa').flatMap((i) => (i === 'all' ? ALL_ISAS : [i]));
     else if (k === '--only') a.only = list(v(), PHASES, '--only');
     else if (k === '--prefill') a.prefillTokens = numbers(v(), '--prefill');
     else if (k === '--decode-tokens') a.decodeTokens = numbers(v(), '--decode-tokens')[0];
     else if (k === '--images') a.imageSides = numbers(v(), '--images');
     else if (k === '--prefill-chunk') a.prefillChunk = numbers(v(), '--prefill-chunk')[0];
     else if (k === '--cache-dir') a.cacheDir = v();
+    else if (k === '--head') a.head = list(v(), ['float', 'q8', 'q4'] as const, '--head')[0];
     else if (k === '--child') a.child = true;
     else throw new Error(`unknown option ${k} (see the header of bench/model.ts)`);
   }
   if (!a.cacheDir) a.cacheDir = path.join(root, '.tmp', 'bench-cache');
+  a.isa = a.isas[0];
   return a;
 }
 
@@ -127,7 +137,8 @@ function machineLimits(threads: number, isa: InstructionSet): { fma: number; bwW
 const ISA_NAMES: Record<string, string> = {
   avx512vnni: 'AVX-512F/BW/DQ/VL + VNNI (vpdpbusd in the int8 GEMV) + FMA/F16C',
   avx512: 'AVX-512F/BW/DQ/VL + FMA/F16C (no VNNI, no AVX512-BF16, no AMX)',
-  avx2: 'AVX2 + FMA/F16C',
+  avx2vnni: 'AVX2 + AVX-VNNI (256-bit vpdpbusd in the int8 GEMV) + FMA/F16C',
+  avx2: 'AVX2 + FMA/F16C (int8 GEMV with vpmaddubsw/vpmaddwd)',
   scalar: 'portable (SSE2 baseline)',
 };
 
@@ -145,6 +156,7 @@ function runChild(a: Args, quant: Quant): RunResult | string {
     '--only', a.only.join(','), '--prefill', a.prefillTokens.join(','), '--decode-tokens', String(a.decodeTokens),
     '--images', a.imageSides.join(','), '--cache-dir', a.cacheDir,
     ...(a.prefillChunk ? ['--prefill-chunk', String(a.prefillChunk)] : []),
+    ...(a.head ? ['--head', a.head] : []),
   ];
   const p = spawnSync(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'], encoding: 'utf8', maxBuffer: 1 << 24 });
   const last = p.stdout.trim().split('\n').pop() ?? '';
@@ -170,6 +182,24 @@ function main(): void {
   if (a.child) return childMain(a);
   const cfg = parseConfig(configJson(a.size));
   const dir = ensureCheckpoint(path.join(a.cacheDir, a.size), a.size, (s) => console.log(s));
+  const nb = loadNativeBackend({ threads: a.threads });
+  const runnable = a.isas.filter((isa) => {
+    try {
+      nb.useInstructionSet(isa);
+      return true;
+    } catch {
+      console.log(`(kernel set ${isa} cannot run on this CPU: skipped)`);
+      return false;
+    }
+  });
+  nb.useInstructionSet('best');
+  for (const isa of runnable) {
+    if (runnable.length > 1) console.log(`\n======== --isa ${isa} ========`);
+    benchIsa({ ...a, isa }, cfg, dir);
+  }
+}
+
+function benchIsa(a: Args, cfg: ReturnType<typeof parseConfig>, dir: string): void {
   const load0 = os.loadavg();
   const lim = machineLimits(a.threads, a.isa);
   console.log(`qvl model benchmark: Qwen3-VL-${a.size} shape, random BF16 checkpoint in ${dir}`);

@@ -35,6 +35,7 @@ const KernelTable* kernels() { return tls_env->kernels; }
 const KernelTable* bestKernels() {
   if (qvl::cpu_has_avx512vnni() && qvl::kernels_avx512vnni()) return qvl::kernels_avx512vnni();
   if (qvl::cpu_has_avx512() && qvl::kernels_avx512()) return qvl::kernels_avx512();
+  if (qvl::cpu_has_avx2() && qvl::kernels_avx2vnni()) return qvl::kernels_avx2vnni();
   if (qvl::cpu_has_avx2() && qvl::kernels_avx2()) return qvl::kernels_avx2();
   return qvl::kernels_base();
 }
@@ -87,6 +88,7 @@ Napi::Value SetIsa(const Napi::CallbackInfo& info) {
   if (name == "best") k = bestKernels();
   else if (name == "avx512vnni" && qvl::cpu_has_avx512vnni()) k = qvl::kernels_avx512vnni();
   else if (name == "avx512" && qvl::cpu_has_avx512()) k = qvl::kernels_avx512();
+  else if (name == "avx2vnni" && qvl::cpu_has_avx2()) k = qvl::kernels_avx2vnni();
   else if (name == "avx2" && qvl::cpu_has_avx2()) k = qvl::kernels_avx2();
   else if (name == "scalar") k = qvl::kernels_base();
   if (!k) fail(env, "instruction set '" + name + "' is not available on this CPU");

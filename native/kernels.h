@@ -64,6 +64,7 @@ struct KernelTable {
 const KernelTable* kernels_avx512vnni();
 const KernelTable* kernels_avx512();
 const KernelTable* kernels_avx2();
+const KernelTable* kernels_avx2vnni();  // null where the CPU lacks AVX-VNNI
 const KernelTable* kernels_base();
 
 // Thread pool (threadpool.cc), plain C-style so the kernel sets can call it. Each JS thread owns

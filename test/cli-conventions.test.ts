@@ -150,3 +150,11 @@ test('qvl eval reports progress on stderr while it runs, the report on stdout', 
   assert.equal(seen.length, 10);
   assert.match(seen.at(-1)!, /200\/200 items/);
 });
+
+test('--quant on a float checkpoint prints one hint about qvl quantize; without --quant there is none', () => {
+  const r = qvl(['run', '-m', 'models/demo', '--quant', 'q8', '--temp', '0', '--max-tokens', '2', 'Hi']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal((r.stderr.match(/hint: --quant q8 quantizes at every load; `qvl quantize \S*models\/demo \S*models\/demo-q8 --quant q8`/g) ?? []).length, 1, r.stderr);
+  const plain = qvl(['run', '-m', 'models/demo', '--temp', '0', '--max-tokens', '2', 'Hi']);
+  assert.doesNotMatch(plain.stderr, /hint:/);
+});

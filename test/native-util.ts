@@ -16,7 +16,7 @@ export function backend(): NativeBackend {
 /** Instruction sets this CPU can run, best first. */
 export function isas(nb: NativeBackend): Array<Exclude<InstructionSet, 'best'>> {
   const out: Array<Exclude<InstructionSet, 'best'>> = [];
-  for (const isa of ['avx512vnni', 'avx512', 'avx2', 'scalar'] as const) {
+  for (const isa of ['avx512vnni', 'avx512', 'avx2vnni', 'avx2', 'scalar'] as const) {
     try {
       nb.useInstructionSet(isa);
       out.push(isa);
@@ -114,9 +114,11 @@ export const WEIGHT_SPECS: WeightSpec[] = [
 
 /** Whether the kernels quantize the activations to int8 for this call (see native/gemv_int8.inc). */
 export function usesInt8Activations(isa: string, n: number, w: WeightData): boolean {
-  if (!isa.startsWith('avx512') || n > 4) return false;
+  if (isa === 'scalar' || n > 4) return false;
   if (w.format === 'q8') return true;
-  return w.format === 'q4' && !w.gIdx && (w.groupSize === 32 || w.groupSize === 64 || w.groupSize % 128 === 0);
+  if (w.format !== 'q4' || w.gIdx) return false;
+  // AVX2 reads one scale per 64 columns, AVX-512 per 128
+  return w.groupSize === 32 || w.groupSize === 64 || w.groupSize % (isa.startsWith('avx512') ? 128 : 64) === 0;
 }
 
 const U = 2 ** -24;

@@ -26,8 +26,10 @@ for (const mode of ['q4', 'q8'] as const) {
   test(`qvl quantize --quant ${mode}: every matrix reads back, zero-copy, exactly as the load-time quantizer makes it`, () => {
     const out = path.join(tempDir(), 'out');
     const s = quantizeCheckpoint(TINY, out, { mode });
-    assert.equal(s.quantized, 3 * 7 + 4 * 4 + 4 * 2 + 1, '21 text + 16 vision block + 8 merger Linears + the embedding');
-    assert.ok(s.outputBytes < s.inputBytes * (mode === 'q4' ? 0.6 : 0.6), `${s.outputBytes} vs ${s.inputBytes}`);
+    // the embedding (tied head) is quantized in q4 mode only (float in q8 mode: see quant-plan.ts)
+    assert.equal(s.quantized, 3 * 7 + 4 * 4 + 4 * 2 + (mode === 'q4' ? 1 : 0), '21 text + 16 vision block + 8 merger Linears (+ the embedding in q4)');
+    // q8 keeps the embedding float, and in the tiny model it is most of the bytes
+    assert.ok(s.outputBytes < s.inputBytes * (mode === 'q4' ? 0.6 : 1), `${s.outputBytes} vs ${s.inputBytes}`);
     const cfg = JSON.parse(fs.readFileSync(path.join(out, 'config.json'), 'utf8'));
     const qc = cfg.quantization_config;
     assert.equal(qc.quant_method, 'qvl');

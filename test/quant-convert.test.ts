@@ -128,15 +128,31 @@ test('non-finite weights and bad group sizes are refused', () => {
   assert.throws(() => makeQuantConvert({ mode: 'q4', groupSize: 64 }), (e) => isQvlError(e, 'OPTION_INVALID') && e.message.includes('32 or 128'));
 });
 
+test('the plan: head: q4 puts the embedding / LM head (only) in 4 bits', () => {
+  for (const n of ['model.language_model.embed_tokens', 'lm_head']) {
+    assert.equal(quantTarget(n, 'q4', 'q4'), 'q4', n);
+    assert.equal(quantTarget(n, 'q4'), 'q8', n);
+  }
+  assert.equal(quantTarget('model.visual.blocks.3.attn.qkv', 'q4', 'q4'), 'q8');
+  assert.equal(quantTarget('model.language_model.layers.2.mlp.down_proj', 'q8', 'q4'), 'q8');
+  const embed = input('model.language_model.embed_tokens' as string);
+  const w = makeQuantConvert({ mode: 'q4', head: 'q4' })(embed, 'model.language_model.embed_tokens');
+  assert.equal(w.format, 'q4');
+  assert.throws(() => makeQuantConvert({ mode: 'q4', head: 'q2' as 'q4' }), (e) => isQvlError(e, 'OPTION_INVALID') && e.message.includes('"q2"'));
+});
+
 test('the plan: 4-bit text decoder, 8-bit embeddings/head/vision, everything else untouched', () => {
   const text = ['self_attn.q_proj', 'self_attn.k_proj', 'self_attn.v_proj', 'self_attn.o_proj', 'mlp.gate_proj', 'mlp.up_proj', 'mlp.down_proj'];
   for (const m of text) {
     assert.equal(quantTarget(`model.language_model.layers.11.${m}`, 'q4'), 'q4');
     assert.equal(quantTarget(`model.language_model.layers.11.${m}`, 'q8'), 'q8');
   }
+  for (const n of ['model.language_model.embed_tokens', 'lm_head']) {
+    assert.equal(quantTarget(n, 'q4'), 'q8', n);
+    assert.equal(quantTarget(n, 'q8'), undefined, `${n}: float in q8 mode`);
+    assert.equal(quantTarget(n, 'q8', 'q8'), 'q8', n);
+  }
   const eight = [
-    'model.language_model.embed_tokens',
-    'lm_head',
     'model.visual.blocks.3.attn.qkv',
     'model.visual.blocks.3.attn.proj',
     'model.visual.blocks.3.mlp.linear_fc1',

@@ -1,3 +1,5 @@
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import { Option, type Command } from 'commander';
 import type { Qwen3VL } from '../api/qwen3vl.ts';
 import type { BackendName } from '../kernels/select.ts';
@@ -42,7 +44,21 @@ export async function loadModel(flags: ModelFlags): Promise<Qwen3VL> {
   if (process.stderr.isTTY) {
     process.stderr.write(`loaded ${dir} in ${((performance.now() - t0) / 1000).toFixed(1)} s (${describeBackend(model.info())})\n`);
   }
+  if (flags.quant && !preQuantized(dir)) {
+    process.stderr.write(`hint: --quant ${flags.quant} quantizes at every load; \`qvl quantize ${dir} ${dir}-${flags.quant} --quant ${flags.quant}\` writes a copy that loads at once\n`);
+  }
   return model;
+}
+
+/** The folder's config.json names a quantization (a published or a `qvl quantize` checkpoint). */
+function preQuantized(dir: string): boolean {
+  try {
+    const cfg = JSON.parse(readFileSync(path.join(dir, 'config.json'), 'utf8')) as Record<string, unknown>;
+    const text = cfg.text_config as Record<string, unknown> | undefined;
+    return cfg.quantization_config !== undefined || text?.quantization_config !== undefined;
+  } catch {
+    return false;
+  }
 }
 
 /** "native backend, avx512vnni, 2 threads" or "ts backend". */

@@ -83,7 +83,7 @@ export function quantizeCheckpoint(inDir: string, outDir: string, opts: Quantize
       // A tied checkpoint's redundant lm_head.weight is never read (the tie wins): drop it.
       if (name === 'lm_head.weight' && cfg.text.tieWordEmbeddings) continue;
       const prefix = name.endsWith('.weight') ? name.slice(0, -'.weight'.length) : '';
-      const target = prefix ? quantTarget(prefix, opts.mode) : undefined;
+      const target = prefix ? quantTarget(prefix, opts.mode, opts.head) : undefined;
       if (!target || info.shape.length !== 2 || !FLOAT_DTYPES.has(info.dtype)) {
         out.push({ name, dtype: info.dtype, shape: info.shape, data: () => (tick(), src.bytes(name)) });
         continue;
@@ -127,6 +127,7 @@ export function quantizeCheckpoint(inDir: string, outDir: string, opts: Quantize
     });
     const qc: Record<string, unknown> = { quant_method: 'qvl', format_version: QVL_FORMAT_VERSION, mode: opts.mode };
     if (opts.mode === 'q4') Object.assign(qc, { group_size: opts.groupSize ?? 32, symmetric: opts.symmetric ?? false });
+    if (opts.head) qc.head = opts.head;
     fs.writeFileSync(path.join(outDir, 'config.json'), JSON.stringify({ ...raw, quantization_config: qc }, null, 2) + '\n');
     files.push('config.json');
     for (const f of fs.readdirSync(inDir)) {

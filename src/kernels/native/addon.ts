@@ -10,7 +10,7 @@ export type NativeWeightHandle = { readonly __nativeWeight: unique symbol };
 /** What the compiled addon (native/; built by node-gyp into build/Release, or prebuilt in prebuilds/) exports. */
 export interface NativeAddon {
   info(): { isa: string; threads: number; physicalCores: number; avx512: boolean; avx512vnni: boolean; avx2: boolean };
-  setIsa(name: 'best' | 'avx512vnni' | 'avx512' | 'avx2' | 'scalar'): string;
+  setIsa(name: 'best' | 'avx512vnni' | 'avx512' | 'avx2vnni' | 'avx2' | 'scalar'): string;
   setThreads(n: number): number;
   prepare(desc: NativeWeightDesc): NativeWeightHandle;
   matmul(x: Float32Array, n: number, w: NativeWeightHandle, bias: Float32Array | null, y: Float32Array): void;

@@ -13,9 +13,10 @@ interface NativeImpl {
 
 /**
  * Kernel sets: 'avx512vnni' (AVX-512 with vpdpbusd in the int8 GEMV), 'avx512' (F/BW/DQ/VL
- * only: the Skylake-SP class), 'avx2', 'scalar' (portable); 'best' = the widest the CPU runs.
+ * only: the Skylake-SP class), 'avx2vnni' (AVX2 with the 256-bit vpdpbusd of AVX-VNNI in the int8
+ * GEMV), 'avx2', 'scalar' (portable); 'best' = the widest the CPU runs.
  */
-export type InstructionSet = 'best' | 'avx512vnni' | 'avx512' | 'avx2' | 'scalar';
+export type InstructionSet = 'best' | 'avx512vnni' | 'avx512' | 'avx2vnni' | 'avx2' | 'scalar';
 
 function shapeError(op: string, message: string, detail: Record<string, unknown>): QvlError {
   return new QvlError('TENSOR_SHAPE', `${op}: ${message}`, { op, ...detail });
@@ -41,7 +42,7 @@ export class NativeBackend implements Backend {
     this.#addon = addon;
   }
 
-  /** Instruction set in use ('avx512vnni' | 'avx512' | 'avx2' | 'scalar'). */
+  /** Instruction set in use ('avx512vnni' | 'avx512' | 'avx2vnni' | 'avx2' | 'scalar'). */
   get isa(): string {
     return this.#addon.info().isa;
   }

@@ -1,0 +1,210 @@
+/**
+ * Side by side with llama.cpp (`npm run bench:peers`): qvl's model benchmark and llama.cpp's
+ * `llama-bench` (decode, prefill) and `llama-mtmd-cli` (vision tower) on GGUF files of the same
+ * shape, one after the other in the same run, printing qvl / llama.cpp per line.
+ *
+ *   npm run bench:peers -- --llama-bin DIR [--gguf-dir DIR | --q4 F --q8 F --bf16 F --mmproj F]
+ *        [--threads 2] [--isa avx2] [--quant q4,q8,bf16] [--only decode,prefill,vision]
+ *        [--prefill 512] [--images 448,1024] [--decode-tokens 16] [--reps 3] [--cache-dir DIR]
+ *
+ * `--gguf-dir` picks `*Q4_0*.gguf`, `*Q8_0*.gguf`, `*bf16*.gguf` and `mmproj*.gguf` from one
+ * folder. The GGUF files should hold the same shape as qvl's checkpoint (`--size 4B`, random
+ * weights are fine: only time is compared). A weight type without its GGUF file runs qvl only.
+ * `--isa` defaults to avx2: the kernel set most users' CPUs run, and the one the llama.cpp AVX2
+ * builds use; pass `best` to compare the widest set this CPU has.
+ *
+ * Ratios: decode and prefill are qvl tok/s ÷ llama.cpp tok/s (higher is better for qvl);
+ * vision is qvl seconds ÷ llama.cpp seconds (lower is better for qvl). qvl's vision time is
+ * the tower only (preprocessing excluded), as is llama.cpp's "encoding done" time.
+ */
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import sharp from 'sharp';
+import { ensureCheckpoint, type ModelSize } from './model-checkpoint.ts';
+import type { Quant, RunResult } from './model-run.ts';
+
+type Part = 'decode' | 'prefill' | 'vision';
+const GGUF_TYPE: Record<Quant, string> = { q4: 'Q4_0', q8: 'Q8_0', bf16: 'BF16' };
+
+interface Args {
+  llamaBin: string;
+  gguf: Partial<Record<Quant | 'mmproj', string>>;
+  threads: number;
+  isa: string;
+  quants: Quant[];
+  only: Part[];
+  prefill: number;
+  images: number[];
+  decodeTokens: number;
+  reps: number;
+  size: ModelSize;
+  cacheDir: string;
+}
+
+function parseArgs(argv: string[]): Args {
+  const root = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
+  const a: Args = {
+    llamaBin: process.env.QVL_LLAMA_BIN ?? '',
+    gguf: {},
+    threads: 2,
+    isa: 'avx2',
+    quants: ['q4', 'q8', 'bf16'],
+    only: ['decode', 'prefill', 'vision'],
+    prefill: 512,
+    images: [448, 1024],
+    decodeTokens: 16,
+    reps: 3,
+    size: '4B',
+    cacheDir: path.join(root, '.tmp', 'bench-cache'),
+  };
+  let dir = '';
+  for (let i = 0; i < argv.length; i++) {
+    const k = argv[i];
+    const v = () => {
+      const x = argv[++i];
+      if (x === undefined) throw new Error(`${k} needs a value`);
+      return x;
+    };
+    if (k === '--llama-bin') a.llamaBin = v();
+    else if (k === '--gguf-dir') dir = v();
+    else if (k === '--q4' || k === '--q8' || k === '--bf16' || k === '--mmproj') a.gguf[k.slice(2) as Quant] = v();
+    else if (k === '--threads') a.threads = Number(v());
+    else if (k === '--isa') a.isa = v();
+    else if (k === '--quant') a.quants = v().split(',') as Quant[];
+    else if (k === '--only') a.only = v().split(',') as Part[];
+    else if (k === '--prefill') a.prefill = Number(v());
+    else if (k === '--images') a.images = v().split(',').map(Number);
+    else if (k === '--decode-tokens') a.decodeTokens = Number(v());
+    else if (k === '--reps') a.reps = Number(v());
+    else if (k === '--size') a.size = v() as ModelSize;
+    else if (k === '--cache-dir') a.cacheDir = v();
+    else throw new Error(`unknown option ${k} (see the header of bench/peers.ts)`);
+  }
+  if (dir) {
+    const files = fs.readdirSync(dir).filter((f) => f.endsWith('.gguf'));
+    const pick = (re: RegExp) => files.find((f) => re.test(f));
+    for (const [key, re] of [['q4', /q4_0/i], ['q8', /q8_0/i], ['bf16', /bf16/i], ['mmproj', /^mmproj/i]] as const) {
+      const f = pick(re);
+      if (f && !a.gguf[key] && !(key !== 'mmproj' && /^mmproj/i.test(f))) a.gguf[key] = path.join(dir, f);
+    }
+  }
+  if (!a.llamaBin) throw new Error('--llama-bin DIR (the folder with llama-bench and llama-mtmd-cli) is required');
+  for (const q of a.quants) if (!(q in GGUF_TYPE)) throw new Error(`--quant: '${q}' is not one of q4, q8, bf16`);
+  return a;
+}
+
+/** llama-bench tok/s for one model: prefill (n_prompt) and decode (n_gen) lines of its JSON. */
+function llamaBench(a: Args, model: string): { prefill?: number; decode?: number; error?: string } {
+  const args = ['-m', model, '-t', String(a.threads), '-r', String(a.reps), '-o', 'json'];
+  args.push('-p', a.only.includes('prefill') ? String(a.prefill) : '0', '-n', a.only.includes('decode') ? '32' : '0');
+  const p = spawnSync(path.join(a.llamaBin, 'llama-bench'), args, { encoding: 'utf8', maxBuffer: 1 << 26 });
+  if (p.status !== 0) return { error: `llama-bench exit ${p.status}: ${(p.stderr ?? '').trim().split('\n').pop()}` };
+  const rows = JSON.parse(p.stdout) as Array<{ n_prompt: number; n_gen: number; avg_ts: number }>;
+  const out: { prefill?: number; decode?: number } = {};
+  for (const r of rows) {
+    if (r.n_prompt > 0 && r.n_gen === 0) out.prefill = r.avg_ts;
+    if (r.n_gen > 0 && r.n_prompt === 0) out.decode = r.avg_ts;
+  }
+  return out;
+}
+
+/** Seconds llama-mtmd-cli spends encoding one side×side image (its own "encoding done" line). */
+async function llamaVision(a: Args, model: string, mmproj: string, side: number, tmp: string): Promise<number | string> {
+  const img = path.join(tmp, `img${side}.png`);
+  const px = Buffer.alloc(side * side * 3);
+  for (let y = 0; y < side; y++)
+    for (let x = 0; x < side; x++) {
+      const o = (y * side + x) * 3;
+      px[o] = (x * 255) / side;
+      px[o + 1] = (y * 255) / side;
+      px[o + 2] = (x ^ y) & 255;
+    }
+  await sharp(px, { raw: { width: side, height: side, channels: 3 } }).png().toFile(img);
+  const tokens = String((side / 32) ** 2);
+  const args = ['-m', model, '--mmproj', mmproj, '--image', img, '-p', 'Describe.', '-n', '1', '-t', String(a.threads),
+    '--image-min-tokens', tokens, '--image-max-tokens', tokens, '-c', String(Number(tokens) + 1024), '--temp', '0'];
+  const p = spawnSync(path.join(a.llamaBin, 'llama-mtmd-cli'), args, { encoding: 'utf8', maxBuffer: 1 << 26 });
+  const text = `${p.stdout}\n${p.stderr}`;
+  const m = /encoding done in (\d+(?:\.\d+)?) ms/.exec(text) ?? /image slice encoded in (\d+(?:\.\d+)?) ms/.exec(text);
+  if (!m) return `llama-mtmd-cli exit ${p.status}, no encoding time in its output`;
+  return Number(m[1]) / 1000;
+}
+
+/** One qvl weight type in its own process (bench/model.ts --child): the JSON RunResult. */
+function qvlRun(a: Args, quant: Quant): RunResult | string {
+  const script = fileURLToPath(new URL('./model.ts', import.meta.url));
+  const only = a.only.filter((p) => p !== 'vision' || a.images.length > 0);
+  const args = ['--expose-gc', '--import', 'tsx', script, '--child', '--size', a.size, '--quant', quant, '--threads',
+    String(a.threads), '--isa', a.isa, '--only', only.join(','), '--prefill', String(a.prefill), '--decode-tokens',
+    String(a.decodeTokens), '--images', a.images.join(',') || '448', '--cache-dir', a.cacheDir];
+  const p = spawnSync(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'], encoding: 'utf8', maxBuffer: 1 << 24 });
+  try {
+    return JSON.parse(p.stdout.trim().split('\n').pop() ?? '') as RunResult;
+  } catch {
+    return `qvl run exit ${p.status}`;
+  }
+}
+
+const f2 = (x: number) => x.toFixed(2);
+
+async function main(): Promise<void> {
+  let a: Args;
+  try {
+    a = parseArgs(process.argv.slice(2));
+  } catch (e) {
+    console.error(`bench:peers: ${(e as Error).message}`);
+    process.exit(2);
+  }
+  ensureCheckpoint(path.join(a.cacheDir, a.size), a.size, (s) => console.log(s));
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'qvl-peers-'));
+  const lines: Array<[string, string, string, string]> = [];
+  const row = (label: string, q: number | undefined, l: number | string | undefined, unit: string, higherBetter: boolean) => {
+    const fmt = (v: number | string | undefined) => (typeof v === 'number' ? `${f2(v)} ${unit}` : (v ?? '—'));
+    const ratio = typeof q === 'number' && typeof l === 'number' ? `${f2(q / l)}×${higherBetter ? '' : ' (time)'}` : '';
+    lines.push([label, fmt(q), fmt(l), ratio]);
+  };
+  console.log(`qvl vs llama.cpp: Qwen3-VL-${a.size} shape, random weights, ${a.threads} threads, qvl kernels --isa ${a.isa}`);
+  console.log(`load average at start: ${os.loadavg().map(f2).join(' ')}`);
+  let llamaVisionDone = false;
+  const visionLlama: Record<number, number | string> = {};
+  for (const q of a.quants) {
+    const r = qvlRun(a, q);
+    const model = a.gguf[q];
+    const lb = model && (a.only.includes('decode') || a.only.includes('prefill')) ? llamaBench(a, model) : {};
+    if (typeof r === 'string') console.log(`${q}: ${r}`);
+    if ('error' in lb && lb.error) console.log(`${GGUF_TYPE[q]}: ${lb.error}`);
+    const res = typeof r === 'string' ? undefined : r;
+    const peer = model ? GGUF_TYPE[q] : `${GGUF_TYPE[q]} (no GGUF given)`;
+    if (a.only.includes('decode')) {
+      const label = `decode ${q} / ${peer}` + (res ? ` (qvl streams ${f2(res.decodeBytes / 1e9)} GB/token)` : '');
+      row(label, res?.decode ? 1 / res.decode.perToken.wall : undefined, lb.decode, 'tok/s', true);
+    }
+    if (a.only.includes('prefill')) {
+      const t = res?.prefill[String(a.prefill)];
+      row(`prefill ${a.prefill} ${q} / ${peer}`, t ? a.prefill / t.wall : undefined, lb.prefill, 'tok/s', true);
+    }
+    if (a.only.includes('vision') && a.images.length) {
+      const mm = a.gguf.mmproj;
+      const text = a.gguf.q4 ?? a.gguf.q8 ?? a.gguf.bf16;
+      if (!llamaVisionDone && mm && text) {
+        for (const side of a.images) visionLlama[side] = await llamaVision(a, text, mm, side, tmp);
+        llamaVisionDone = true;
+      }
+      for (const side of a.images) {
+        const t = res?.vision[String(side)];
+        row(`vision ${side}×${side} (qvl ${q} tower / mmproj)`, t?.wall, mm ? visionLlama[side] : 'no mmproj given', 's', false);
+      }
+    }
+  }
+  fs.rmSync(tmp, { recursive: true, force: true });
+  const w = [0, 1, 2, 3].map((i) => Math.max(...lines.map((l) => l[i].length), ['', 'qvl', 'llama.cpp', 'qvl/llama.cpp'][i].length));
+  console.log('');
+  console.log(`${''.padEnd(w[0])}  ${'qvl'.padStart(w[1])}  ${'llama.cpp'.padStart(w[2])}  qvl/llama.cpp`);
+  for (const l of lines) console.log(`${l[0].padEnd(w[0])}  ${l[1].padStart(w[1])}  ${l[2].padStart(w[2])}  ${l[3]}`);
+  console.log(`load average at end: ${os.loadavg().map(f2).join(' ')}`);
+}
+
+await main();

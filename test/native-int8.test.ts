@@ -1,0 +1,139 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { TsBackend } from '../src/kernels/ts/backend.ts';
+import type { WeightData } from '../src/kernels/weight.ts';
+import { backend, firstViolation, isas, matmulBounds, randn, rng, skipReason, usesInt8Activations } from './native-util.ts';
+
+// The int8-activation GEMV (native/gemv_int8.inc, gemv_int8_avx2.inc) on every kernel set that
+// has one, forced one at a time. Shapes: odd K (a q4 row ends mid-byte), K just under / over the
+// 32-column blocks and the 64-column AVX2 q4 chunks (a last chunk with one or two blocks), and
+// a long row where the rounding of the scales would show.
+const ts = new TsBackend();
+const INT8_ISAS = ['avx512vnni', 'avx512', 'avx2vnni', 'avx2'] as const;
+const SHAPES: Array<[number, number]> = [
+  [1, 2],
+  [3, 63],
+  [5, 65],
+  [7, 95],
+  [33, 97],
+  [2, 128],
+  [67, 1001],
+  [6, 4097],
+];
+
+function q8(r: () => number, rows: number, cols: number): WeightData {
+  const qs = new Int8Array(rows * cols);
+  for (let i = 0; i < qs.length; i++) qs[i] = Math.floor(r() * 256) - 128; // −128 included
+  const scales = new Float32Array(rows * Math.ceil(cols / 32));
+  for (let i = 0; i < scales.length; i++) scales[i] = 0.001 + 0.01 * r();
+  return { format: 'q8', rows, cols, qs, scales };
+}
+
+function q4(r: () => number, rows: number, cols: number, groupSize: number, zeros: boolean): WeightData {
+  const nGroups = Math.ceil(cols / groupSize);
+  const qs = new Uint8Array(rows * Math.ceil(cols / 2));
+  for (let i = 0; i < qs.length; i++) qs[i] = Math.floor(r() * 256);
+  const scales = new Float32Array(rows * nGroups);
+  for (let i = 0; i < scales.length; i++) scales[i] = 0.01 + 0.1 * r();
+  const w: WeightData = { format: 'q4', rows, cols, groupSize, nGroups, qs, scales };
+  if (zeros) {
+    w.zeros = new Uint8Array(rows * nGroups);
+    for (let i = 0; i < w.zeros.length; i++) w.zeros[i] = Math.floor(r() * 16);
+  }
+  return w;
+}
+
+const SPECS: Array<[string, (r: () => number, rows: number, cols: number) => WeightData]> = [
+  ['q8', q8],
+  ['q4 g32', (r, rows, cols) => q4(r, rows, cols, 32, false)],
+  ['q4 g32 zeros', (r, rows, cols) => q4(r, rows, cols, 32, true)],
+  ['q4 g64 zeros', (r, rows, cols) => q4(r, rows, cols, 64, true)],
+  ['q4 g128', (r, rows, cols) => q4(r, rows, cols, 128, false)],
+  ['q4 g192 zeros', (r, rows, cols) => q4(r, rows, cols, 192, true)],
+];
+
+test('int8-activation GEMV agrees with the oracle within its bound on every kernel set', { skip: skipReason }, (t) => {
+  const nb = backend();
+  const have = isas(nb);
+  for (const isa of INT8_ISAS) {
+    if (!have.includes(isa)) {
+      t.diagnostic(`${isa}: this CPU cannot execute it, not tested here`);
+      continue;
+    }
+    nb.useInstructionSet(isa);
+    for (const [label, make] of SPECS) {
+      const r = rng(label.length * 31 + 5);
+      for (const [rows, cols] of SHAPES) {
+        const w = make(r, rows, cols);
+        const pn = nb.prepare(w);
+        const pt = ts.prepare(w);
+        const bias = randn(r, rows);
+        for (let n = 1; n <= 4; n++) {
+          const x = randn(r, n * cols);
+          // one token's activations with a large outlier and a block of zeros (scale 0)
+          x[Math.floor(r() * cols)] = 40;
+          for (let c = 0; c < Math.min(32, cols); c++) x[(n - 1) * cols + c] = 0;
+          const withBias = n !== 2;
+          const got = nb.matmul(x, n, pn, withBias ? bias : null);
+          const want = ts.matmul(x, n, pt, withBias ? bias : null);
+          const int8 = usesInt8Activations(isa, n, w);
+          const bound = matmulBounds(x, n, w, int8);
+          const bad = firstViolation(got, want, (i) => bound[i] + (withBias ? Math.abs(want[i]) * 2 ** -23 : 0));
+          assert.equal(bad, -1, `${isa} ${label} [${rows}×${cols}] n=${n}: y[${bad}] = ${got[bad]}, oracle ${want[bad]}, bound ${bound[bad]}`);
+        }
+      }
+    }
+  }
+  nb.useInstructionSet('best');
+});
+
+// Rounding x to steps of d = max|x_b|/127 adds noise of rms d/√12 ≈ 0.6% of σ_x for Gaussian
+// blocks of 32 (max ≈ 2.5σ), hence the 1% limit; the bound above allows ~1/254 per block.
+test('int8-activation GEMV: typical error far below the bound (relative rms < 1%)', { skip: skipReason }, (t) => {
+  const nb = backend();
+  const have = isas(nb);
+  for (const isa of INT8_ISAS) {
+    if (!have.includes(isa)) {
+      t.diagnostic(`${isa}: this CPU cannot execute it, not tested here`);
+      continue;
+    }
+    nb.useInstructionSet(isa);
+    for (const [label, make] of SPECS) {
+      const r = rng(7);
+      const w = make(r, 48, 2560);
+      const x = randn(r, 2560);
+      const got = nb.matmul(x, 1, nb.prepare(w));
+      const want = ts.matmul(x, 1, ts.prepare(w));
+      let num = 0;
+      let den = 0;
+      for (let i = 0; i < w.rows; i++) {
+        num += (got[i] - want[i]) ** 2;
+        den += want[i] ** 2;
+      }
+      assert.ok(Math.sqrt(num / den) < 0.01, `${isa} ${label}: relative rms error ${Math.sqrt(num / den)}`);
+    }
+  }
+  nb.useInstructionSet('best');
+});
+
+test('AVX2 and AVX-VNNI int8 GEMVs give identical results (same integer sums, same float order)', { skip: skipReason }, (t) => {
+  const nb = backend();
+  const have = isas(nb);
+  if (!have.includes('avx2vnni') || !have.includes('avx2')) {
+    t.skip('this CPU lacks AVX-VNNI (or AVX2): nothing to compare');
+    return;
+  }
+  for (const [label, make] of SPECS) {
+    const r = rng(11);
+    for (const [rows, cols] of SHAPES) {
+      const w = make(r, rows, cols);
+      const x = randn(r, 3 * cols);
+      nb.useInstructionSet('avx2');
+      const a = nb.matmul(x, 3, nb.prepare(w));
+      nb.useInstructionSet('avx2vnni');
+      const b = nb.matmul(x, 3, nb.prepare(w));
+      assert.deepEqual(b, a, `${label} [${rows}×${cols}]`);
+    }
+  }
+  nb.useInstructionSet('best');
+});
