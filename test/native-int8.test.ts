@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { TsBackend } from '../src/kernels/ts/backend.ts';
 import type { WeightData } from '../src/kernels/weight.ts';
-import { backend, firstViolation, isas, matmulBounds, randn, rng, skipReason, usesInt8Activations } from './native-util.ts';
+import { backend, firstViolation, isas, matmulBounds, q4 as randomQ4, randn, rng, skipReason, usesInt8Activations } from './native-util.ts';
 
 // The int8-activation GEMV (native/gemv_int8.inc, gemv_int8_avx2.inc) on every kernel set that
 // has one, forced one at a time. Shapes: odd K (a q4 row ends mid-byte), K just under / over the
@@ -29,18 +29,14 @@ function q8(r: () => number, rows: number, cols: number): WeightData {
   return { format: 'q8', rows, cols, qs, scales };
 }
 
-function q4(r: () => number, rows: number, cols: number, groupSize: number, zeros: boolean): WeightData {
-  const nGroups = Math.ceil(cols / groupSize);
-  const qs = new Uint8Array(rows * Math.ceil(cols / 2));
-  for (let i = 0; i < qs.length; i++) qs[i] = Math.floor(r() * 256);
-  const scales = new Float32Array(rows * nGroups);
-  for (let i = 0; i < scales.length; i++) scales[i] = 0.01 + 0.1 * r();
-  const w: WeightData = { format: 'q4', rows, cols, groupSize, nGroups, qs, scales };
-  if (zeros) {
-    w.zeros = new Uint8Array(rows * nGroups);
-    for (let i = 0; i < w.zeros.length; i++) w.zeros[i] = Math.floor(r() * 16);
-  }
-  return w;
+/** Zero points 0–15: the 4-bit range the int8 kernels are written for. */
+const q4 = (r: () => number, rows: number, cols: number, groupSize: number, zeros: boolean) => randomQ4(r, rows, cols, groupSize, zeros, false, 16);
+
+/** The int8 kernel sets this CPU can run; the others are named as untested. */
+function runnableInt8Isas(t: { diagnostic(m: string): void }, nb: ReturnType<typeof backend>): (typeof INT8_ISAS)[number][] {
+  const have = isas(nb);
+  for (const isa of INT8_ISAS) if (!have.includes(isa)) t.diagnostic(`${isa}: this CPU cannot execute it, not tested here`);
+  return INT8_ISAS.filter((isa) => have.includes(isa));
 }
 
 const SPECS: Array<[string, (r: () => number, rows: number, cols: number) => WeightData]> = [
@@ -54,12 +50,7 @@ const SPECS: Array<[string, (r: () => number, rows: number, cols: number) => Wei
 
 test('int8-activation GEMV agrees with the oracle within its bound on every kernel set', { skip: skipReason }, (t) => {
   const nb = backend();
-  const have = isas(nb);
-  for (const isa of INT8_ISAS) {
-    if (!have.includes(isa)) {
-      t.diagnostic(`${isa}: this CPU cannot execute it, not tested here`);
-      continue;
-    }
+  for (const isa of runnableInt8Isas(t, nb)) {
     nb.useInstructionSet(isa);
     for (const [label, make] of SPECS) {
       const r = rng(label.length * 31 + 5);
@@ -91,12 +82,7 @@ test('int8-activation GEMV agrees with the oracle within its bound on every kern
 // blocks of 32 (max ≈ 2.5σ), hence the 1% limit; the bound above allows ~1/254 per block.
 test('int8-activation GEMV: typical error far below the bound (relative rms < 1%)', { skip: skipReason }, (t) => {
   const nb = backend();
-  const have = isas(nb);
-  for (const isa of INT8_ISAS) {
-    if (!have.includes(isa)) {
-      t.diagnostic(`${isa}: this CPU cannot execute it, not tested here`);
-      continue;
-    }
+  for (const isa of runnableInt8Isas(t, nb)) {
     nb.useInstructionSet(isa);
     for (const [label, make] of SPECS) {
       const r = rng(7);

@@ -44,7 +44,8 @@ export interface WeightSpec {
   make: (r: () => number, rows: number, cols: number) => WeightData;
 }
 
-function q4(r: () => number, rows: number, cols: number, groupSize: number, zeros: boolean, actOrder: boolean): WeightData {
+/** A random q4 weight; `zeroLevels`: zero points drawn from 0 … zeroLevels − 1 (17: GPTQ v1's zero + 1 reaches 16). */
+export function q4(r: () => number, rows: number, cols: number, groupSize: number, zeros: boolean, actOrder: boolean, zeroLevels = 17): WeightData {
   const nGroups = Math.ceil(cols / groupSize);
   const qs = new Uint8Array(rows * Math.ceil(cols / 2));
   for (let i = 0; i < qs.length; i++) qs[i] = Math.floor(r() * 256);
@@ -53,7 +54,7 @@ function q4(r: () => number, rows: number, cols: number, groupSize: number, zero
   const w: WeightData = { format: 'q4', rows, cols, groupSize, nGroups, qs, scales };
   if (zeros) {
     w.zeros = new Uint8Array(rows * nGroups);
-    for (let i = 0; i < w.zeros.length; i++) w.zeros[i] = Math.floor(r() * 17);
+    for (let i = 0; i < w.zeros.length; i++) w.zeros[i] = Math.floor(r() * zeroLevels);
   }
   if (actOrder) {
     // GPTQ desc_act: each group still holds groupSize columns, scattered over the row

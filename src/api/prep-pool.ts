@@ -22,13 +22,14 @@ export interface PrepPoolOptions {
 interface Job {
   resolve(v: PreparedPrompt | PromptCost): void;
   reject(e: QvlError): void;
-  slot: Slot;
 }
 
 interface Slot {
   worker: Worker;
   ready: Promise<void>;
   jobs: Set<number>;
+  /** the worker loaded the model's prompt files (a worker that never did is not started again) */
+  loaded: boolean;
 }
 
 export class PrepPool {
@@ -79,9 +80,12 @@ export class PrepPool {
     let markFailed!: (e: QvlError) => void;
     const ready = new Promise<void>((res, rej) => ((markReady = res), (markFailed = rej)));
     ready.catch(() => {});
-    const slot: Slot = { worker, ready, jobs: new Set() };
+    const slot: Slot = { worker, ready, jobs: new Set(), loaded: false };
     worker.on('message', (m: PrepReply) => {
-      if (m.type === 'ready') return markReady();
+      if (m.type === 'ready') {
+        slot.loaded = true;
+        return markReady();
+      }
       if (m.type === 'load-error') return markFailed(deserializeError(m.error));
       const job = this.jobs.get(m.id);
       if (!job) return;
@@ -101,7 +105,8 @@ export class PrepPool {
         job?.reject(why);
       }
       slot.jobs.clear();
-      if (this.closed) return;
+      // A load failure would repeat; the slot stays failed and its jobs get the load error.
+      if (this.closed || !slot.loaded) return;
       const i = this.slots.indexOf(slot);
       if (i >= 0) {
         this.restarts++;
@@ -130,7 +135,6 @@ export class PrepPool {
       this.jobs.set(id, {
         resolve: (v) => (done(), resolve(v)),
         reject: (e) => (done(), reject(e)),
-        slot,
       });
       slot.jobs.add(id);
       signal?.addEventListener('abort', onAbort, { once: true });

@@ -5,7 +5,6 @@
  * to exercise parsing and response shapes without a trained model.
  */
 import type { PrepOptions } from '../api/prep-protocol.ts';
-import { PrepPool, type PrepPoolOptions } from '../api/prep-pool.ts';
 import type { PromptCost } from '../api/prompt-cost.ts';
 import type { PreparedPrompt } from '../api/prompt.ts';
 import type { PromptInfo, WorkerCallOptions, WorkerChatStream, WorkerModelInfo } from '../api/worker-host.ts';
@@ -32,8 +31,6 @@ export interface ServerEngine {
 }
 
 export type { PromptInfo, WorkerChatStream };
-
-export { PrepPool, type PrepPoolOptions };
 
 /**
  * A WorkerModel that loads in the background (the server listens, answering 503, meanwhile) and
