@@ -179,7 +179,7 @@ export function runModel(opts: RunOptions, log: (s: string) => void): RunResult 
   const has = (p: Phase) => opts.only.includes(p);
 
   if (has('decode')) {
-    const cache = model.newCache(64);
+    const cache = model.newCache();
     const pre = model.prefill({ ids: randomIds(16) }, cache);
     let id = argmax(pre.logits);
     const steps: Timing[] = [];
@@ -191,6 +191,7 @@ export function runModel(opts: RunOptions, log: (s: string) => void): RunResult 
     const med = (k: keyof Timing) => steps.map((s) => s[k]).sort((a, b) => a - b)[steps.length >> 1];
     result.decode = { perToken: { wall: med('wall'), cpu: med('cpu') }, tokens: steps.length };
     result.kvBytes = Math.max(result.kvBytes, cache.bytes);
+    cache.release();
     log(`[${opts.quant}] decode ${(1 / result.decode.perToken.wall).toFixed(2)} tok/s`);
     result.peakRssAfter.decode = maxRss();
     gc();
@@ -198,10 +199,11 @@ export function runModel(opts: RunOptions, log: (s: string) => void): RunResult 
 
   if (has('prefill')) {
     for (const n of opts.prefillTokens) {
-      const cache = model.newCache(n);
+      const cache = model.newCache();
       const [, t] = timed(() => argmax(model.prefill({ ids: randomIds(n) }, cache, { chunkSize: opts.prefillChunk || undefined }).logits));
       result.prefill[n] = t;
       result.kvBytes = Math.max(result.kvBytes, cache.bytes);
+      cache.release();
       log(`[${opts.quant}] prefill ${n}: ${(n / t.wall).toFixed(1)} tok/s`);
       result.peakRssAfter[`prefill ${n}`] = maxRss();
       gc();
@@ -226,9 +228,11 @@ export function runModel(opts: RunOptions, log: (s: string) => void): RunResult 
       const img = preprocessImage(syntheticImage(side), DEFAULT_IMAGE_CONFIG);
       const pads = (img.grid[0] * img.grid[1] * img.grid[2]) / 4;
       const ids = [IM_START, USER, NL, VISION_START, ...new Array<number>(pads).fill(IMAGE_PAD), VISION_END, ...QUESTION, IM_END, NL, IM_START, ASSISTANT, NL];
-      const cache = model.newCache(ids.length);
+      const cache = model.newCache();
       argmax(model.prefill({ ids, pixelValues: img.pixelValues, imageGrids: [img.grid] }, cache, { chunkSize: opts.prefillChunk || undefined }).logits);
-      return { tokens: ids.length, kv: cache.bytes };
+      const kv = cache.bytes;
+      cache.release();
+      return { tokens: ids.length, kv };
     });
     result.ttft = { ...t, promptTokens: r.tokens };
     result.kvBytes = Math.max(result.kvBytes, r.kv);

@@ -8,6 +8,7 @@
 #include <string>
 #include <thread>
 #include <utility>
+#include <vector>
 
 #include "kernels.h"
 #include "mmap.h"
@@ -269,6 +270,32 @@ Napi::Value Rope(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// The attention options shared by both entry points: sizes, scale, causal, qOffset, segments.
+void attentionOptions(const Napi::CallbackInfo& info, int first, qvl::AttentionArgs* a) {
+  Napi::Env env = info.Env();
+  a->nQ = int32_t(integer(info[first], "nQ"));
+  a->nKv = int32_t(integer(info[first + 1], "nKv"));
+  a->heads = int32_t(integer(info[first + 2], "heads", 1));
+  a->kvHeads = int32_t(integer(info[first + 3], "kvHeads", 1));
+  a->headDim = int32_t(integer(info[first + 4], "headDim", 1));
+  a->scale = float(info[first + 5].As<Napi::Number>().DoubleValue());
+  a->causal = info[first + 6].ToBoolean().Value() ? 1 : 0;
+  a->qOffset = int32_t(integer(info[first + 7], "qOffset"));
+  if (a->heads % a->kvHeads) fail(env, "heads must be a multiple of kvHeads");
+  const Napi::Value segv = info[first + 8];
+  if (!segv.IsNull() && !segv.IsUndefined()) {
+    auto seg = typed<int32_t, napi_int32_array>(segv, "segments", "Int32Array");
+    if (seg.second < 2 || seg.first[0] != 0 || seg.first[seg.second - 1] != a->nQ || a->nQ != a->nKv)
+      fail(env, "segments must run from 0 to nQ (= nKv)");
+    for (size_t i = 1; i < seg.second; i++)
+      if (seg.first[i] < seg.first[i - 1]) fail(env, "segments must be non-decreasing");
+    a->segments = seg.first;
+    a->nSegments = int32_t(seg.second - 1);
+  }
+}
+
+// attention(q, k, v, out, nQ, nKv, heads, kvHeads, headDim, scale, causal, qOffset, segments):
+// keys and values in float32 arrays [nKv, kvHeads·headDim].
 Napi::Value Attention(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   qvl::AttentionArgs a{};
@@ -276,31 +303,84 @@ Napi::Value Attention(const Napi::CallbackInfo& info) {
   auto k = f32(info[1], "k");
   auto v = f32(info[2], "v");
   auto out = f32(info[3], "out");
-  a.nQ = int32_t(integer(info[4], "nQ"));
-  a.nKv = int32_t(integer(info[5], "nKv"));
-  a.heads = int32_t(integer(info[6], "heads", 1));
-  a.kvHeads = int32_t(integer(info[7], "kvHeads", 1));
-  a.headDim = int32_t(integer(info[8], "headDim", 1));
-  a.scale = float(info[9].As<Napi::Number>().DoubleValue());
-  a.causal = info[10].ToBoolean().Value() ? 1 : 0;
-  a.qOffset = int32_t(integer(info[11], "qOffset"));
-  if (a.heads % a.kvHeads) fail(env, "heads must be a multiple of kvHeads");
+  attentionOptions(info, 4, &a);
   const uint64_t qs = uint64_t(a.heads) * a.headDim, kvs = uint64_t(a.kvHeads) * a.headDim;
   if (q.second != uint64_t(a.nQ) * qs || out.second != q.second || k.second < uint64_t(a.nKv) * kvs ||
       v.second < uint64_t(a.nKv) * kvs)
     fail(env, "attention: bad sizes");
-  if (!info[12].IsNull() && !info[12].IsUndefined()) {
-    auto seg = typed<int32_t, napi_int32_array>(info[12], "segments", "Int32Array");
-    if (seg.second < 2 || seg.first[0] != 0 || seg.first[seg.second - 1] != a.nQ || a.nQ != a.nKv)
-      fail(env, "segments must run from 0 to nQ (= nKv)");
-    for (size_t i = 1; i < seg.second; i++)
-      if (seg.first[i] < seg.first[i - 1]) fail(env, "segments must be non-decreasing");
-    a.segments = seg.first;
-    a.nSegments = int32_t(seg.second - 1);
-  }
+  const void* kb[1] = {k.first};
+  const void* vb[1] = {v.first};
+  a.kv.type = qvl::KV_F32;
+  a.kv.blockTokens = a.nKv > 0 ? a.nKv : 1;
+  a.kv.k = kb;
+  a.kv.v = vb;
   a.q = q.first;
-  a.k = k.first;
-  a.v = v.first;
+  a.out = out.first;
+  kernels()->attention(&a);
+  return env.Undefined();
+}
+
+// attentionKv(q, out, slabs, blocks, layout, nQ, nKv, heads, kvHeads, headDim, scale, causal, qOffset):
+// keys and values read in place from KV cache blocks (src/kernels/kv.ts). `blocks` holds
+// (slab index, byte offset) per block; `layout` is a Float64Array [type, blockTokens, blockBytes,
+// kOffset, vOffset, kScaleOffset, vScaleOffset]. Every block is checked to lie inside its slab.
+Napi::Value AttentionKv(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  qvl::AttentionArgs a{};
+  auto q = f32(info[0], "q");
+  auto out = f32(info[1], "out");
+  if (!info[2].IsArray()) throw Napi::TypeError::New(env, "slabs must be an array of ArrayBuffers");
+  Napi::Array slabs = info[2].As<Napi::Array>();
+  auto blocks = typed<int32_t, napi_int32_array>(info[3], "blocks", "Int32Array");
+  auto lay = typed<double, napi_float64_array>(info[4], "layout", "Float64Array");
+  attentionOptions(info, 5, &a);
+  if (a.segments) fail(env, "attentionKv: segments are for float32 keys only");
+  if (lay.second != 7) fail(env, "attentionKv: layout must have 7 values");
+  const int64_t type = int64_t(lay.first[0]), B = int64_t(lay.first[1]), blockBytes = int64_t(lay.first[2]);
+  const int64_t kOff = int64_t(lay.first[3]), vOff = int64_t(lay.first[4]);
+  const int64_t ksOff = int64_t(lay.first[5]), vsOff = int64_t(lay.first[6]);
+  if (type < 0 || type > 3 || B < 1 || blockBytes < 1) fail(env, "attentionKv: bad layout");
+  const int64_t elem = type == qvl::KV_F32 ? 4 : type == qvl::KV_Q8 ? 1 : 2;
+  const int64_t rowBytes = int64_t(a.kvHeads) * a.headDim * elem, dataBytes = B * rowBytes;
+  const int64_t scaleBytes = type == qvl::KV_Q8 ? B * a.kvHeads * 4 : 0;
+  auto inside = [&](int64_t off, int64_t len) { return off >= 0 && off + len <= blockBytes; };
+  if (!inside(kOff, dataBytes) || !inside(vOff, dataBytes) || (scaleBytes && (!inside(ksOff, scaleBytes) || !inside(vsOff, scaleBytes))))
+    fail(env, "attentionKv: the layer's offsets fall outside the block");
+  if ((kOff | vOff) % elem || (scaleBytes && (ksOff | vsOff) % 4)) fail(env, "attentionKv: misaligned offsets");
+  const uint64_t qs = uint64_t(a.heads) * a.headDim;
+  if (q.second != uint64_t(a.nQ) * qs || out.second != q.second) fail(env, "attentionKv: bad sizes");
+  const int64_t nBlocks = int64_t(blocks.second / 2);
+  if (blocks.second % 2 || nBlocks * B < a.nKv) fail(env, "attentionKv: too few blocks for nKv");
+  const int64_t used = (int64_t(a.nKv) + B - 1) / B;
+  std::vector<const void*> kp(used + 1), vp(used + 1);
+  std::vector<const float*> ksp(used + 1), vsp(used + 1);
+  int64_t lastSlab = -1;
+  uint8_t* base = nullptr;
+  size_t len = 0;
+  for (int64_t b = 0; b < used; b++) {
+    const int64_t si = blocks.first[2 * b], off = blocks.first[2 * b + 1];
+    if (si != lastSlab) {
+      if (si < 0 || uint32_t(si) >= slabs.Length()) fail(env, "attentionKv: a block names a missing slab");
+      Napi::Value sv = slabs.Get(uint32_t(si));
+      if (!sv.IsArrayBuffer()) throw Napi::TypeError::New(env, "slabs must be ArrayBuffers");
+      auto ab = sv.As<Napi::ArrayBuffer>();
+      base = (uint8_t*)ab.Data();
+      len = ab.ByteLength();
+      lastSlab = si;
+    }
+    if (off < 0 || uint64_t(off) + uint64_t(blockBytes) > len || off % 64) fail(env, "attentionKv: a block lies outside its slab");
+    kp[b] = base + off + kOff;
+    vp[b] = base + off + vOff;
+    ksp[b] = (const float*)(base + off + ksOff);
+    vsp[b] = (const float*)(base + off + vsOff);
+  }
+  a.kv.type = int32_t(type);
+  a.kv.blockTokens = B;
+  a.kv.k = kp.data();
+  a.kv.v = vp.data();
+  a.kv.kScale = ksp.data();
+  a.kv.vScale = vsp.data();
+  a.q = q.first;
   a.out = out.first;
   kernels()->attention(&a);
   return env.Undefined();
@@ -432,6 +512,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("layerNorm", Napi::Function::New(env, LayerNorm));
   exports.Set("rope", Napi::Function::New(env, Rope));
   exports.Set("attention", Napi::Function::New(env, Attention));
+  exports.Set("attentionKv", Napi::Function::New(env, AttentionKv));
   exports.Set("siluMul", Napi::Function::New(env, SiluMul));
   exports.Set("gelu", Napi::Function::New(env, Gelu));
   exports.Set("add", Napi::Function::New(env, Add));

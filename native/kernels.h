@@ -30,10 +30,24 @@ struct WeightDesc {
   int32_t blockCols;      // fp8
 };
 
+enum KvType : int32_t { KV_F32 = 0, KV_BF16 = 1, KV_F16 = 2, KV_Q8 = 3 };
+
+/**
+ * Keys and values for attention: blocks of `blockTokens` tokens, each a row-major
+ * [token][kvHeads·headDim] array of `type` (src/kernels/kv.ts). Float32 arrays are one block.
+ */
+struct KvSource {
+  int32_t type;
+  int64_t blockTokens;
+  const void* const* k;        // per block: its key rows
+  const void* const* v;        // per block: its value rows
+  const float* const* kScale;  // q8: per block [blockTokens][kvHeads]
+  const float* const* vScale;
+};
+
 struct AttentionArgs {
   const float* q;
-  const float* k;
-  const float* v;
+  KvSource kv;
   float* out;
   int32_t nQ, nKv, heads, kvHeads, headDim;
   float scale;
@@ -84,7 +98,8 @@ int pool_threads();
 /**
  * A 64-byte-aligned scratch buffer owned by `thread`, valid until the next call with that thread
  * and slot. Slots 0–2 are per-task buffers of the running kernel; slots 2–5 of thread 0 also hold
- * per-call buffers (GEMM packed activations 2, int8 activations 3, attention Kᵀ and V 4–5).
+ * per-call buffers (GEMM packed activations 2, int8 activations 3, attention Kᵀ and V or the
+ * partial sums of split keys 4–5).
  */
 void* pool_scratch(int thread, size_t bytes, int slot);
 

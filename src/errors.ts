@@ -30,6 +30,7 @@ export type QvlErrorCode =
   | 'BACKEND_UNAVAILABLE'
   | 'NATIVE_ERROR'
   | 'DOWNLOAD_FAILED'
+  | 'OUT_OF_MEMORY'
   | 'BUSY'
   | 'ABORTED'
   | 'INTERNAL';

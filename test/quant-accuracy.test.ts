@@ -32,7 +32,7 @@ async function measure(quant: 'q8' | 'q4'): Promise<{ stats: Stats; model: Qwen3
   for (const name of CASES) {
     const { inputs, file } = loadCase(name);
     const L = inputs.ids.length;
-    const logits = model.model.prefill(inputs, model.model.newCache(L + 1), { allLogits: true }).logits;
+    const logits = model.model.prefill(inputs, model.model.newCache({ type: 'f32' }), { allLogits: true }).logits;
     const topIds = readInts(file, 'logits_top16_ids');
     const topVals = readF32(file, 'logits_top16_vals');
     const selIds = readInts(file, 'logits_sel_ids');

@@ -34,7 +34,7 @@ for (const name of ['fp8-block128', 'awq-gemm-g32', 'ct-w4a16-asym-g32'] as cons
     // Full logits only for the last position; elsewhere the 512 reference ids are enough and
     // are computed here from the final hidden states and the (tied, BF16) embedding.
     let hidden = new Float32Array(0);
-    const r = model.prefill(inputs, model.newCache(L + 1), { trace: (stage, data) => stage === 'text.final_hidden' && (hidden = data.slice()) });
+    const r = model.prefill(inputs, model.newCache({ type: 'f32' }), { trace: (stage, data) => stage === 'text.final_hidden' && (hidden = data.slice()) });
     assert.equal(hidden.length, L * H);
     const embed = readF32(tiny, 'model.language_model.embed_tokens.weight');
 

@@ -1,7 +1,7 @@
 import type { Backend } from '../kernels/backend.ts';
 import type { WeightData } from '../kernels/weight.ts';
 import { loadConfig, type Qwen3VLConfig } from '../model/config.ts';
-import { Qwen3VLModel } from '../model/qwen3vl.ts';
+import { Qwen3VLModel, type KvOptions } from '../model/qwen3vl.ts';
 import { loadModelWeights } from '../model/weights.ts';
 import { canonicalView } from '../weights/names.ts';
 import { SafetensorsCheckpoint, type MapFile } from '../weights/safetensors.ts';
@@ -13,6 +13,7 @@ export interface LoadModelOptions {
   convert?: (w: WeightData, name: string) => WeightData;
   onProgress?: (done: number, total: number) => void;
   config?: Qwen3VLConfig;
+  kv?: KvOptions;
 }
 
 /** Reads config.json and the safetensors of a model folder into a ready model. */
@@ -21,7 +22,7 @@ export function loadModelFromDir(dir: string, opts: LoadModelOptions): Qwen3VLMo
   const ck = SafetensorsCheckpoint.open(dir, { map: opts.map });
   try {
     const weights = loadModelWeights(canonicalView(ck), cfg, opts.backend, { convert: opts.convert, onProgress: opts.onProgress });
-    return new Qwen3VLModel(cfg, weights, opts.backend);
+    return new Qwen3VLModel(cfg, weights, opts.backend, opts.kv);
   } finally {
     // Unmapped readers copy what they need; mapped tensors stay alive through their ArrayBuffer.
     ck.close();

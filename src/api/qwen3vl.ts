@@ -7,7 +7,7 @@ import { StopStringFilter } from '../generate/stop-strings.ts';
 import type { Backend } from '../kernels/backend.ts';
 import { selectBackend, type BackendName } from '../kernels/select.ts';
 import type { WeightData } from '../kernels/weight.ts';
-import { loadConfig } from '../model/config.ts';
+import { loadConfig, type RopeScalingOverride } from '../model/config.ts';
 import type { Qwen3VLModel } from '../model/qwen3vl.ts';
 import { loadProcessorConfig, type ProcessorConfig } from '../processor/index.ts';
 import { loadChatTemplate, type ChatTemplate } from '../template/chat-template.ts';
@@ -15,6 +15,8 @@ import { StreamingDetokenizer } from '../tokenizer/stream-decoder.ts';
 import { loadTokenizer, type QwenTokenizer } from '../tokenizer/tokenizer.ts';
 import { loadTimeConvert, type QuantMode } from '../weights/quant-plan.ts';
 import { loadModelFromDir } from './load-model.ts';
+import { planMemory, type MemoryPlan } from './memory-plan.ts';
+import { DEFAULT_KV_TYPE, parseKvType, type KvType } from '../kernels/kv.ts';
 import { resolveModel, type ResolveModelOptions } from '../hub/index.ts';
 import { locateModel } from './model-location.ts';
 import { preparePrompt, type PreparedPrompt, type PromptOptions } from './prompt.ts';
@@ -32,6 +34,18 @@ export interface FromPretrainedOptions {
   /** quantize the float weights while loading: q8 everywhere, or q4 text decoder + q8 rest */
   quant?: QuantMode;
   onProgress?: (done: number, total: number) => void;
+  // long context (docs/long-context.md)
+  /** how keys and values are stored: 'bf16' (default), 'f16', 'q8' (about half of bf16) or 'f32' */
+  kvType?: KvType;
+  /**
+   * prompt + answer tokens of one sequence. Default: the model's own limit when it fits in the
+   * memory available, else the longest that does; a context that cannot fit is refused.
+   */
+  context?: number;
+  /** YaRN beyond the trained context, e.g. { type: 'yarn', factor: 4 } for 1M positions on a 256K model */
+  ropeScaling?: RopeScalingOverride;
+  /** called with the memory plan before the weights are read */
+  onPlan?: (plan: MemoryPlan) => void;
 }
 
 export interface ChatOptions extends PromptOptions, SamplingOptions {
@@ -76,6 +90,10 @@ export interface ModelInfo {
   threads?: number;
   /** how the text decoder's weights are stored ('bf16', 'q8', 'q4', …): shows what `quant` did */
   weights: string;
+  /** how the KV cache is stored */
+  kvType: KvType;
+  /** prompt + answer tokens one request may use */
+  context: number;
 }
 
 /** A streamed answer: iterate for text deltas; `result` resolves when generation ends. */
@@ -108,11 +126,14 @@ export class Qwen3VL {
   static async fromPretrained(idOrDir: string, opts: FromPretrainedOptions = {}): Promise<Qwen3VL> {
     const where = locateModel(idOrDir);
     const dir = where.kind === 'local' ? where.dir : (await resolveModel(where.id, opts.hub ?? {})).path;
-    const cfg = loadConfig(dir);
+    const cfg = loadConfig(dir, { ropeScaling: opts.ropeScaling });
+    const kvType = opts.kvType === undefined ? DEFAULT_KV_TYPE : parseKvType(opts.kvType, 'kvType');
+    const plan = planMemory(dir, cfg, { kvType, context: opts.context, quant: opts.quant });
+    opts.onPlan?.(plan);
     const convert = loadTimeConvert(opts.quant, opts.convert);
     const choice = typeof opts.backend === 'object' ? { backend: opts.backend, map: undefined } : await selectBackend(opts.backend ?? 'auto', { threads: opts.threads });
     const [tokenizer, template] = await Promise.all([loadTokenizer(dir), loadChatTemplate(dir)]);
-    const model = loadModelFromDir(dir, { backend: choice.backend, map: choice.map, config: cfg, convert, onProgress: opts.onProgress });
+    const model = loadModelFromDir(dir, { backend: choice.backend, map: choice.map, config: cfg, convert, onProgress: opts.onProgress, kv: { type: kvType, context: plan.context } });
     return new Qwen3VL(dir, model, tokenizer, template, loadProcessorConfig(dir), loadGenerationDefaults(dir));
   }
 
@@ -123,7 +144,13 @@ export class Qwen3VL {
   /** The backend that runs this model and, for the native one, its instruction set and threads. */
   info(): ModelInfo {
     const b = this.model.backend as { name: string; isa?: string; threads?: number };
-    const info: ModelInfo = { dir: this.dir, backend: b.name, weights: this.model.weights.text.layers[0]?.gate.format ?? 'none' };
+    const info: ModelInfo = {
+      dir: this.dir,
+      backend: b.name,
+      weights: this.model.weights.text.layers[0]?.gate.format ?? 'none',
+      kvType: this.model.kvOptions.type,
+      context: this.model.contextLength,
+    };
     if (b.isa !== undefined) info.isa = b.isa;
     if (b.threads !== undefined) info.threads = b.threads;
     return info;

@@ -44,7 +44,7 @@ async function main(): Promise<void> {
   const thinking = promptOpensThink(model.template.render([{ role: 'user', content: 'x' }], { addGenerationPrompt: true }));
   post({
     type: 'ready',
-    info: { ...model.info(), generation: model.generation, maxPositions: model.model.cfg.text.maxPositionEmbeddings, thinking },
+    info: { ...model.info(), generation: model.generation, maxPositions: model.model.contextLength, thinking },
   });
 
   port.on('message', (m: HostMessage) => {
@@ -79,7 +79,7 @@ async function handle(model: Qwen3VL, m: Extract<HostMessage, { type: 'generate'
       }
     }
     const promptTokens = prepared.ids.length;
-    const limit = Math.min(maxContext ?? Infinity, model.model.cfg.text.maxPositionEmbeddings);
+    const limit = Math.min(maxContext ?? Infinity, model.model.contextLength);
     if (promptTokens >= limit) {
       throw new QvlError('CONTEXT_TOO_LONG', `the prompt is ${promptTokens} tokens; this model accepts fewer than ${limit}`, { promptTokens, maxContext: limit });
     }

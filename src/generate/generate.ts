@@ -35,13 +35,23 @@ export function* generateTokens(
   model: Qwen3VLModel,
   inputs: ModelInputs,
   opts: GenerateOptions,
-  cache: KVCache = model.newCache(Math.min(inputs.ids.length + opts.maxNewTokens + 1, 1 << 16)),
+  cache?: KVCache,
 ): Generator<number, GenerateResult, void> {
+  // a cache made here is returned to the pool when generation ends, however it ends
+  const own = cache ? null : model.newCache();
+  try {
+    return yield* decodeLoop(model, inputs, opts, cache ?? own!);
+  } finally {
+    own?.release();
+  }
+}
+
+function* decodeLoop(model: Qwen3VLModel, inputs: ModelInputs, opts: GenerateOptions, cache: KVCache): Generator<number, GenerateResult, void> {
   if (!Number.isInteger(opts.maxNewTokens) || opts.maxNewTokens < 0) {
     throw new QvlError('OPTION_INVALID', `max_tokens must be a non-negative integer, got ${opts.maxNewTokens}`, { value: opts.maxNewTokens });
   }
   const L = inputs.ids.length;
-  const maxContext = opts.maxContext ?? model.cfg.text.maxPositionEmbeddings;
+  const maxContext = Math.min(opts.maxContext ?? Infinity, model.contextLength);
   if (L >= maxContext) {
     throw new QvlError('CONTEXT_TOO_LONG', `the prompt is ${L} tokens; the context holds ${maxContext}`, { promptTokens: L, maxContext });
   }

@@ -1,3 +1,4 @@
+import type { KvView } from './kv.ts';
 import type { WeightData } from './weight.ts';
 
 /**
@@ -39,6 +40,13 @@ export interface Backend {
    */
   attention(q: Float32Array, k: Float32Array, v: Float32Array, opts: AttentionOptions): Float32Array;
 
+  /**
+   * Causal attention over a KV cache layer (any KvType), read in place from its blocks: q is
+   * [nQ, heads·headDim]; query i sits at absolute position qOffset + i and sees keys
+   * 0..qOffset+i of the view (at most view.length). Returns [nQ, heads·headDim].
+   */
+  attentionKv(q: Float32Array, kv: KvView, opts: KvAttentionOptions): Float32Array;
+
   /** silu(gate) ⊙ up, element-wise. */
   siluMul(gate: Float32Array, up: Float32Array): Float32Array;
 
@@ -71,6 +79,13 @@ export interface AttentionOptions {
    * [0, s1, s2, …, nQ]; a query sees only keys of its own segment. Requires nQ = nKv.
    */
   segments?: Int32Array;
+}
+
+export interface KvAttentionOptions {
+  nQ: number;
+  heads: number;
+  scale: number;
+  qOffset: number;
 }
 
 /** What `Backend.prepare` returns: the shape plus whatever the backend keeps. */

@@ -221,7 +221,42 @@ export function parseConfig(raw: Json): Qwen3VLConfig {
   };
 }
 
-export function loadConfig(dir: string): Qwen3VLConfig {
+/**
+ * A context extension chosen at load time, as Qwen documents it for long inputs: YaRN over the
+ * trained context (`original`, default the config's max_position_embeddings), stretched by
+ * `factor`; the model then accepts factor × original positions.
+ */
+export interface RopeScalingOverride {
+  type: 'yarn';
+  factor: number;
+  originalMaxPositionEmbeddings?: number;
+}
+
+/**
+ * The raw config with `rope_scaling` (4.57 spelling) or `rope_parameters` (5.x) replaced by the
+ * override, and max_position_embeddings set to what it reaches — what a user editing
+ * config.json by hand, as the model card says, would write.
+ */
+export function applyRopeScaling(raw: Json, o: RopeScalingOverride): Json {
+  if (o.type !== 'yarn') fail(`rope scaling "${String(o.type)}" is not supported (only "yarn")`, { type: o.type });
+  if (!(Number.isFinite(o.factor) && o.factor > 1)) {
+    throw new QvlError('OPTION_INVALID', `the YaRN factor must be a number above 1, got ${o.factor}`, { factor: o.factor });
+  }
+  const t = { ...((raw.text_config ?? {}) as Json) };
+  const key = t.rope_parameters ? 'rope_parameters' : 'rope_scaling';
+  const prev = (t[key] ?? {}) as Json;
+  const orig = o.originalMaxPositionEmbeddings ?? (prev.rope_type === 'yarn' && typeof prev.original_max_position_embeddings === 'number' ? prev.original_max_position_embeddings : num(t, 'max_position_embeddings', 'text_config', 262144));
+  if (!(Number.isInteger(orig) && orig > 0)) {
+    throw new QvlError('OPTION_INVALID', `the original context must be a positive integer, got ${orig}`, { originalMaxPositionEmbeddings: orig });
+  }
+  const { attention_factor: _a, mscale: _m, mscale_all_dim: _d, ...keep } = prev;
+  t[key] = { ...keep, rope_type: 'yarn', factor: o.factor, original_max_position_embeddings: orig };
+  if (key === 'rope_scaling') delete (t[key] as Json).type;
+  t.max_position_embeddings = Math.floor(o.factor * orig);
+  return { ...raw, text_config: t };
+}
+
+export function loadConfig(dir: string, opts: { ropeScaling?: RopeScalingOverride } = {}): Qwen3VLConfig {
   const file = path.join(dir, 'config.json');
   let text: string;
   try {
@@ -235,5 +270,5 @@ export function loadConfig(dir: string): Qwen3VLConfig {
   } catch (e) {
     throw new QvlError('CONFIG_INVALID', `${file} is not valid JSON (${(e as Error).message})`, { file });
   }
-  return parseConfig(raw);
+  return parseConfig(opts.ropeScaling ? applyRopeScaling(raw, opts.ropeScaling) : raw);
 }

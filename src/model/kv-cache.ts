@@ -1,23 +1,36 @@
+import { QvlError } from '../errors.ts';
+import { type KvLayout, type KvView, writeKvRows } from '../kernels/kv.ts';
+import type { KvPool } from './kv-pool.ts';
+
+/** Returns a dropped cache's blocks to its pool (a safety net: `release` is the normal way). */
+const orphans = new FinalizationRegistry<{ pool: KvPool; ids: number[] }>(({ pool, ids }) => {
+  for (const id of ids) pool.release(id);
+});
+
 /**
- * Keys and values of every decoder layer for one sequence, [position, kvHeads·headDim] row-major,
- * grown by doubling so that appends are amortized O(1).
+ * Keys and values of every decoder layer for one sequence, in blocks from a KvPool, stored in
+ * the pool's type (f32, bf16, f16 or q8) and read in place by attention. Appends convert the new
+ * rows once; growing takes another block, never copies.
  */
 export class KVCache {
-  readonly layers: number;
-  readonly width: number;
-  private keys: Float32Array[];
-  private values: Float32Array[];
-  private capacity: number;
-  /** positions filled (the same for every layer once a forward pass completes) */
-  private filled: number[];
+  readonly layout: KvLayout;
+  /** block ids, in token order */
+  private readonly ids: number[] = [];
+  /** (slab, byte offset) per block, what the kernels read; grows by doubling */
+  private table = new Int32Array(16);
+  /** positions filled per layer (the same for every layer once a forward pass completes) */
+  private readonly filled: number[];
+  private released = false;
+  private readonly token = {};
 
-  constructor(layers: number, width: number, initialCapacity = 256) {
-    this.layers = layers;
-    this.width = width;
-    this.capacity = initialCapacity;
-    this.keys = Array.from({ length: layers }, () => new Float32Array(initialCapacity * width));
-    this.values = Array.from({ length: layers }, () => new Float32Array(initialCapacity * width));
-    this.filled = new Array(layers).fill(0);
+  constructor(readonly pool: KvPool) {
+    this.layout = pool.layout;
+    this.filled = new Array(this.layout.layers).fill(0);
+    orphans.register(this, { pool, ids: this.ids }, this.token);
+  }
+
+  get layers(): number {
+    return this.layout.layers;
   }
 
   /** Positions held (by layer 0, which is written first in a forward pass). */
@@ -25,38 +38,92 @@ export class KVCache {
     return this.filled[0];
   }
 
-  /** Appends n rows for `layer` and returns views over all of that layer's keys and values. */
-  append(layer: number, k: Float32Array, v: Float32Array, n: number): { k: Float32Array; v: Float32Array; total: number } {
+  /** Positions the blocks held now can take without another block. */
+  get capacity(): number {
+    return this.ids.length * this.layout.blockTokens;
+  }
+
+  /** Bytes of the blocks this sequence holds. */
+  get bytes(): number {
+    return this.ids.length * this.layout.blockBytes;
+  }
+
+  /** Appends n rows of keys and values for `layer` ([n, kvHeads·headDim] each) and returns the layer's view. */
+  append(layer: number, k: Float32Array, v: Float32Array, n: number): KvView {
+    if (this.released) throw new QvlError('INTERNAL', 'the KV cache was released', {});
+    const L = this.layout;
     const start = this.filled[layer];
     const total = start + n;
-    if (total > this.capacity) this.grow(total);
-    this.keys[layer].set(k.subarray(0, n * this.width), start * this.width);
-    this.values[layer].set(v.subarray(0, n * this.width), start * this.width);
+    if (k.length < n * L.rowElems || v.length < n * L.rowElems) {
+      throw new QvlError('TENSOR_SHAPE', `KV append: ${n} rows need ${n * L.rowElems} values, got ${k.length}/${v.length}`, { n });
+    }
+    this.reserve(total);
+    const B = L.blockTokens;
+    for (let t = start; t < total; ) {
+      const b = Math.floor(t / B);
+      const t0 = t - b * B;
+      const m = Math.min(B - t0, total - t);
+      const slab = this.pool.slabs[this.table[2 * b]];
+      const off = this.table[2 * b + 1];
+      const r = t - start;
+      writeKvRows(L, slab, off, layer, 0, t0, k.subarray(r * L.rowElems, (r + m) * L.rowElems), m);
+      writeKvRows(L, slab, off, layer, 1, t0, v.subarray(r * L.rowElems, (r + m) * L.rowElems), m);
+      t += m;
+    }
     this.filled[layer] = total;
-    return { k: this.keys[layer].subarray(0, total * this.width), v: this.values[layer].subarray(0, total * this.width), total };
+    return this.view(layer);
   }
 
-  /** Drops every position from `length` on (e.g. to reuse a shared prompt prefix). */
+  /** Layer `layer`'s keys and values as attention reads them. */
+  view(layer: number): KvView {
+    return { layout: this.layout, layer, length: this.filled[layer], slabs: this.pool.slabs, blocks: this.table.subarray(0, 2 * this.ids.length) };
+  }
+
+  /** Makes room for `tokens` positions (takes blocks from the pool; throws OUT_OF_MEMORY past its budget). */
+  reserve(tokens: number): void {
+    while (this.capacity < tokens) {
+      const id = this.pool.alloc();
+      const b = this.ids.length;
+      if (2 * b + 2 > this.table.length) {
+        const t = new Int32Array(this.table.length * 2);
+        t.set(this.table);
+        this.table = t;
+      }
+      this.ids.push(id);
+      this.table[2 * b] = this.pool.slabOf(id);
+      this.table[2 * b + 1] = this.pool.offsetOf(id);
+    }
+  }
+
+  /**
+   * Marks positions [length, length+n) as filled in every layer without writing them (their
+   * contents are whatever the blocks hold): for benchmarks that time decoding at a long context.
+   */
+  fillSynthetic(n: number): void {
+    const total = this.length + n;
+    this.reserve(total);
+    this.filled.fill(total);
+  }
+
+  /** Drops every position from `length` on, returning whole blocks past it to the pool. */
   truncate(length: number): void {
     for (let l = 0; l < this.layers; l++) this.filled[l] = Math.min(this.filled[l], length);
+    const keep = Math.ceil(Math.max(0, length) / this.layout.blockTokens);
+    while (this.ids.length > keep) this.pool.release(this.ids.pop()!);
   }
 
-  /** Bytes held by the cache buffers. */
-  get bytes(): number {
-    return 2 * this.layers * this.capacity * this.width * 4;
+  /** Returns every block to the pool; the cache cannot be used afterwards. */
+  release(): void {
+    if (this.released) return;
+    this.released = true;
+    for (const id of this.ids) this.pool.release(id);
+    this.ids.length = 0;
+    this.filled.fill(0);
+    orphans.unregister(this.token);
   }
 
-  private grow(need: number): void {
-    let cap = this.capacity;
-    while (cap < need) cap *= 2;
-    for (let l = 0; l < this.layers; l++) {
-      const nk = new Float32Array(cap * this.width);
-      nk.set(this.keys[l].subarray(0, this.filled[l] * this.width));
-      this.keys[l] = nk;
-      const nv = new Float32Array(cap * this.width);
-      nv.set(this.values[l].subarray(0, this.filled[l] * this.width));
-      this.values[l] = nv;
-    }
-    this.capacity = cap;
+  /** Block ids held (for tests and the pool's accounting). */
+  get blockIds(): readonly number[] {
+    return this.ids;
   }
 }

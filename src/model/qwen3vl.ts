@@ -1,7 +1,9 @@
 import { QvlError } from '../errors.ts';
 import type { Backend } from '../kernels/backend.ts';
 import type { Qwen3VLConfig } from './config.ts';
+import { DEFAULT_KV_BLOCK_TOKENS, DEFAULT_KV_TYPE, KvLayout, type KvType } from '../kernels/kv.ts';
 import { KVCache } from './kv-cache.ts';
+import { KvPool } from './kv-pool.ts';
 import { ropeIndex, type Grid, type RopePositions } from './rope-index.ts';
 import { TextModel, type DeepstackInjection } from './text.ts';
 import type { Trace } from './trace.ts';
@@ -43,22 +45,54 @@ export interface PrefillResult {
   vision: { image?: VisionOutput; video?: VisionOutput };
 }
 
+/** How the KV cache is stored: its type, block size and the pool's budget per type. */
+export interface KvOptions {
+  /** default 'bf16' */
+  type?: KvType;
+  /** tokens per block (default 256) */
+  blockTokens?: number;
+  /** most bytes each pool may allocate (default: no limit) */
+  maxBytes?: number;
+  /** prompt + answer tokens of one sequence (default: max_position_embeddings) */
+  context?: number;
+}
+
 /** Qwen3-VL: vision tower, embedding merge with DeepStack, text decoder, logits. */
 export class Qwen3VLModel {
   readonly vision: VisionTower;
   readonly text: TextModel;
 
+  readonly kvOptions: Required<Pick<KvOptions, 'type' | 'blockTokens'>> & { maxBytes?: number };
+  /** prompt + answer tokens one sequence may hold */
+  readonly contextLength: number;
+  private readonly pools = new Map<KvType, KvPool>();
+
   constructor(
     readonly cfg: Qwen3VLConfig,
     readonly weights: ModelWeights,
     readonly backend: Backend,
+    kv: KvOptions = {},
   ) {
+    this.kvOptions = { type: kv.type ?? DEFAULT_KV_TYPE, blockTokens: kv.blockTokens ?? DEFAULT_KV_BLOCK_TOKENS, maxBytes: kv.maxBytes };
+    this.contextLength = Math.min(kv.context ?? cfg.text.maxPositionEmbeddings, cfg.text.maxPositionEmbeddings);
     this.vision = new VisionTower(cfg.vision, weights.vision, backend);
     this.text = new TextModel(cfg.text, weights.text, backend);
   }
 
-  newCache(capacity = 256): KVCache {
-    return new KVCache(this.cfg.text.numLayers, this.cfg.text.numKvHeads * this.cfg.text.headDim, capacity);
+  /** The pool of KV blocks of one cache type (made on first use; every sequence of that type shares it). */
+  kvPool(type: KvType = this.kvOptions.type): KvPool {
+    let pool = this.pools.get(type);
+    if (!pool) {
+      const t = this.cfg.text;
+      pool = new KvPool(new KvLayout(type, t.numLayers, t.numKvHeads, t.headDim, this.kvOptions.blockTokens), { maxBytes: this.kvOptions.maxBytes });
+      this.pools.set(type, pool);
+    }
+    return pool;
+  }
+
+  /** An empty KV cache (the model's KV type unless `type` says otherwise); `release()` it when done. */
+  newCache(opts: { type?: KvType } = {}): KVCache {
+    return new KVCache(this.kvPool(opts.type));
   }
 
   /** Positions and rope delta for a prompt (HF get_rope_index). */

@@ -87,16 +87,7 @@ export class TextModel {
     be.rope(q, n, cfg.numHeads, hd, cos, sin);
     be.rope(k, n, cfg.numKvHeads, hd, cos, sin);
     const kv = cache.append(l, k, v, n);
-    const att = be.attention(q, kv.k, kv.v, {
-      nQ: n,
-      nKv: kv.total,
-      heads: cfg.numHeads,
-      kvHeads: cfg.numKvHeads,
-      headDim: hd,
-      scale: 1 / Math.sqrt(hd),
-      causal: true,
-      qOffset: past,
-    });
+    const att = be.attentionKv(q, kv, { nQ: n, heads: cfg.numHeads, scale: 1 / Math.sqrt(hd), qOffset: past });
     const y = be.matmul(att, n, w.o, w.oBias);
     be.addInPlace(y, x);
     const b = be.rmsNorm(y, H, w.postNorm, cfg.rmsNormEps);

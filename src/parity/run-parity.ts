@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { Qwen3VL } from '../api/qwen3vl.ts';
 import type { Backend } from '../kernels/backend.ts';
+import type { KvType } from '../kernels/kv.ts';
 import type { BackendName } from '../kernels/select.ts';
 import { loadImage, type RgbImage } from '../media/index.ts';
 import type { ModelInputs } from '../model/qwen3vl.ts';
@@ -18,6 +19,8 @@ export interface ParityOptions {
   /** only cases whose name contains one of these */
   only?: string[];
   onCheck?: (c: StageCheck) => void;
+  /** KV cache type (default 'f32', as HF computes: the tolerances below are for float32) */
+  kvType?: KvType;
 }
 
 export const TOLERANCE = {
@@ -46,7 +49,7 @@ export async function runParity(dir: string, opts: ParityOptions = {}): Promise<
     results.push(c);
     opts.onCheck?.(c);
   };
-  const model = await Qwen3VL.fromPretrained(dir, { backend: opts.backend ?? 'auto', threads: opts.threads });
+  const model = await Qwen3VL.fromPretrained(dir, { backend: opts.backend ?? 'auto', threads: opts.threads, kvType: opts.kvType ?? 'f32' });
   checkRenders(model, dir, emit);
   // Every case is opened: a filtered case may borrow media from a sibling.
   const cases = listCases(dir).map((n) => new FixtureCase(dir, n));

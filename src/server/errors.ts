@@ -25,6 +25,8 @@ export const STATUS_OF: Record<QvlErrorCode, number> = {
   MEDIA_TOO_LARGE: 413,
   // the server is busy or the client left
   BUSY: 429,
+  // the KV cache budget is spent (other requests hold it, or this one needs more than it allows)
+  OUT_OF_MEMORY: 503,
   ABORTED: 499,
   // the server's own fault
   SAFETENSORS_INVALID: 500,

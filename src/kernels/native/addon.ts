@@ -23,6 +23,11 @@ export interface NativeAddon {
     nQ: number, nKv: number, heads: number, kvHeads: number, headDim: number,
     scale: number, causal: boolean, qOffset: number, segments: Int32Array | null,
   ): void;
+  attentionKv(
+    q: Float32Array, out: Float32Array, slabs: ArrayBuffer[], blocks: Int32Array, layout: Float64Array,
+    nQ: number, nKv: number, heads: number, kvHeads: number, headDim: number,
+    scale: number, causal: boolean, qOffset: number, segments: null,
+  ): void;
   siluMul(gate: Float32Array, up: Float32Array, out: Float32Array): void;
   gelu(x: Float32Array, erf: boolean): void;
   add(a: Float32Array, b: Float32Array): void;

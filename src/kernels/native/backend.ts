@@ -1,5 +1,7 @@
 import { QvlError } from '../../errors.ts';
-import type { AttentionOptions, Backend, PreparedWeight } from '../backend.ts';
+import type { AttentionOptions, Backend, KvAttentionOptions, PreparedWeight } from '../backend.ts';
+import { checkAttention, checkAttentionKv, checkInt, shapeError } from '../checks.ts';
+import { KV_TYPE_CODE, type KvView } from '../kv.ts';
 import type { WeightData } from '../weight.ts';
 import { loadAddon, type NativeAddon, type NativeWeightHandle } from './addon.ts';
 import { describeWeight } from './weights.ts';
@@ -17,14 +19,6 @@ interface NativeImpl {
  * GEMV), 'avx2', 'scalar' (portable); 'best' = the widest the CPU runs.
  */
 export type InstructionSet = 'best' | 'avx512vnni' | 'avx512' | 'avx2vnni' | 'avx2' | 'scalar';
-
-function shapeError(op: string, message: string, detail: Record<string, unknown>): QvlError {
-  return new QvlError('TENSOR_SHAPE', `${op}: ${message}`, { op, ...detail });
-}
-
-function checkInt(op: string, name: string, v: number, min = 0): void {
-  if (!Number.isInteger(v) || v < min) throw new QvlError('OPTION_INVALID', `${op}: ${name} must be an integer ≥ ${min}, got ${v}`, { op, name, value: v });
-}
 
 /**
  * The C++ backend (native/): SIMD kernels chosen for the CPU at load (AVX-512, AVX2 or
@@ -133,32 +127,23 @@ export class NativeBackend implements Backend {
   }
 
   attention(q: Float32Array, k: Float32Array, v: Float32Array, o: AttentionOptions): Float32Array {
+    checkAttention(q, k, v, o);
     const { nQ, nKv, heads, kvHeads, headDim } = o;
-    checkInt('attention', 'nQ', nQ);
-    checkInt('attention', 'nKv', nKv);
-    checkInt('attention', 'heads', heads, 1);
-    checkInt('attention', 'kvHeads', kvHeads, 1);
-    checkInt('attention', 'headDim', headDim, 1);
-    const qOffset = o.qOffset ?? 0;
-    checkInt('attention', 'qOffset', qOffset);
-    if (heads % kvHeads) throw new QvlError('OPTION_INVALID', `attention: heads ${heads} is not a multiple of kvHeads ${kvHeads}`, { heads, kvHeads });
-    if (q.length !== nQ * heads * headDim) throw shapeError('attention', `q has ${q.length} values, expected ${nQ}×${heads}×${headDim}`, { nQ, heads, headDim });
-    if (k.length < nKv * kvHeads * headDim || v.length < nKv * kvHeads * headDim) {
-      throw shapeError('attention', `k/v have ${k.length}/${v.length} values, expected ${nKv}×${kvHeads}×${headDim}`, { nKv, kvHeads, headDim });
-    }
-    const seg = o.segments ?? null;
-    if (seg) {
-      if (nQ !== nKv) throw new QvlError('OPTION_INVALID', `attention: segments need nQ = nKv, got ${nQ} and ${nKv}`, { nQ, nKv });
-      if (seg.length < 2 || seg[0] !== 0 || seg[seg.length - 1] !== nQ) {
-        throw new QvlError('OPTION_INVALID', `attention: segments must run from 0 to ${nQ}`, { segments: Array.from(seg) });
-      }
-      for (let i = 1; i < seg.length; i++) {
-        if (seg[i] < seg[i - 1]) throw new QvlError('OPTION_INVALID', `attention: segments must be non-decreasing (at ${i})`, { index: i });
-      }
-    }
     const out = new Float32Array(nQ * heads * headDim);
     this.#call('attention', () =>
-      this.#addon.attention(q, k, v, out, nQ, nKv, heads, kvHeads, headDim, o.scale, o.causal, qOffset, seg),
+      this.#addon.attention(q, k, v, out, nQ, nKv, heads, kvHeads, headDim, o.scale, o.causal, o.qOffset ?? 0, o.segments ?? null),
+    );
+    return out;
+  }
+
+  attentionKv(q: Float32Array, kv: KvView, o: KvAttentionOptions): Float32Array {
+    checkAttentionKv(q, kv, o);
+    const L = kv.layout;
+    const l = kv.layer;
+    const layout = new Float64Array([KV_TYPE_CODE[L.type], L.blockTokens, L.blockBytes, L.kOffset(l), L.vOffset(l), L.kScaleOffset(l), L.vScaleOffset(l)]);
+    const out = new Float32Array(o.nQ * o.heads * L.headDim);
+    this.#call('attentionKv', () =>
+      this.#addon.attentionKv(q, out, kv.slabs as ArrayBuffer[], kv.blocks, layout, o.nQ, kv.length, o.heads, L.kvHeads, L.headDim, o.scale, true, o.qOffset, null),
     );
     return out;
   }

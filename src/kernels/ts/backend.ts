@@ -1,4 +1,6 @@
-import type { AttentionOptions, Backend, PreparedWeight } from '../backend.ts';
+import type { AttentionOptions, Backend, KvAttentionOptions, PreparedWeight } from '../backend.ts';
+import { checkAttention, checkAttentionKv } from '../checks.ts';
+import { KvRowReader, type KvView } from '../kv.ts';
 import type { WeightData } from '../weight.ts';
 import { dequantRow } from './dequant.ts';
 
@@ -85,54 +87,28 @@ export class TsBackend implements Backend {
   }
 
   attention(q: Float32Array, k: Float32Array, v: Float32Array, o: AttentionOptions): Float32Array {
-    const { nQ, nKv, heads, kvHeads, headDim, scale } = o;
-    const qOffset = o.qOffset ?? 0;
-    const group = heads / kvHeads;
-    const qStride = heads * headDim;
+    checkAttention(q, k, v, o);
+    const { kvHeads, headDim } = o;
     const kvStride = kvHeads * headDim;
-    const out = new Float32Array(nQ * qStride);
-    const scores = new Float64Array(nKv);
-    const acc = new Float64Array(headDim);
-    const seg = o.segments;
-    let segIdx = 0;
-    for (let i = 0; i < nQ; i++) {
-      let lo = 0;
-      let hi = nKv;
-      if (seg) {
-        while (seg[segIdx + 1] <= i) segIdx++;
-        lo = seg[segIdx];
-        hi = seg[segIdx + 1];
-      } else if (o.causal) {
-        hi = Math.min(nKv, qOffset + i + 1);
-      }
-      for (let h = 0; h < heads; h++) {
-        const kh = Math.floor(h / group);
-        const qo = i * qStride + h * headDim;
-        let max = -Infinity;
-        for (let j = lo; j < hi; j++) {
-          const ko = j * kvStride + kh * headDim;
-          let s = 0;
-          for (let d = 0; d < headDim; d++) s += q[qo + d] * k[ko + d];
-          s *= scale;
-          scores[j] = s;
-          if (s > max) max = s;
-        }
-        let sum = 0;
-        for (let j = lo; j < hi; j++) {
-          const e = Math.exp(scores[j] - max);
-          scores[j] = e;
-          sum += e;
-        }
-        acc.fill(0);
-        for (let j = lo; j < hi; j++) {
-          const p = scores[j] / sum;
-          const vo = j * kvStride + kh * headDim;
-          for (let d = 0; d < headDim; d++) acc[d] += p * v[vo + d];
-        }
-        for (let d = 0; d < headDim; d++) out[qo + d] = acc[d];
-      }
-    }
-    return out;
+    const rowOf = (src: Float32Array) => (j: number, kh: number) => src.subarray(j * kvStride + kh * headDim, j * kvStride + (kh + 1) * headDim);
+    return sdpa(q, rowOf(k), rowOf(v), o);
+  }
+
+  attentionKv(q: Float32Array, kv: KvView, o: KvAttentionOptions): Float32Array {
+    checkAttentionKv(q, kv, o);
+    const L = kv.layout;
+    const keys = new KvRowReader(kv, 0);
+    const values = new KvRowReader(kv, 1);
+    return sdpa(q, (j, kh) => keys.row(j, kh), (j, kh) => values.row(j, kh), {
+      nQ: o.nQ,
+      nKv: kv.length,
+      heads: o.heads,
+      kvHeads: L.kvHeads,
+      headDim: L.headDim,
+      scale: o.scale,
+      causal: true,
+      qOffset: o.qOffset,
+    });
   }
 
   siluMul(gate: Float32Array, up: Float32Array): Float32Array {
@@ -163,6 +139,60 @@ export class TsBackend implements Backend {
     if (a.length !== b.length) throw new RangeError(`addInPlace: lengths ${a.length} and ${b.length} differ`);
     for (let i = 0; i < a.length; i++) a[i] += b[i];
   }
+}
+
+/** Row j of kv head kh as float32 [headDim] (valid until the next call). */
+type RowOf = (j: number, kh: number) => Float32Array;
+
+/** Softmax attention in float64, one (query, head) row at a time, keys and values read by row. */
+function sdpa(q: Float32Array, keyRow: RowOf, valueRow: RowOf, o: AttentionOptions): Float32Array {
+  const { nQ, nKv, heads, kvHeads, headDim, scale } = o;
+  const qOffset = o.qOffset ?? 0;
+  const group = heads / kvHeads;
+  const qStride = heads * headDim;
+  const out = new Float32Array(nQ * qStride);
+  const scores = new Float64Array(nKv);
+  const acc = new Float64Array(headDim);
+  const seg = o.segments;
+  let segIdx = 0;
+  for (let i = 0; i < nQ; i++) {
+    let lo = 0;
+    let hi = nKv;
+    if (seg) {
+      while (seg[segIdx + 1] <= i) segIdx++;
+      lo = seg[segIdx];
+      hi = seg[segIdx + 1];
+    } else if (o.causal) {
+      hi = Math.min(nKv, qOffset + i + 1);
+    }
+    for (let h = 0; h < heads; h++) {
+      const kh = Math.floor(h / group);
+      const qo = i * qStride + h * headDim;
+      let max = -Infinity;
+      for (let j = lo; j < hi; j++) {
+        const k = keyRow(j, kh);
+        let s = 0;
+        for (let d = 0; d < headDim; d++) s += q[qo + d] * k[d];
+        s *= scale;
+        scores[j] = s;
+        if (s > max) max = s;
+      }
+      let sum = 0;
+      for (let j = lo; j < hi; j++) {
+        const e = Math.exp(scores[j] - max);
+        scores[j] = e;
+        sum += e;
+      }
+      acc.fill(0);
+      for (let j = lo; j < hi; j++) {
+        const p = scores[j] / sum;
+        const v = valueRow(j, kh);
+        for (let d = 0; d < headDim; d++) acc[d] += p * v[d];
+      }
+      for (let d = 0; d < headDim; d++) out[qo + d] = acc[d];
+    }
+  }
+  return out;
 }
 
 /** erf to double precision (W. J. Cody's rational approximations, |error| < 1e-15). */

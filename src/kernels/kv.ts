@@ -1,0 +1,244 @@
+/**
+ * The memory format of the KV cache, shared by the cache (model/kv-cache.ts), which writes it,
+ * and the attention kernels of every backend, which read it in place.
+ *
+ * Tokens live in fixed-size blocks. One block holds `blockTokens` consecutive tokens of every
+ * decoder layer: for each layer its keys, its values and (q8) their scales, each a row-major
+ * [token][kvHead][headDim] array of the cache type. Blocks sit in large ArrayBuffers (slabs);
+ * a sequence is a list of blocks, so it grows without copying and returns them when done.
+ */
+import { QvlError } from '../errors.ts';
+
+export type KvType = 'f32' | 'bf16' | 'f16' | 'q8';
+export const KV_TYPES: readonly KvType[] = ['bf16', 'f16', 'q8', 'f32'];
+export const DEFAULT_KV_TYPE: KvType = 'bf16';
+/** Codes the native addon uses (native/kernels.h KvType). */
+export const KV_TYPE_CODE: Record<KvType, number> = { f32: 0, bf16: 1, f16: 2, q8: 3 };
+export const DEFAULT_KV_BLOCK_TOKENS = 256;
+
+const ALIGN = 64;
+const align = (n: number) => Math.ceil(n / ALIGN) * ALIGN;
+const ELEM_BYTES: Record<KvType, number> = { f32: 4, bf16: 2, f16: 2, q8: 1 };
+
+/** Byte layout of one KV block. */
+export class KvLayout {
+  readonly elemBytes: number;
+  /** bytes of one layer's keys (or values) in a block */
+  readonly dataBytes: number;
+  /** bytes of one layer's key (or value) scales in a block (q8; 0 otherwise) */
+  readonly scaleBytes: number;
+  readonly layerBytes: number;
+  readonly blockBytes: number;
+  /** values per token and layer, keys or values: kvHeads · headDim */
+  readonly rowElems: number;
+
+  constructor(
+    readonly type: KvType,
+    readonly layers: number,
+    readonly kvHeads: number,
+    readonly headDim: number,
+    readonly blockTokens: number = DEFAULT_KV_BLOCK_TOKENS,
+  ) {
+    this.elemBytes = ELEM_BYTES[type];
+    this.rowElems = kvHeads * headDim;
+    this.dataBytes = align(blockTokens * this.rowElems * this.elemBytes);
+    this.scaleBytes = type === 'q8' ? align(blockTokens * kvHeads * 4) : 0;
+    this.layerBytes = 2 * this.dataBytes + 2 * this.scaleBytes;
+    this.blockBytes = layers * this.layerBytes;
+  }
+
+  kOffset(layer: number): number {
+    return layer * this.layerBytes;
+  }
+  vOffset(layer: number): number {
+    return layer * this.layerBytes + this.dataBytes;
+  }
+  kScaleOffset(layer: number): number {
+    return layer * this.layerBytes + 2 * this.dataBytes;
+  }
+  vScaleOffset(layer: number): number {
+    return layer * this.layerBytes + 2 * this.dataBytes + this.scaleBytes;
+  }
+
+  /** Bytes a token costs across all layers (what a context of n tokens needs, n × this). */
+  get bytesPerToken(): number {
+    return this.blockBytes / this.blockTokens;
+  }
+}
+
+/** What attention reads: one layer of a sequence's cache, tokens 0..length-1. */
+export interface KvView {
+  readonly layout: KvLayout;
+  readonly layer: number;
+  readonly length: number;
+  /** the pool's slabs (append-only: an index stays valid) */
+  readonly slabs: readonly ArrayBuffer[];
+  /** per block of the sequence, in order: slab index, byte offset in the slab */
+  readonly blocks: Int32Array;
+}
+
+// ---- writing (float32 rows in, the cache type out) ----
+
+const f32 = new Float32Array(1);
+const u32 = new Uint32Array(f32.buffer);
+
+/** float32 → bfloat16 bits, round to nearest even (NaN stays NaN). */
+export function toBf16(x: number): number {
+  f32[0] = x;
+  const u = u32[0];
+  if ((u & 0x7fffffff) > 0x7f800000) return ((u >>> 16) | 0x40) & 0xffff;
+  return ((u + 0x7fff + ((u >>> 16) & 1)) >>> 16) & 0xffff;
+}
+
+/** float32 → IEEE half bits, round to nearest even; beyond ±65504 becomes ±inf. */
+export function toF16(x: number): number {
+  f32[0] = x;
+  const u = u32[0];
+  const sign = (u >>> 16) & 0x8000;
+  const exp = (u >>> 23) & 0xff;
+  let man = u & 0x7fffff;
+  if (exp === 0xff) return sign | 0x7c00 | (man ? 0x200 : 0);
+  let e = exp - 127 + 15;
+  if (e >= 31) return sign | 0x7c00;
+  if (e <= 0) {
+    // subnormal half: the value is man'·2^-24
+    if (e < -10) return sign;
+    man |= 0x800000;
+    const shift = 14 - e;
+    const half = 1 << (shift - 1);
+    let r = man >>> shift;
+    const rest = man & ((1 << shift) - 1);
+    if (rest > half || (rest === half && r & 1)) r++;
+    return sign | r;
+  }
+  let r = man >>> 13;
+  const rest = man & 0x1fff;
+  if (rest > 0x1000 || (rest === 0x1000 && r & 1)) {
+    r++;
+    if (r === 0x400) {
+      r = 0;
+      e++;
+      if (e >= 31) return sign | 0x7c00;
+    }
+  }
+  return sign | (e << 10) | r;
+}
+
+/** IEEE half bits → float32 value. */
+export function fromF16(h: number): number {
+  const s = h & 0x8000 ? -1 : 1;
+  const e = (h >>> 10) & 0x1f;
+  const m = h & 0x3ff;
+  if (e === 0) return s * m * 2 ** -24;
+  if (e === 31) return m ? NaN : s * Infinity;
+  return s * (1 + m / 1024) * 2 ** (e - 15);
+}
+
+/** bfloat16 bits → float32 value. */
+export function fromBf16(h: number): number {
+  u32[0] = h << 16;
+  return f32[0];
+}
+
+/**
+ * Writes rows `src` [n, kvHeads·headDim] (keys when `which` is 0, values when 1) of `layer`
+ * into a block at token `t0`. q8: each head's row gets its own scale max|x|/127 and values
+ * round(x/scale) in −127..127.
+ */
+export function writeKvRows(layout: KvLayout, slab: ArrayBuffer, blockOffset: number, layer: number, which: 0 | 1, t0: number, src: Float32Array, n: number): void {
+  const { rowElems, headDim, kvHeads } = layout;
+  const dataOff = blockOffset + (which ? layout.vOffset(layer) : layout.kOffset(layer));
+  const count = n * rowElems;
+  switch (layout.type) {
+    case 'f32':
+      new Float32Array(slab, dataOff + t0 * rowElems * 4, count).set(src.subarray(0, count));
+      return;
+    case 'bf16': {
+      const d = new Uint16Array(slab, dataOff + t0 * rowElems * 2, count);
+      for (let i = 0; i < count; i++) d[i] = toBf16(src[i]);
+      return;
+    }
+    case 'f16': {
+      const d = new Uint16Array(slab, dataOff + t0 * rowElems * 2, count);
+      for (let i = 0; i < count; i++) d[i] = toF16(src[i]);
+      return;
+    }
+    case 'q8': {
+      const d = new Int8Array(slab, dataOff + t0 * rowElems, count);
+      const scaleOff = blockOffset + (which ? layout.vScaleOffset(layer) : layout.kScaleOffset(layer));
+      const sc = new Float32Array(slab, scaleOff + t0 * kvHeads * 4, n * kvHeads);
+      for (let r = 0; r < n * kvHeads; r++) {
+        const o = r * headDim;
+        let amax = 0;
+        for (let c = 0; c < headDim; c++) amax = Math.max(amax, Math.abs(src[o + c]));
+        const scale = Math.fround(amax / 127);
+        sc[r] = scale;
+        const inv = scale > 0 ? 1 / scale : 0;
+        for (let c = 0; c < headDim; c++) d[o + c] = Math.max(-127, Math.min(127, Math.round(src[o + c] * inv)));
+      }
+      return;
+    }
+  }
+}
+
+/**
+ * Reads keys (which = 0) or values (1) of a view row by row as float32 — the definition every
+ * kernel must match: bf16/f16 widen exactly, q8 is one float32 product q·scale.
+ */
+export class KvRowReader {
+  private readonly data: (Float32Array | Uint16Array | Int8Array)[] = [];
+  private readonly scales: Float32Array[] = [];
+  private readonly out: Float32Array;
+
+  constructor(
+    private readonly view: KvView,
+    which: 0 | 1,
+  ) {
+    const L = view.layout;
+    const n = Math.ceil(view.length / L.blockTokens);
+    const count = L.blockTokens * L.rowElems;
+    for (let b = 0; b < n; b++) {
+      const slab = view.slabs[view.blocks[2 * b]];
+      const base = view.blocks[2 * b + 1];
+      const off = base + (which ? L.vOffset(view.layer) : L.kOffset(view.layer));
+      if (L.type === 'f32') this.data.push(new Float32Array(slab, off, count));
+      else if (L.type === 'q8') {
+        this.data.push(new Int8Array(slab, off, count));
+        this.scales.push(new Float32Array(slab, base + (which ? L.vScaleOffset(view.layer) : L.kScaleOffset(view.layer)), L.blockTokens * L.kvHeads));
+      } else this.data.push(new Uint16Array(slab, off, count));
+    }
+    this.out = new Float32Array(L.headDim);
+  }
+
+  /** Token j, kv head kh: [headDim] float32, valid until the next call. */
+  row(j: number, kh: number): Float32Array {
+    const L = this.view.layout;
+    const b = Math.floor(j / L.blockTokens);
+    const t = j - b * L.blockTokens;
+    const e0 = t * L.rowElems + kh * L.headDim;
+    const hd = L.headDim;
+    const src = this.data[b];
+    const dst = this.out;
+    switch (L.type) {
+      case 'f32':
+        return (src as Float32Array).subarray(e0, e0 + hd);
+      case 'bf16':
+        for (let c = 0; c < hd; c++) dst[c] = fromBf16(src[e0 + c]);
+        return dst;
+      case 'f16':
+        for (let c = 0; c < hd; c++) dst[c] = fromF16(src[e0 + c]);
+        return dst;
+      case 'q8': {
+        const scale = this.scales[b][t * L.kvHeads + kh];
+        for (let c = 0; c < hd; c++) dst[c] = Math.fround(src[e0 + c] * scale);
+        return dst;
+      }
+    }
+  }
+}
+
+/** Checks a KV cache type named by a user (option, flag, request). */
+export function parseKvType(v: unknown, what = 'kvType'): KvType {
+  if (typeof v === 'string' && (KV_TYPES as readonly string[]).includes(v)) return v as KvType;
+  throw new QvlError('OPTION_INVALID', `${what} must be one of ${KV_TYPES.join(', ')}, got ${JSON.stringify(v)}`, { [what]: v });
+}
