@@ -7,6 +7,7 @@
  *                    [--isa best|all|avx512vnni,avx512,avx2vnni,avx2,scalar]
  *                    [--only load,decode,prefill,vision,ttft] [--prefill 512,2048] [--decode-tokens 16]
  *                    [--images 448,1024] [--prefill-chunk N] [--cache-dir DIR] [--head float|q8|q4]
+ *   npm run bench -- --only longctx …   (long context and KV cache types: see bench/longctx.ts)
  *
  * The checkpoint (BF16, ~9 GB for 4B) is written once into the cache folder (default
  * .tmp/bench-cache/<size>, git-ignored). Each weight type runs in its own process so that its
@@ -24,6 +25,7 @@ import { loadAddon } from '../src/kernels/native/addon.ts';
 import { loadNativeBackend, type InstructionSet } from '../src/kernels/native/index.ts';
 import { parseConfig } from '../src/model/config.ts';
 import { configJson, ensureCheckpoint, type ModelSize } from './model-checkpoint.ts';
+import { longContextMain, parseLongContextArgs } from './longctx.ts';
 import { headFlops, prefillFlops, visionFlops } from './model-cost.ts';
 import { runModel, type Phase, type Quant, type RunOptions, type RunResult } from './model-run.ts';
 
@@ -172,6 +174,16 @@ const f2 = (x: number) => x.toFixed(2);
 const pct = (x: number) => `${Math.round(100 * x)}%`;
 
 function main(): void {
+  const argv = process.argv.slice(2);
+  const only = argv.indexOf('--only');
+  if (only >= 0 && argv[only + 1]?.split(',').includes('longctx')) {
+    if (argv[only + 1] !== 'longctx') {
+      console.error('bench: --only longctx runs on its own (its options are in bench/longctx.ts)');
+      process.exit(2);
+    }
+    const root = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
+    return longContextMain(parseLongContextArgs(argv, root));
+  }
   let a: Args;
   try {
     a = parseArgs(process.argv.slice(2));

@@ -8,6 +8,8 @@ import { Worker } from 'node:worker_threads';
 import { QvlError } from '../errors.ts';
 import type { BackendName } from '../kernels/select.ts';
 import type { QuantMode } from '../weights/quant-plan.ts';
+import type { KvType } from '../kernels/kv.ts';
+import type { RopeScalingOverride } from '../model/config.ts';
 import type { ChatResult } from './qwen3vl.ts';
 import type { PreparedPrompt } from './prompt.ts';
 import { deserializeError } from './serialized-error.ts';
@@ -21,6 +23,9 @@ export interface WorkerLoadOptions {
   threads?: number;
   /** quantize float weights while loading (q8, or q4 text decoder + q8 rest), as in-process loading */
   quant?: QuantMode;
+  kvType?: KvType;
+  context?: number;
+  ropeScaling?: RopeScalingOverride;
   /** weight loading progress */
   onProgress?: (done: number, total: number) => void;
 }
@@ -121,7 +126,7 @@ export class WorkerModel {
   /** Starts a worker and loads the model folder `dir` in it. */
   static load(dir: string, opts: WorkerLoadOptions = {}): Promise<WorkerModel> {
     const worker = new Worker(new URL('./worker-bootstrap.mjs', import.meta.url), {
-      workerData: { dir, backend: opts.backend ?? 'auto', threads: opts.threads, quant: opts.quant } satisfies WorkerInit,
+      workerData: { dir, backend: opts.backend ?? 'auto', threads: opts.threads, quant: opts.quant, kvType: opts.kvType, context: opts.context, ropeScaling: opts.ropeScaling } satisfies WorkerInit,
       // the bootstrap registers the TypeScript loader itself
       execArgv: withoutTsxImport(process.execArgv),
     });

@@ -27,6 +27,9 @@ async function main(): Promise<void> {
       backend: init.backend,
       threads: init.threads,
       quant: init.quant,
+      kvType: init.kvType,
+      context: init.context,
+      ropeScaling: init.ropeScaling,
       onProgress: (done, total) => {
         done = Math.min(done, total);
         // at most ~100 progress messages

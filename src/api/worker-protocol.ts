@@ -12,6 +12,8 @@ import type { PdfPartOptions } from './pdf-parts.ts';
 import type { PreparedPrompt } from './prompt.ts';
 import type { MediaSourceOptions } from '../media/source-options.ts';
 import type { QuantMode } from '../weights/quant-plan.ts';
+import type { KvType } from '../kernels/kv.ts';
+import type { RopeScalingOverride } from '../model/config.ts';
 
 export interface WorkerInit {
   dir: string;
@@ -19,6 +21,10 @@ export interface WorkerInit {
   threads?: number;
   /** quantize float weights while loading, as `Qwen3VL.fromPretrained` does */
   quant?: QuantMode;
+  /** KV cache type, context and YaRN override, as `Qwen3VL.fromPretrained` takes them */
+  kvType?: KvType;
+  context?: number;
+  ropeScaling?: RopeScalingOverride;
 }
 
 /** Media limits that can cross threads (no AbortSignal: cancellation travels as a message). */

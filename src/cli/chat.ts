@@ -4,7 +4,7 @@ import type { Command } from 'commander';
 import { WorkerModel, type WorkerCallOptions } from '../api/worker-host.ts';
 import { isQvlError } from '../errors.ts';
 import { OutputStreamParser } from '../generate/parse/output.ts';
-import { addModelFlags, type ModelFlags } from './load.ts';
+import { addModelFlags, loadSettings, planAndReport, type ModelFlags } from './load.ts';
 import { resolveModelDir } from './model-dir.ts';
 import { addGenerationFlags, clearStatus, generationOptions, statusLine, type GenerationFlags } from './options.ts';
 import { reportError } from './report-error.ts';
@@ -102,10 +102,10 @@ export function registerChat(program: Command): void {
   addModelFlags(addGenerationFlags(cmd, 1024)).action(async (flags: ChatFlags) => {
     const { dir } = await resolveModelDir(flags.model);
     statusLine(`loading ${dir} …`);
+    const settings = loadSettings(flags);
+    planAndReport(dir, settings, flags);
     const model = await WorkerModel.load(dir, {
-      backend: flags.backend,
-      threads: flags.threads,
-      quant: flags.quant,
+      ...settings,
       onProgress: (done, total) => statusLine(`loading ${dir}: ${Math.round((100 * done) / total)}%`),
     });
     clearStatus();

@@ -3,7 +3,11 @@ import path from 'node:path';
 import { Option, type Command } from 'commander';
 import type { Qwen3VL } from '../api/qwen3vl.ts';
 import type { BackendName } from '../kernels/select.ts';
-import { clearStatus, intArg, statusLine } from './options.ts';
+import { InvalidArgumentError } from 'commander';
+import { describePlan, planMemory, type MemoryPlan } from '../api/memory-plan.ts';
+import { DEFAULT_KV_TYPE, type KvType } from '../kernels/kv.ts';
+import { loadConfig, type RopeScalingOverride } from '../model/config.ts';
+import { clearStatus, floatArg, intArg, statusLine } from './options.ts';
 import { resolveModelDir } from './model-dir.ts';
 
 export interface ModelFlags {
@@ -11,6 +15,49 @@ export interface ModelFlags {
   backend: BackendName;
   threads?: number;
   quant?: 'q8' | 'q4';
+  kvType?: KvType;
+  context?: number;
+  ropeScaling?: 'yarn';
+  ropeFactor?: number;
+  ropeOriginalContext?: number;
+}
+
+/** What loading a model takes from the flags (the same for in-process and worker loading). */
+export interface LoadSettings {
+  backend: BackendName;
+  threads?: number;
+  quant?: 'q8' | 'q4';
+  kvType?: KvType;
+  context?: number;
+  ropeScaling?: RopeScalingOverride;
+}
+
+export function loadSettings(flags: ModelFlags): LoadSettings {
+  if (flags.ropeFactor !== undefined && !flags.ropeScaling) throw new InvalidArgumentError('--rope-factor needs --rope-scaling yarn');
+  if (flags.ropeScaling && flags.ropeFactor === undefined) throw new InvalidArgumentError('--rope-scaling yarn needs --rope-factor (e.g. 4 for 1M positions on a 256K model)');
+  const ropeScaling: RopeScalingOverride | undefined = flags.ropeScaling
+    ? { type: 'yarn', factor: flags.ropeFactor!, originalMaxPositionEmbeddings: flags.ropeOriginalContext }
+    : undefined;
+  return { backend: flags.backend, threads: flags.threads, quant: flags.quant, kvType: flags.kvType, context: flags.context, ropeScaling };
+}
+
+/** The memory plan of a model folder under these settings (refuses a context that cannot fit). */
+export function planQuietly(dir: string, s: LoadSettings): MemoryPlan {
+  const cfg = loadConfig(dir, { ropeScaling: s.ropeScaling });
+  return planMemory(dir, cfg, { kvType: s.kvType ?? DEFAULT_KV_TYPE, context: s.context, quant: s.quant });
+}
+
+/**
+ * Works out the memory the flags' context needs before anything is loaded and says it on
+ * stderr (on a terminal, or whenever a context setting was given); refuses a context that
+ * cannot fit with an error naming what would.
+ */
+export function planAndReport(dir: string, s: LoadSettings, flags: ModelFlags): MemoryPlan {
+  const plan = planQuietly(dir, s);
+  if (process.stderr.isTTY || flags.context !== undefined || flags.kvType !== undefined || flags.ropeScaling !== undefined) {
+    process.stderr.write(`${describePlan(plan)}\n`);
+  }
+  return plan;
 }
 
 /** The flags every command that loads a model shares. */
@@ -19,7 +66,12 @@ export function addModelFlags(cmd: Command): Command {
     .option('-m, --model <dir|org/name>', 'model folder (Hugging Face layout) or Hugging Face repo id, downloaded to the HF cache if missing; default: the bundled demo model')
     .option('--backend <name>', 'compute backend: auto, native or ts', 'auto')
     .option('-t, --threads <n>', 'threads for the native backend (default: physical cores)', intArg(1, 1024))
-    .addOption(quantOption('quantize float weights while loading (q8: int8 blocks; q4: 4-bit text decoder)'));
+    .addOption(quantOption('quantize float weights while loading (q8: int8 blocks; q4: 4-bit text decoder)'))
+    .addOption(new Option('--kv-type <type>', 'KV cache storage: bf16 (default), f16, q8 (about half of bf16) or f32').choices(['bf16', 'f16', 'q8', 'f32']))
+    .option('--context <n>', "prompt + answer tokens per sequence (default: the model's when it fits in memory, else what fits)", intArg(16))
+    .addOption(new Option('--rope-scaling <type>', 'extend the context beyond the trained one (with --rope-factor)').choices(['yarn']))
+    .option('--rope-factor <x>', 'YaRN factor: the context becomes factor × the trained one', floatArg(1.0001, 64))
+    .option('--rope-original-context <n>', "YaRN: the trained context (default: the model's max_position_embeddings)", intArg(16));
 }
 
 /** `-q, --quant q8|q4`: the one meaning of `-q` in every command. */
@@ -34,10 +86,10 @@ export async function loadModel(flags: ModelFlags): Promise<Qwen3VL> {
   const t0 = performance.now();
   statusLine(`loading ${dir} …`);
   const { Qwen3VL } = await import('../api/qwen3vl.ts');
+  const settings = loadSettings(flags);
+  planAndReport(dir, settings, flags);
   const model = await Qwen3VL.fromPretrained(dir, {
-    backend: flags.backend,
-    threads: flags.threads,
-    quant: flags.quant,
+    ...settings,
     onProgress: (done, total) => statusLine(`loading ${dir}: ${Math.round((100 * done) / total)}%`),
   });
   clearStatus();

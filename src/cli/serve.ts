@@ -1,7 +1,8 @@
 import type { Command } from 'commander';
 import { DEFAULT_QUEUE } from '../batch/queue-name.ts';
 import { addLimitFlags, limitsFromFlags, type LimitFlags } from './limit-flags.ts';
-import { addModelFlags, type ModelFlags } from './load.ts';
+import { describePlan } from '../api/memory-plan.ts';
+import { addModelFlags, loadSettings, planQuietly, type ModelFlags } from './load.ts';
 import { resolveModelDir } from './model-dir.ts';
 import { collect, intArg } from './options.ts';
 
@@ -45,12 +46,12 @@ Sampling defaults come from the model's generation_config.json. See docs/server.
     const names = flags.servedModelName.length > 0 ? flags.servedModelName : [flags.model ?? name];
     const log = (line: string) => process.stderr.write(`${new Date().toISOString()} ${line}\n`);
     let lastPct = -1;
+    const settings = loadSettings(flags);
+    log(describePlan(planQuietly(dir, settings)));
     const engine = new WorkerEngine(
       dir,
       {
-        backend: flags.backend,
-        threads: flags.threads,
-        quant: flags.quant,
+        ...settings,
         onProgress: (done, total) => {
           const pct = Math.floor((100 * done) / Math.max(1, total) / 10) * 10;
           if (pct !== lastPct) log(`loading ${dir}: ${(lastPct = pct)}%`);

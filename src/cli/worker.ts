@@ -2,7 +2,8 @@
 import type { Command } from 'commander';
 import { addQueueFlags, type QueueFlags } from './batch.ts';
 import { addLimitFlags, limitsFromFlags, type LimitFlags } from './limit-flags.ts';
-import { addModelFlags, type ModelFlags } from './load.ts';
+import { describePlan } from '../api/memory-plan.ts';
+import { addModelFlags, loadSettings, planQuietly, type ModelFlags } from './load.ts';
 import { resolveModelDir } from './model-dir.ts';
 import { collect, intArg } from './options.ts';
 
@@ -35,13 +36,14 @@ Give workers and \`qvl batch submit\` the same request limits. See docs/batch.md
     const { BatchWorker } = await import('../batch/worker.ts');
     const log = (line: string) => process.stderr.write(`${new Date().toISOString()} ${line}\n`);
     const names = flags.servedModelName.length > 0 ? flags.servedModelName : [flags.model ?? name];
-    log(`loading ${dir}`);
+    const settings = loadSettings(flags);
+    log(`loading ${dir}; ${describePlan(planQuietly(dir, settings))}`);
     const worker = await BatchWorker.start({
       redisUrl: flags.redis,
       queue: flags.queue,
       modelDir: dir,
       modelNames: names,
-      load: { backend: flags.backend, threads: flags.threads, quant: flags.quant },
+      load: settings,
       limits: limitsFromFlags(flags),
       parallel: flags.parallel,
       lockDurationMs: flags.lockDuration * 1000,

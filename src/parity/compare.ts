@@ -7,6 +7,8 @@ export interface StageCheck {
   tolerance: number;
   ok: boolean;
   detail?: string;
+  /** for counts: how many items were compared */
+  total?: number;
 }
 
 export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {

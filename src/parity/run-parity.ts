@@ -216,6 +216,21 @@ async function checkCase(model: Qwen3VL, c: FixtureCase, all: FixtureCase[], emi
     }
   }
 
+  // Top-1 at every position: flips are allowed only where HF's own top-2 margin is below 1e-3
+  if (c.has('logits_top16_ids') && c.has('logits_top16_vals')) {
+    const ids = c.ints('logits_top16_ids');
+    const vals = c.f32('logits_top16_vals');
+    const rows = ids.length / 16;
+    let flips = 0;
+    let close = 0;
+    for (let r = 0; r < rows && r < L; r++) {
+      const at = L - rows + r; // the top-16 rows are the last ones when a case stores fewer
+      if (vals[r * 16] - vals[r * 16 + 1] < 1e-3) close++;
+      if (argmax(pre.logits.subarray(at * V, (at + 1) * V)) !== ids[r * 16]) flips++;
+    }
+    emit({ ...check(c.name, 'top1(all positions)', flips, close, `${flips} of ${rows} positions differ; ${close} have an HF top-2 margin < 1e-3`), total: rows });
+  }
+
   // KV-cache decoding, greedy, step by step
   if (c.has('generated_ids')) {
     const ref = c.ints('generated_ids');
