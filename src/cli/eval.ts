@@ -1,4 +1,5 @@
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
+import type { KvType } from '../kernels/kv.ts';
 import type { BackendName } from '../kernels/select.ts';
 import type { QuantMode } from '../weights/quant-plan.ts';
 import { describeBackend, quantOption } from './load.ts';
@@ -8,6 +9,7 @@ interface EvalFlags {
   backend: BackendName;
   threads?: number;
   quant?: QuantMode;
+  kvType?: KvType;
   limit?: number;
   perTask?: number;
   task: string[];
@@ -23,6 +25,7 @@ export function registerEval(program: Command): void {
     .option('--backend <name>', 'compute backend: auto, native or ts', 'auto')
     .option('-t, --threads <n>', 'threads for the native backend (default: physical cores)', intArg(1, 1024))
     .addOption(quantOption('quantize the weights at load (compare the answers with HF\'s float ones)'))
+    .addOption(new Option('--kv-type <type>', 'KV cache storage (compare the answers with HF\'s float ones): bf16 (default), f16, q8 or f32').choices(['bf16', 'f16', 'q8', 'f32']))
     .option('--limit <n>', 'at most this many items', intArg(1))
     .option('--per-task <n>', 'at most this many items of each task', intArg(1))
     .option('--task <name>', 'only this task (repeatable)', collect, [])
@@ -31,7 +34,7 @@ export function registerEval(program: Command): void {
     .action(async (modelDir: string, datasetDir: string, f: EvalFlags) => {
       const [{ evaluate, formatEvalReport }, { Qwen3VL }] = await Promise.all([import('../eval/index.ts'), import('../api/qwen3vl.ts')]);
       statusLine(`loading ${modelDir} …`);
-      const model = await Qwen3VL.fromPretrained(modelDir, { backend: f.backend, threads: f.threads, quant: f.quant });
+      const model = await Qwen3VL.fromPretrained(modelDir, { backend: f.backend, threads: f.threads, quant: f.quant, kvType: f.kvType });
       const progress = evalProgress(`${modelDir} (${describeBackend(model.info())})`);
       const report = await evaluate(modelDir, datasetDir, {
         model,

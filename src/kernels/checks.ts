@@ -1,5 +1,5 @@
 import { QvlError } from '../errors.ts';
-import type { AttentionOptions, KvAttentionOptions } from './backend.ts';
+import type { AttentionOptions, KvAttentionOptions, PreparedWeight } from './backend.ts';
 import type { KvView } from './kv.ts';
 
 /**
@@ -55,4 +55,60 @@ export function checkAttentionKv(q: Float32Array, kv: KvView, o: KvAttentionOpti
   if (kv.blocks.length * blockTokens < 2 * kv.length) {
     throw shapeError('attentionKv', `${kv.blocks.length / 2} blocks of ${blockTokens} tokens cannot hold ${kv.length} tokens`, { length: kv.length });
   }
+}
+
+export function checkMatmul(x: Float32Array, n: number, w: PreparedWeight, bias?: Float32Array | null): void {
+  checkInt('matmul', 'n', n);
+  if (x.length !== n * w.cols) throw shapeError('matmul', `x has ${x.length} values, expected ${n}×${w.cols}`, { n, cols: w.cols, length: x.length });
+  if (bias && bias.length !== w.rows) throw shapeError('matmul', `bias has ${bias.length} values, expected ${w.rows}`, { rows: w.rows, length: bias.length });
+}
+
+/** The ids as an Int32Array, each checked to name a row. */
+export function checkRowIds(w: PreparedWeight, ids: ArrayLike<number>): Int32Array {
+  const idx = new Int32Array(ids.length);
+  for (let i = 0; i < ids.length; i++) {
+    const id = ids[i];
+    if (!(Number.isInteger(id) && id >= 0 && id < w.rows)) {
+      throw new QvlError('OPTION_INVALID', `gatherRows: id ${id} (position ${i}) is outside 0..${w.rows - 1}`, { id, position: i, rows: w.rows });
+    }
+    idx[i] = id;
+  }
+  return idx;
+}
+
+function checkRows(op: string, x: Float32Array, dim: number): void {
+  checkInt(op, 'dim', dim, 1);
+  if (x.length % dim) throw shapeError(op, `x has ${x.length} values, not a multiple of dim ${dim}`, { dim, length: x.length });
+}
+
+export function checkRmsNorm(x: Float32Array, dim: number, weight: Float32Array): void {
+  checkRows('rmsNorm', x, dim);
+  if (weight.length !== dim) throw shapeError('rmsNorm', `weight has ${weight.length} values, expected ${dim}`, { dim });
+}
+
+export function checkLayerNorm(x: Float32Array, dim: number, weight: Float32Array, bias: Float32Array): void {
+  checkRows('layerNorm', x, dim);
+  if (weight.length !== dim || bias.length !== dim) {
+    throw shapeError('layerNorm', `weight/bias have ${weight.length}/${bias.length} values, expected ${dim}`, { dim });
+  }
+}
+
+export function checkRope(x: Float32Array, n: number, heads: number, headDim: number, cos: Float32Array, sin: Float32Array): void {
+  checkInt('rope', 'n', n);
+  checkInt('rope', 'heads', heads, 1);
+  checkInt('rope', 'headDim', headDim, 2);
+  if (headDim % 2) throw new QvlError('OPTION_INVALID', `rope: headDim must be even, got ${headDim}`, { headDim });
+  if (x.length !== n * heads * headDim) throw shapeError('rope', `x has ${x.length} values, expected ${n}×${heads}×${headDim}`, { n, heads, headDim });
+  if (cos.length < n * headDim || sin.length < n * headDim) {
+    throw shapeError('rope', `cos/sin have ${cos.length}/${sin.length} values, expected ${n}×${headDim}`, { n, headDim });
+  }
+}
+
+export function checkSameLength(op: string, a: Float32Array, b: Float32Array, names?: [string, string]): void {
+  if (a.length === b.length) return;
+  throw shapeError(op, names ? `${names[0]} has ${a.length} values, ${names[1]} has ${b.length}` : `lengths ${a.length} and ${b.length} differ`, {});
+}
+
+export function checkGeluKind(kind: string): void {
+  if (kind !== 'tanh' && kind !== 'erf') throw new QvlError('OPTION_INVALID', `gelu: kind must be 'tanh' or 'erf', got '${String(kind)}'`, { kind });
 }

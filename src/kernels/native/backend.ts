@@ -1,6 +1,17 @@
 import { QvlError } from '../../errors.ts';
 import type { AttentionOptions, Backend, KvAttentionOptions, PreparedWeight } from '../backend.ts';
-import { checkAttention, checkAttentionKv, checkInt, shapeError } from '../checks.ts';
+import {
+  checkAttention,
+  checkAttentionKv,
+  checkGeluKind,
+  checkInt,
+  checkLayerNorm,
+  checkMatmul,
+  checkRmsNorm,
+  checkRope,
+  checkRowIds,
+  checkSameLength,
+} from '../checks.ts';
 import { KV_TYPE_CODE, type KvView } from '../kv.ts';
 import type { WeightData } from '../weight.ts';
 import { loadAddon, type NativeAddon, type NativeWeightHandle } from './addon.ts';
@@ -72,9 +83,7 @@ export class NativeBackend implements Backend {
   }
 
   matmul(x: Float32Array, n: number, w: PreparedWeight, bias?: Float32Array | null): Float32Array {
-    checkInt('matmul', 'n', n);
-    if (x.length !== n * w.cols) throw shapeError('matmul', `x has ${x.length} values, expected ${n}×${w.cols}`, { n, cols: w.cols, length: x.length });
-    if (bias && bias.length !== w.rows) throw shapeError('matmul', `bias has ${bias.length} values, expected ${w.rows}`, { rows: w.rows, length: bias.length });
+    checkMatmul(x, n, w, bias);
     const y = new Float32Array(n * w.rows);
     const h = this.#handle(w, 'matmul');
     this.#call('matmul', () => this.#addon.matmul(x, n, h, bias ?? null, y));
@@ -82,14 +91,7 @@ export class NativeBackend implements Backend {
   }
 
   gatherRows(w: PreparedWeight, ids: ArrayLike<number>): Float32Array {
-    const idx = new Int32Array(ids.length);
-    for (let i = 0; i < ids.length; i++) {
-      const id = ids[i];
-      if (!(Number.isInteger(id) && id >= 0 && id < w.rows)) {
-        throw new QvlError('OPTION_INVALID', `gatherRows: id ${id} (position ${i}) is outside 0..${w.rows - 1}`, { id, position: i, rows: w.rows });
-      }
-      idx[i] = id;
-    }
+    const idx = checkRowIds(w, ids);
     const out = new Float32Array(ids.length * w.cols);
     const h = this.#handle(w, 'gatherRows');
     this.#call('gatherRows', () => this.#addon.gatherRows(h, idx, out));
@@ -97,32 +99,21 @@ export class NativeBackend implements Backend {
   }
 
   rmsNorm(x: Float32Array, dim: number, weight: Float32Array, eps: number): Float32Array {
-    this.#rowsOf('rmsNorm', x, dim);
-    if (weight.length !== dim) throw shapeError('rmsNorm', `weight has ${weight.length} values, expected ${dim}`, { dim });
+    checkRmsNorm(x, dim, weight);
     const out = new Float32Array(x.length);
     if (x.length) this.#call('rmsNorm', () => this.#addon.rmsNorm(x, dim, weight, eps, out));
     return out;
   }
 
   layerNorm(x: Float32Array, dim: number, weight: Float32Array, bias: Float32Array, eps: number): Float32Array {
-    this.#rowsOf('layerNorm', x, dim);
-    if (weight.length !== dim || bias.length !== dim) {
-      throw shapeError('layerNorm', `weight/bias have ${weight.length}/${bias.length} values, expected ${dim}`, { dim });
-    }
+    checkLayerNorm(x, dim, weight, bias);
     const out = new Float32Array(x.length);
     if (x.length) this.#call('layerNorm', () => this.#addon.layerNorm(x, dim, weight, bias, eps, out));
     return out;
   }
 
   rope(x: Float32Array, n: number, heads: number, headDim: number, cos: Float32Array, sin: Float32Array): void {
-    checkInt('rope', 'n', n);
-    checkInt('rope', 'heads', heads, 1);
-    checkInt('rope', 'headDim', headDim, 2);
-    if (headDim % 2) throw new QvlError('OPTION_INVALID', `rope: headDim must be even, got ${headDim}`, { headDim });
-    if (x.length !== n * heads * headDim) throw shapeError('rope', `x has ${x.length} values, expected ${n}×${heads}×${headDim}`, { n, heads, headDim });
-    if (cos.length < n * headDim || sin.length < n * headDim) {
-      throw shapeError('rope', `cos/sin have ${cos.length}/${sin.length} values, expected ${n}×${headDim}`, { n, headDim });
-    }
+    checkRope(x, n, heads, headDim, cos, sin);
     if (n) this.#call('rope', () => this.#addon.rope(x, n, heads, headDim, cos, sin));
   }
 
@@ -149,19 +140,19 @@ export class NativeBackend implements Backend {
   }
 
   siluMul(gate: Float32Array, up: Float32Array): Float32Array {
-    if (gate.length !== up.length) throw shapeError('siluMul', `gate has ${gate.length} values, up has ${up.length}`, {});
+    checkSameLength('siluMul', gate, up, ['gate', 'up']);
     const out = new Float32Array(gate.length);
     this.#call('siluMul', () => this.#addon.siluMul(gate, up, out));
     return out;
   }
 
   gelu(x: Float32Array, kind: 'tanh' | 'erf'): void {
-    if (kind !== 'tanh' && kind !== 'erf') throw new QvlError('OPTION_INVALID', `gelu: kind must be 'tanh' or 'erf', got '${String(kind)}'`, { kind });
+    checkGeluKind(kind);
     this.#call('gelu', () => this.#addon.gelu(x, kind === 'erf'));
   }
 
   addInPlace(a: Float32Array, b: Float32Array): void {
-    if (a.length !== b.length) throw shapeError('addInPlace', `lengths ${a.length} and ${b.length} differ`, {});
+    checkSameLength('addInPlace', a, b);
     this.#call('addInPlace', () => this.#addon.add(a, b));
   }
 
@@ -170,11 +161,6 @@ export class NativeBackend implements Backend {
     if (!impl || !('handle' in impl)) throw new QvlError('INTERNAL', `${op}: the weight was not prepared by the native backend`, { op });
     if (!impl.handle) throw new QvlError('INTERNAL', `${op}: the weight was released`, { op });
     return impl.handle;
-  }
-
-  #rowsOf(op: string, x: Float32Array, dim: number): void {
-    checkInt(op, 'dim', dim, 1);
-    if (x.length % dim) throw shapeError(op, `x has ${x.length} values, not a multiple of dim ${dim}`, { dim, length: x.length });
   }
 
   #call<T>(op: string, f: () => T): T {

@@ -1,5 +1,5 @@
 import type { AttentionOptions, Backend, KvAttentionOptions, PreparedWeight } from '../backend.ts';
-import { checkAttention, checkAttentionKv } from '../checks.ts';
+import { checkAttention, checkAttentionKv, checkGeluKind, checkLayerNorm, checkMatmul, checkRmsNorm, checkRope, checkRowIds, checkSameLength } from '../checks.ts';
 import { KvRowReader, type KvView } from '../kv.ts';
 import type { WeightData } from '../weight.ts';
 import { dequantRow } from './dequant.ts';
@@ -7,6 +7,7 @@ import { dequantRow } from './dequant.ts';
 /**
  * Plain TypeScript kernels: the oracle every other backend is checked against. Sums are
  * accumulated in float64 so that the oracle is at least as accurate as any float32 kernel.
+ * Arguments are checked by the same functions as the native backend's (kernels/checks.ts).
  */
 export class TsBackend implements Backend {
   readonly name = 'ts';
@@ -17,8 +18,8 @@ export class TsBackend implements Backend {
 
   matmul(x: Float32Array, n: number, pw: PreparedWeight, bias?: Float32Array | null): Float32Array {
     const w = pw.impl as WeightData;
+    checkMatmul(x, n, pw, bias);
     const { rows, cols } = w;
-    if (x.length !== n * cols) throw new RangeError(`matmul: x has ${x.length} values, expected ${n}×${cols}`);
     const y = new Float32Array(n * rows);
     const row = new Float32Array(cols);
     for (let r = 0; r < rows; r++) {
@@ -36,16 +37,17 @@ export class TsBackend implements Backend {
 
   gatherRows(pw: PreparedWeight, ids: ArrayLike<number>): Float32Array {
     const w = pw.impl as WeightData;
+    checkRowIds(pw, ids);
     const out = new Float32Array(ids.length * w.cols);
     for (let i = 0; i < ids.length; i++) {
       const id = ids[i];
-      if (!(id >= 0 && id < w.rows)) throw new RangeError(`gatherRows: id ${id} outside 0..${w.rows - 1}`);
       dequantRow(w, id, out.subarray(i * w.cols, (i + 1) * w.cols));
     }
     return out;
   }
 
   rmsNorm(x: Float32Array, dim: number, weight: Float32Array, eps: number): Float32Array {
+    checkRmsNorm(x, dim, weight);
     const out = new Float32Array(x.length);
     for (let off = 0; off < x.length; off += dim) {
       let ss = 0;
@@ -57,6 +59,7 @@ export class TsBackend implements Backend {
   }
 
   layerNorm(x: Float32Array, dim: number, weight: Float32Array, bias: Float32Array, eps: number): Float32Array {
+    checkLayerNorm(x, dim, weight, bias);
     const out = new Float32Array(x.length);
     for (let off = 0; off < x.length; off += dim) {
       let mean = 0;
@@ -71,6 +74,7 @@ export class TsBackend implements Backend {
   }
 
   rope(x: Float32Array, n: number, heads: number, headDim: number, cos: Float32Array, sin: Float32Array): void {
+    checkRope(x, n, heads, headDim, cos, sin);
     const half = headDim / 2;
     for (let i = 0; i < n; i++) {
       const cs = i * headDim;
@@ -112,6 +116,7 @@ export class TsBackend implements Backend {
   }
 
   siluMul(gate: Float32Array, up: Float32Array): Float32Array {
+    checkSameLength('siluMul', gate, up, ['gate', 'up']);
     const out = new Float32Array(gate.length);
     for (let i = 0; i < gate.length; i++) {
       const g = gate[i];
@@ -121,6 +126,7 @@ export class TsBackend implements Backend {
   }
 
   gelu(x: Float32Array, kind: 'tanh' | 'erf'): void {
+    checkGeluKind(kind);
     if (kind === 'tanh') {
       const c = Math.sqrt(2 / Math.PI);
       for (let i = 0; i < x.length; i++) {
@@ -136,7 +142,7 @@ export class TsBackend implements Backend {
   }
 
   addInPlace(a: Float32Array, b: Float32Array): void {
-    if (a.length !== b.length) throw new RangeError(`addInPlace: lengths ${a.length} and ${b.length} differ`);
+    checkSameLength('addInPlace', a, b);
     for (let i = 0; i < a.length; i++) a[i] += b[i];
   }
 }
