@@ -68,7 +68,8 @@ Sampling defaults come from the model's generation_config.json. See docs/server.
       port: flags.port,
       log,
       batch,
-      limits: { ...limitsFromFlags(flags), maxQueue: flags.maxQueue, prepWorkers: flags.prepWorkers, shutdownGraceSeconds: flags.shutdownGrace },
+      // a --context chosen for the server is also what a request may use, unless --max-context says less
+      limits: { ...limitsFromFlags({ ...flags, maxContext: flags.maxContext ?? flags.context }), maxQueue: flags.maxQueue, prepWorkers: flags.prepWorkers, shutdownGraceSeconds: flags.shutdownGrace },
     });
     log(`listening on ${server.url} (model "${names[0]}"; 503 until loaded)`);
     const stop = () => {

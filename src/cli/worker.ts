@@ -44,7 +44,7 @@ Give workers and \`qvl batch submit\` the same request limits. See docs/batch.md
       modelDir: dir,
       modelNames: names,
       load: settings,
-      limits: limitsFromFlags(flags),
+      limits: limitsFromFlags({ ...flags, maxContext: flags.maxContext ?? flags.context }),
       parallel: flags.parallel,
       lockDurationMs: flags.lockDuration * 1000,
       log,
