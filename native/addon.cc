@@ -375,6 +375,7 @@ Napi::Value AttentionKv(const Napi::CallbackInfo& info) {
     vsp[b] = (const float*)(base + off + vsOff);
   }
   a.kv.type = int32_t(type);
+  a.kv.headMajor = 1;
   a.kv.blockTokens = B;
   a.kv.k = kp.data();
   a.kv.v = vp.data();

@@ -33,11 +33,13 @@ struct WeightDesc {
 enum KvType : int32_t { KV_F32 = 0, KV_BF16 = 1, KV_F16 = 2, KV_Q8 = 3 };
 
 /**
- * Keys and values for attention: blocks of `blockTokens` tokens, each a row-major
- * [token][kvHeads·headDim] array of `type` (src/kernels/kv.ts). Float32 arrays are one block.
+ * Keys and values for attention: blocks of `blockTokens` tokens of `type`. KV cache blocks are
+ * head-major, [kvHead][token][headDim] (src/kernels/kv.ts), so that one head's rows are
+ * contiguous for streaming; float32 arrays are one token-major block [token][kvHead][headDim].
  */
 struct KvSource {
   int32_t type;
+  int32_t headMajor;
   int64_t blockTokens;
   const void* const* k;        // per block: its key rows
   const void* const* v;        // per block: its value rows

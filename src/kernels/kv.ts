@@ -3,8 +3,9 @@
  * and the attention kernels of every backend, which read it in place.
  *
  * Tokens live in fixed-size blocks. One block holds `blockTokens` consecutive tokens of every
- * decoder layer: for each layer its keys, its values and (q8) their scales, each a row-major
- * [token][kvHead][headDim] array of the cache type. Blocks sit in large ArrayBuffers (slabs);
+ * decoder layer: for each layer its keys, its values and (q8) their scales, each a head-major
+ * [kvHead][token][headDim] array of the cache type (scales [kvHead][token]), so that the rows
+ * one attention task reads are contiguous and stream from memory at full speed. Blocks sit in large ArrayBuffers (slabs);
  * a sequence is a list of blocks, so it grows without copying and returns them when done.
  */
 import { QvlError } from '../errors.ts';
@@ -146,37 +147,28 @@ export function fromBf16(h: number): number {
  * round(x/scale) in −127..127.
  */
 export function writeKvRows(layout: KvLayout, slab: ArrayBuffer, blockOffset: number, layer: number, which: 0 | 1, t0: number, src: Float32Array, n: number): void {
-  const { rowElems, headDim, kvHeads } = layout;
+  const { rowElems, headDim, kvHeads, blockTokens: B } = layout;
   const dataOff = blockOffset + (which ? layout.vOffset(layer) : layout.kOffset(layer));
-  const count = n * rowElems;
-  switch (layout.type) {
-    case 'f32':
-      new Float32Array(slab, dataOff + t0 * rowElems * 4, count).set(src.subarray(0, count));
-      return;
-    case 'bf16': {
-      const d = new Uint16Array(slab, dataOff + t0 * rowElems * 2, count);
-      for (let i = 0; i < count; i++) d[i] = toBf16(src[i]);
-      return;
-    }
-    case 'f16': {
-      const d = new Uint16Array(slab, dataOff + t0 * rowElems * 2, count);
-      for (let i = 0; i < count; i++) d[i] = toF16(src[i]);
-      return;
-    }
-    case 'q8': {
-      const d = new Int8Array(slab, dataOff + t0 * rowElems, count);
-      const scaleOff = blockOffset + (which ? layout.vScaleOffset(layer) : layout.kScaleOffset(layer));
-      const sc = new Float32Array(slab, scaleOff + t0 * kvHeads * 4, n * kvHeads);
-      for (let r = 0; r < n * kvHeads; r++) {
-        const o = r * headDim;
+  const all = B * rowElems;
+  const type = layout.type;
+  const d =
+    type === 'f32' ? new Float32Array(slab, dataOff, all) : type === 'q8' ? new Int8Array(slab, dataOff, all) : new Uint16Array(slab, dataOff, all);
+  const sc = type === 'q8' ? new Float32Array(slab, blockOffset + (which ? layout.vScaleOffset(layer) : layout.kScaleOffset(layer)), B * kvHeads) : null;
+  for (let t = 0; t < n; t++) {
+    for (let h = 0; h < kvHeads; h++) {
+      const o = (t * kvHeads + h) * headDim; // source: token-major rows
+      const e = (h * B + t0 + t) * headDim; // block: head-major
+      if (type === 'f32') (d as Float32Array).set(src.subarray(o, o + headDim), e);
+      else if (type === 'bf16') for (let c = 0; c < headDim; c++) d[e + c] = toBf16(src[o + c]);
+      else if (type === 'f16') for (let c = 0; c < headDim; c++) d[e + c] = toF16(src[o + c]);
+      else {
         let amax = 0;
         for (let c = 0; c < headDim; c++) amax = Math.max(amax, Math.abs(src[o + c]));
         const scale = Math.fround(amax / 127);
-        sc[r] = scale;
+        sc![h * B + t0 + t] = scale;
         const inv = scale > 0 ? 1 / scale : 0;
-        for (let c = 0; c < headDim; c++) d[o + c] = Math.max(-127, Math.min(127, Math.round(src[o + c] * inv)));
+        for (let c = 0; c < headDim; c++) d[e + c] = Math.max(-127, Math.min(127, Math.round(src[o + c] * inv)));
       }
-      return;
     }
   }
 }
@@ -215,7 +207,7 @@ export class KvRowReader {
     const L = this.view.layout;
     const b = Math.floor(j / L.blockTokens);
     const t = j - b * L.blockTokens;
-    const e0 = t * L.rowElems + kh * L.headDim;
+    const e0 = (kh * L.blockTokens + t) * L.headDim;
     const hd = L.headDim;
     const src = this.data[b];
     const dst = this.out;
@@ -229,7 +221,7 @@ export class KvRowReader {
         for (let c = 0; c < hd; c++) dst[c] = fromF16(src[e0 + c]);
         return dst;
       case 'q8': {
-        const scale = this.scales[b][t * L.kvHeads + kh];
+        const scale = this.scales[b][kh * L.blockTokens + t];
         for (let c = 0; c < hd; c++) dst[c] = Math.fround(src[e0 + c] * scale);
         return dst;
       }
