@@ -59,14 +59,18 @@ function machineLimit(): number {
  * memory available now, else the longest that does (whole KV blocks); a `context` that cannot
  * fit in the machine's memory at all is refused with what it needs and what would fit.
  */
-export function planMemory(dir: string, cfg: Qwen3VLConfig, opts: { kvType: KvType; context?: number; quant?: QuantMode; blockTokens?: number }): MemoryPlan {
+export function planMemory(
+  dir: string,
+  cfg: Qwen3VLConfig,
+  opts: { kvType: KvType; context?: number; quant?: QuantMode; blockTokens?: number; machine?: { limitBytes: number; availableBytes: number } },
+): MemoryPlan {
   const t = cfg.text;
   const layout = new KvLayout(opts.kvType, t.numLayers, t.numKvHeads, t.headDim, opts.blockTokens);
   const ck = checkpointBytes(dir);
   const weightsBytes = Math.round(opts.quant && ck.float16 ? ck.bytes * QUANT_SHRINK[opts.quant] : ck.bytes);
   const perToken = layout.bytesPerToken;
-  const limitBytes = machineLimit();
-  const availableBytes = Math.min(os.freemem(), limitBytes);
+  const limitBytes = opts.machine?.limitBytes ?? machineLimit();
+  const availableBytes = Math.min(opts.machine?.availableBytes ?? os.freemem(), limitBytes);
   const modelContext = t.maxPositionEmbeddings;
   const plan = (context: number, capped: boolean): MemoryPlan => {
     const kvBytes = Math.ceil(context / layout.blockTokens) * layout.blockBytes;

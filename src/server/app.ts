@@ -64,7 +64,7 @@ export function createApp(ctx: ServerContext, log: (line: string) => void = () =
       },
     };
     const info = ctx.engine.info();
-    if (info) Object.assign(body, { backend: info.backend, isa: info.isa ?? null, threads: info.threads ?? null, weights: info.weights });
+    if (info) Object.assign(body, { backend: info.backend, isa: info.isa ?? null, threads: info.threads ?? null, weights: info.weights, kv_type: info.kvType ?? null, context: info.context ?? null });
     if (state === 'failed') body.error = ctx.engine.failure()?.message;
     return c.json(body, state === 'ready' ? 200 : 503);
   });
