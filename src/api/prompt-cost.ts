@@ -94,7 +94,8 @@ export async function estimatePromptCost(parts: PromptParts, messages: unknown, 
       const maxFrames = ref.options.maxFrames ?? opts.maxFrames;
       const v = await videoShape(ref, fps, media);
       // As prepare: a frame list is the clip at its own rate; a file is sampled at `fps`.
-      const plan = planVideo(v.shape, parts.processor.video, v.list ? { minPixels, maxPixels, maxFrames } : { fps, maxFrames, minPixels, maxPixels });
+      const capPixelsPerFrame = ref.options.capPixelsPerFrame ?? opts.capPixelsPerFrame;
+      const plan = planVideo(v.shape, parts.processor.video, v.list ? { minPixels, maxPixels, maxFrames, capPixelsPerFrame } : { fps, maxFrames, minPixels, maxPixels, capPixelsPerFrame });
       videos.push({ grid: plan.grid, timestamps: plan.timestamps });
       items.push({
         kind: 'video',

@@ -6,7 +6,10 @@ import {
   planImage,
   preprocessImage,
   preprocessVideo,
+  videoFrameResizer,
   type ProcessorConfig,
+  type VideoOptions,
+  type VideoProcessorConfig,
   type VideoPromptLayout,
 } from '../processor/index.ts';
 import type { ChatTemplate } from '../template/chat-template.ts';
@@ -30,6 +33,11 @@ export interface PromptOptions {
   /** video sampling rate (frames per second), default 2 */
   fps?: number;
   maxFrames?: number;
+  /**
+   * videos: bound each frame's pixels as qwen-vl-utils does (transformers' `cap_pixels_per_frame`);
+   * default: the model's video_preprocessor_config.json, off when it does not say
+   */
+  capPixelsPerFrame?: boolean;
   /** where media may come from (see media/source-options) */
   media?: MediaSourceOptions;
   /** how PDF parts are rendered into page images (resolution, page budget) */
@@ -86,16 +94,16 @@ export async function preparePrompt(parts: PromptParts, messages: unknown, opts:
     } else {
       const fps = o.fps ?? opts.fps;
       const maxFrames = o.maxFrames ?? opts.maxFrames;
-      const video = await loadVideoRef(ref, { fps, maxFrames }, opts.media);
+      const vo: VideoOptions = { minPixels, maxPixels, maxFrames, capPixelsPerFrame: o.capPixelsPerFrame ?? opts.capPixelsPerFrame };
+      const video = await loadVideoRef(ref, { fps, maxFrames }, parts.processor.video, vo, opts.media);
       // `fps` was used above: the rate of a frame list, or the sampling rate of a decoded file.
-      const p = preprocessVideo(video, parts.processor.video, { minPixels, maxPixels, maxFrames });
+      const p = preprocessVideo(video, parts.processor.video, { ...vo, sourceSize: video.sourceSize });
       budget?.charge(tokens(p.grid, parts.mergeSize));
       videos.push({ pixels: p.pixelValues, grid: p.grid, timestamps: p.timestamps });
-      const f0 = video.frames[0];
       media.push({
         kind: 'video',
-        width: f0.width,
-        height: f0.height,
+        width: video.sourceSize.width,
+        height: video.sourceSize.height,
         resizedWidth: p.resized.width,
         resizedHeight: p.resized.height,
         tokens: tokens(p.grid, parts.mergeSize),
@@ -168,14 +176,21 @@ async function loadImageRef(ref: MediaRef, o: MediaSourceOptions = {}, sized?: (
 
 /**
  * A frame list is the whole clip at the stated rate (HF samples from it like from a decoded
- * file); a file, URL or data URI is probed and only the frames the sampler picks are decoded.
+ * file); a file, URL or data URI is probed and only the frames the sampler picks are decoded,
+ * each resized to the processor's size as it arrives (an hour of full-HD frames is never held).
  */
-async function loadVideoRef(ref: MediaRef, s: { fps?: number; maxFrames?: number }, o?: MediaSourceOptions): Promise<VideoFrames> {
+async function loadVideoRef(
+  ref: MediaRef,
+  s: { fps?: number; maxFrames?: number },
+  cfg: VideoProcessorConfig,
+  vo: VideoOptions,
+  o?: MediaSourceOptions,
+): Promise<VideoFrames & { sourceSize: { width: number; height: number } }> {
   if (Array.isArray(ref.source)) {
     const v = await loadVideoFromImages(ref.source, { ...o, fps: s.fps ?? 2 });
-    return { frames: v.frames, fps: v.fps };
+    return { frames: v.frames, fps: v.fps, sourceSize: { width: v.width, height: v.height } };
   }
-  const v = await loadVideo(ref.source, { ...o, fps: s.fps, maxFrames: s.maxFrames });
-  return { frames: v.frames, fps: v.fps, indices: v.indices, totalFrames: v.totalFrames };
+  const v = await loadVideo(ref.source, { ...o, fps: s.fps, maxFrames: s.maxFrames, prepareFrames: videoFrameResizer(cfg, vo) });
+  return { frames: v.frames, fps: v.fps, indices: v.indices, totalFrames: v.totalFrames, sourceSize: { width: v.width, height: v.height } };
 }
 

@@ -70,7 +70,7 @@ export class ChatSession {
         if (!src) return 'usage: /video <path, URL or folder of frames> [fps]';
         if (!/^(https?:|data:)/i.test(src) && !fs.existsSync(src)) return `no such file or folder: ${src}`;
         try {
-          this.attachments.push(videoPart(src, fps));
+          this.attachments.push(videoPart(src, { fps }));
         } catch (e) {
           return isQvlError(e) ? e.message : String(e);
         }

@@ -4,13 +4,15 @@ import type { Command } from 'commander';
 import { QvlError } from '../errors.ts';
 import type { OutputGrounding } from '../generate/parse/output.ts';
 import { addModelFlags, describeBackend, loadModel, type ModelFlags } from './load.ts';
-import { addGenerationFlags, collect, floatArg, generationOptions, type GenerationFlags } from './options.ts';
+import { addGenerationFlags, collect, floatArg, generationOptions, intArg, type GenerationFlags } from './options.ts';
 
 interface RunFlags extends ModelFlags, GenerationFlags {
   image: string[];
   pdf: string[];
   video?: string;
   fps?: number;
+  maxFrames?: number;
+  capPixelsPerFrame?: boolean;
   stats?: boolean;
   draw?: string;
 }
@@ -26,13 +28,15 @@ export function registerRun(program: Command): void {
     .option('-v, --video <path>', 'a video file, URL, or a folder of frame images')
     .option('--pdf <path>', 'a PDF document (each page becomes an image); repeat for several', collect, [])
     .option('--fps <n>', 'video: sampling rate for a file, frame rate of a folder of frames (default 2)', floatArg(0.001, 1000))
+    .option('--max-frames <n>', 'video: most frames sampled (default 768; an hour at 2 fps is 7200)', intArg(1))
+    .option('--cap-pixels-per-frame', "video: bound each frame's pixels as qwen-vl-utils does (transformers' cap_pixels_per_frame)")
     .option('--stats', 'print token counts, speed and the backend that ran (with its instruction set) to stderr when done')
     .option('--draw <file>', 'grounding: draw the boxes/points of the answer on the first image and save it (png, jpg or webp)');
   addModelFlags(addGenerationFlags(cmd, 512)).action(async (words: string[], flags: RunFlags) => {
     if (flags.draw && flags.image.length === 0) throw new QvlError('OPTION_INVALID', '--draw needs an image (--image)', {});
     const content: object[] = [];
     for (const img of flags.image) content.push({ type: 'image', image: img });
-    if (flags.video) content.push(videoPart(flags.video, flags.fps));
+    if (flags.video) content.push(videoPart(flags.video, flags));
     for (const pdf of flags.pdf) content.push({ type: 'pdf', pdf });
     content.push({ type: 'text', text: words.join(' ') });
     const messages: object[] = [];
@@ -66,8 +70,15 @@ async function drawAnswer(out: string, images: string[], g: OutputGrounding | un
   process.stderr.write(`--draw: ${g.boxes.length} boxes and ${g.points.length} points drawn to ${out}\n`);
 }
 
+export interface VideoPartFlags {
+  fps?: number;
+  maxFrames?: number;
+  capPixelsPerFrame?: boolean;
+}
+
 /** A folder of frames becomes a frame-list video; anything else is a video file or URL. */
-export function videoPart(source: string, fps: number | undefined): object {
+export function videoPart(source: string, o: VideoPartFlags = {}): object {
+  const extra = { ...(o.maxFrames === undefined ? {} : { max_frames: o.maxFrames }), ...(o.capPixelsPerFrame ? { cap_pixels_per_frame: true } : {}) };
   if (fs.existsSync(source) && fs.statSync(source).isDirectory()) {
     const frames = fs
       .readdirSync(source)
@@ -75,7 +86,7 @@ export function videoPart(source: string, fps: number | undefined): object {
       .sort((a, b) => a.localeCompare(b, undefined, { numeric: true }))
       .map((f) => path.join(source, f));
     if (frames.length === 0) throw new QvlError('VIDEO_INVALID', `the folder ${source} has no image frames`, { source });
-    return { type: 'video', video: frames, fps: fps ?? 2 };
+    return { type: 'video', video: frames, fps: o.fps ?? 2, ...extra };
   }
-  return fps === undefined ? { type: 'video', video: source } : { type: 'video', video: source, fps };
+  return { type: 'video', video: source, ...(o.fps === undefined ? {} : { fps: o.fps }), ...extra };
 }

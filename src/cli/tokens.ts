@@ -10,6 +10,8 @@ interface TokensFlags {
   video: string[];
   pdf: string[];
   fps?: number;
+  maxFrames?: number;
+  capPixelsPerFrame?: boolean;
   system?: string;
   minPixels?: number;
   maxPixels?: number;
@@ -32,6 +34,8 @@ export function registerTokens(program: Command): void {
     .option('-v, --video <src>', 'a video file, URL, or a folder of frame images; repeatable', collect, [])
     .option('--pdf <src>', 'a PDF document (each page becomes an image); repeatable', collect, [])
     .option('--fps <n>', 'video sampling rate (frame rate of a folder of frames), default 2', floatArg(0.001, 1000))
+    .option('--max-frames <n>', 'video: most frames sampled (default 768)', intArg(1))
+    .option('--cap-pixels-per-frame', "video: bound each frame's pixels as qwen-vl-utils does (transformers' cap_pixels_per_frame)")
     .option('-s, --system <text>', 'a system message')
     .option('--min-pixels <n>', 'smallest resized image area in pixels', intArg(1))
     .option('--max-pixels <n>', 'largest resized image area in pixels', intArg(1))
@@ -41,7 +45,7 @@ export function registerTokens(program: Command): void {
       const { dir } = await resolveModelDir(flags.model);
       const content: object[] = [
         ...flags.image.map((image) => ({ type: 'image', image })),
-        ...flags.video.map((v) => videoPart(v, flags.fps)),
+        ...flags.video.map((v) => videoPart(v, flags)),
         ...flags.pdf.map((pdf) => ({ type: 'pdf', pdf })),
         { type: 'text', text: words.join(' ') },
       ];

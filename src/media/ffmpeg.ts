@@ -102,6 +102,12 @@ export interface RunOptions {
   label: string;
   /** the input file's path: shown as the label in quoted errors (it may be a private temporary path) */
   input?: string;
+  /**
+   * Receives stdout as it arrives instead of collecting it (the promise then resolves with an empty
+   * Buffer): large outputs go straight where they belong, never held twice. A throw stops the tool and
+   * rejects with that error.
+   */
+  onData?: (chunk: Buffer) => void;
 }
 
 /** Runs a tool to completion and returns its stdout; errors name the source and quote stderr. */
@@ -124,12 +130,21 @@ export function runTool(bin: string, args: readonly string[], o: RunOptions): Pr
     if (o.signal?.aborted) onAbort();
     o.signal?.addEventListener('abort', onAbort, { once: true });
     child.stdout.on('data', (c: Buffer) => {
+      if (failure) return;
       outBytes += c.length;
       if (outBytes > o.maxOutputBytes) {
         stop(new QvlError('MEDIA_TOO_LARGE', `${o.label}: decoded output exceeds ${o.maxOutputBytes} bytes`, { source: o.label, limit: o.maxOutputBytes }));
         return;
       }
-      out.push(c);
+      if (!o.onData) {
+        out.push(c);
+        return;
+      }
+      try {
+        o.onData(c);
+      } catch (e) {
+        stop(e instanceof QvlError ? e : new QvlError('VIDEO_INVALID', `${o.label}: ${(e as Error).message}`, { source: o.label }));
+      }
     });
     child.stderr.on('data', (c: Buffer) => {
       // the end says why it failed; the start can be a long echo of the arguments
@@ -158,7 +173,7 @@ export function runTool(bin: string, args: readonly string[], o: RunOptions): Pr
         const why = lines.map((l) => (l.length > 300 ? `${l.slice(0, 300)}…` : l)).join(' | ') || `exit code ${code}`;
         return reject(new QvlError('VIDEO_INVALID', `${o.label}: ${bin} failed: ${why}`, { source: o.label, exitCode: code }));
       }
-      resolve(Buffer.concat(out, outBytes));
+      resolve(o.onData ? Buffer.alloc(0) : Buffer.concat(out, outBytes));
     });
   });
 }

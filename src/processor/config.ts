@@ -27,6 +27,13 @@ export interface VideoProcessorConfig extends ImageProcessorConfig {
   minFrames: number;
   maxFrames: number;
   doSampleFrames: boolean;
+  /**
+   * `cap_pixels_per_frame`: bound each frame's pixels as qwen-vl-utils does (see planVideo). Off unless
+   * the file says true, as in transformers ≤ 5.21 (5.22 is announced to switch it on for good).
+   */
+  capPixelsPerFrame: boolean;
+  /** `max_video_tokens`: the per-frame token ceiling of that cap (default 768) */
+  maxVideoTokens: number;
 }
 
 export interface ProcessorConfig {
@@ -53,6 +60,8 @@ export const DEFAULT_VIDEO_CONFIG: Readonly<VideoProcessorConfig> = Object.freez
   minFrames: 4,
   maxFrames: 768,
   doSampleFrames: true,
+  capPixelsPerFrame: false,
+  maxVideoTokens: 768,
 });
 
 type Json = Record<string, unknown>;
@@ -149,6 +158,10 @@ export function parseVideoProcessorConfig(obj: Json, file = 'video_preprocessor_
   if (sample !== undefined && sample !== null && typeof sample !== 'boolean') {
     throw new QvlError('CONFIG_INVALID', `${file}: "do_sample_frames" must be true or false, got ${JSON.stringify(sample)}`, { file });
   }
+  const cap = obj.cap_pixels_per_frame;
+  if (cap !== undefined && cap !== null && typeof cap !== 'boolean') {
+    throw new QvlError('CONFIG_INVALID', `${file}: "cap_pixels_per_frame" must be true, false or null, got ${JSON.stringify(cap)}`, { file });
+  }
   const cfg: VideoProcessorConfig = {
     ...base,
     ...pixelBounds(obj, file, d, false),
@@ -156,6 +169,9 @@ export function parseVideoProcessorConfig(obj: Json, file = 'video_preprocessor_
     minFrames: positiveInt(obj, 'min_frames', file, d.minFrames),
     maxFrames: positiveInt(obj, 'max_frames', file, d.maxFrames),
     doSampleFrames: typeof sample === 'boolean' ? sample : d.doSampleFrames,
+    // HF: null or absent = the uncapped behaviour (with a deprecation warning)
+    capPixelsPerFrame: cap === true,
+    maxVideoTokens: positiveInt(obj, 'max_video_tokens', file, d.maxVideoTokens),
   };
   if (cfg.minFrames > cfg.maxFrames) {
     throw new QvlError('CONFIG_INVALID', `${file}: min_frames ${cfg.minFrames} exceeds max_frames ${cfg.maxFrames}`, { file });

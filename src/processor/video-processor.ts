@@ -4,7 +4,7 @@
  * t̄·H·W) → uint8 antialiased bicubic per frame → an odd frame count padded with the last frame →
  * float32 normalise → rows grouped by temporal pair, merge-window order inside each group.
  */
-import type { VideoFrames } from '../media/rgb.ts';
+import type { RgbImage, VideoFrames } from '../media/rgb.ts';
 import { QvlError } from '../errors.ts';
 import type { VideoProcessorConfig } from './config.ts';
 import { checkRgbImage, resolvePixelBudget, type GridThw, type PixelBudgetOptions } from './image-processor.ts';
@@ -24,13 +24,23 @@ export interface VideoOptions extends PixelBudgetOptions {
   /** false: use every frame given (default: the config's do_sample_frames, true) */
   sample?: boolean;
   /**
-   * Per-frame pixel cap of newer transformers (`cap_pixels_per_frame`, off by default as in 4.57 and
-   * early 5.x): each frame gets at most min(maxVideoTokens·factor², maxPixels / n) pixels, at least
-   * 1.05·minPixels, mimicking qwen-vl-utils.
+   * Per-frame pixel cap (`cap_pixels_per_frame` of transformers 5.18+, what qwen-vl-utils does): the
+   * budget becomes n · max(min(maxVideoTokens · factor², ⌊maxPixels / n⌋), int(1.05 · minPixels)) for
+   * n sampled frames, so a short clip no longer spends the whole video budget on a few frames.
+   * Default: the config's `cap_pixels_per_frame`, false when absent (HF's default up to 5.21).
    */
   capPixelsPerFrame?: boolean;
-  /** per-frame token ceiling used by capPixelsPerFrame (default 768) */
+  /**
+   * Per-frame token ceiling of that cap (default: the config's `max_video_tokens`, 768). HF reads it
+   * from the config only and ignores it per call; here a per-call value overrides the config.
+   */
   maxVideoTokens?: number;
+  /**
+   * The source's frame size, when the frames given were already resized to this plan's size as they
+   * were decoded (`videoFrameResizer`): planning uses the source size, and frames that already have the
+   * planned size are used as they are (HF's resize of a frame to its own size is the identity too).
+   */
+  sourceSize?: Size;
 }
 
 /** What a video becomes, computed from its frame count, size and frame rate alone. */
@@ -80,6 +90,21 @@ export function videoTimestamps(indices: readonly number[], fps: number, tempora
   return out;
 }
 
+/**
+ * HF `Qwen3VLVideoProcessor.resize` with `cap_pixels_per_frame`: each of the n frames (sampled, before
+ * the odd-count padding) may have at most min(maxVideoTokens · factor², ⌊maxPixels / n⌋) pixels, but
+ * never fewer than int(minPixels · 1.05); the video's budget becomes that times n. minPixels stays as
+ * it is, and smart_resize then compares t̄·h·w (t̄ = n rounded to even) with the new budget as usual.
+ */
+export function capPixelsPerFrame(n: number, factor: number, minPixels: number, maxPixels: number, maxVideoTokens: number): { maxPixels: number; pixelsPerFrame: number } {
+  if (!Number.isInteger(maxVideoTokens) || maxVideoTokens <= 0) {
+    throw new QvlError('OPTION_INVALID', `maxVideoTokens must be a positive integer, got ${maxVideoTokens}`, { maxVideoTokens });
+  }
+  const frameCap = maxVideoTokens * factor * factor;
+  const pixelsPerFrame = Math.max(Math.min(frameCap, Math.floor(maxPixels / n)), pyInt(minPixels * 1.05));
+  return { maxPixels: pixelsPerFrame * n, pixelsPerFrame };
+}
+
 function sourceFps(fps: number | undefined): number {
   if (fps === undefined) return DEFAULT_SOURCE_FPS;
   if (!(Number.isFinite(fps) && fps > 0)) {
@@ -122,15 +147,11 @@ export function planVideo(shape: VideoShape, cfg: VideoProcessorConfig, opts: Vi
   const sampledIndices = chooseFrames(shape, cfg, opts);
   const n = sampledIndices.length;
   const factor = cfg.patchSize * cfg.mergeSize;
-  let { minPixels, maxPixels } = resolvePixelBudget(cfg, opts);
-  if (opts.capPixelsPerFrame) {
-    const maxVideoTokens = opts.maxVideoTokens ?? 768;
-    if (!Number.isInteger(maxVideoTokens) || maxVideoTokens <= 0) {
-      throw new QvlError('OPTION_INVALID', `maxVideoTokens must be a positive integer, got ${maxVideoTokens}`, { maxVideoTokens });
-    }
-    const perFrame = Math.max(Math.min(maxVideoTokens * factor * factor, Math.floor(maxPixels / n)), pyInt(minPixels * 1.05));
-    maxPixels = perFrame * n;
-  }
+  const budget = resolvePixelBudget(cfg, opts);
+  const { minPixels } = budget;
+  // a per-call value wins over the config's, as in HF (`capPixelsPerFrame: false` undoes a config's true)
+  const cap = opts.capPixelsPerFrame ?? cfg.capPixelsPerFrame ?? false;
+  const maxPixels = cap ? capPixelsPerFrame(n, factor, minPixels, budget.maxPixels, opts.maxVideoTokens ?? cfg.maxVideoTokens ?? 768).maxPixels : budget.maxPixels;
   const resized = smartResizeVideo(n, shape.width, shape.height, {
     factor,
     temporalFactor: cfg.temporalPatchSize,
@@ -163,11 +184,44 @@ export function preprocessVideo(video: VideoFrames, cfg: VideoProcessorConfig, o
       });
     }
   });
-  const plan = planVideo({ frameCount: frames.length, width, height, fps: video.fps, indices: video.indices }, cfg, opts);
+  const source = opts.sourceSize ?? { width, height };
+  const plan = planVideo({ frameCount: frames.length, width: source.width, height: source.height, fps: video.fps, indices: video.indices }, cfg, opts);
+  const atSource = width === source.width && height === source.height;
+  if (!atSource && !(width === plan.resized.width && height === plan.resized.height)) {
+    throw new QvlError(
+      'VIDEO_INVALID',
+      `the video frames are ${width}×${height}, neither the source size ${source.width}×${source.height} nor the planned ${plan.resized.width}×${plan.resized.height}`,
+      { width, height },
+    );
+  }
   // Pre-sampled frames are used in order; otherwise the plan's indices point into `frames`.
   const used = video.indices ? frames : plan.sampledIndices.map((i) => frames[i]);
   const data = used.map((f) => resizeRgbBicubic(f, plan.resized.width, plan.resized.height).data);
   while (data.length % cfg.temporalPatchSize !== 0) data.push(data[data.length - 1]);
   const { pixelValues } = patchifyFrames(data, plan.resized.width, plan.resized.height, cfg);
   return { pixelValues, grid: plan.grid, timestamps: plan.timestamps, sampledIndices: plan.sampledIndices, resized: plan.resized };
+}
+
+/** The frame facts a resize-at-decode needs (what loadVideo's `prepareFrames` receives). */
+export interface DecodePlanFacts {
+  probe: { width: number; height: number; fps?: number };
+  /** source indices of the frames about to be decoded */
+  indices: readonly number[];
+}
+
+/**
+ * For `loadVideo(src, { prepareFrames: videoFrameResizer(cfg, opts) })`: plans the video from the probe
+ * and the sampled indices before decoding, and resizes each frame to the planned size as it arrives, so
+ * that only resized frames are held (768 full-HD frames are 4.8 GB; resized to the 224×128 that
+ * 768 frames get, 66 MB). Then `preprocessVideo(video, cfg, { ...opts, sourceSize: { width, height } })`
+ * with the same cfg and opts and the source size gives exactly what decoding full frames would.
+ */
+export function videoFrameResizer(cfg: VideoProcessorConfig, opts: VideoOptions = {}) {
+  return ({ probe, indices }: DecodePlanFacts) => {
+    const plan = planVideo({ frameCount: indices.length, width: probe.width, height: probe.height, fps: probe.fps, indices }, cfg, opts);
+    const { width, height } = plan.resized;
+    // the decoder reuses a frame's buffer: a frame kept at its own size is copied
+    return (frame: RgbImage): RgbImage =>
+      frame.width === width && frame.height === height ? { width, height, data: frame.data.slice() } : resizeRgbBicubic(frame, width, height);
+  };
 }

@@ -12,6 +12,7 @@ export function prepOptions(req: ChatRequest, maxPositions = Infinity): PrepOpti
     maxPixels: o.maxPixels,
     fps: o.fps,
     maxFrames: o.maxFrames,
+    capPixelsPerFrame: o.capPixelsPerFrame,
     media: o.media,
     pdf: o.pdf,
     maxMediaItems: o.maxMediaItems,

@@ -13,8 +13,8 @@ const PART_KEYS: ReadonlyMap<string, readonly string[]> = new Map(Object.entries
   text: ['text'],
   image: ['image', 'url', 'path', ...MEDIA_BUDGET_KEYS],
   image_url: ['image_url', ...MEDIA_BUDGET_KEYS],
-  video: ['video', 'url', 'path', 'fps', 'max_frames', ...MEDIA_BUDGET_KEYS],
-  video_url: ['video_url', 'fps', 'max_frames', ...MEDIA_BUDGET_KEYS],
+  video: ['video', 'url', 'path', 'fps', 'max_frames', 'cap_pixels_per_frame', ...MEDIA_BUDGET_KEYS],
+  video_url: ['video_url', 'fps', 'max_frames', 'cap_pixels_per_frame', ...MEDIA_BUDGET_KEYS],
   file: ['file', 'pages', ...MEDIA_BUDGET_KEYS],
   pdf: ['pdf', 'url', 'path', 'pages', ...MEDIA_BUDGET_KEYS],
 }));

@@ -72,6 +72,7 @@ export const ChatRequestSchema = z.object({
   max_pixels: positiveInt.nullish(),
   fps: z.number().positive().nullish(),
   max_frames: positiveInt.nullish(),
+  cap_pixels_per_frame: z.boolean().nullish(),
   chat_template_kwargs: z.record(z.string(), z.unknown()).nullish(),
 });
 
@@ -248,6 +249,7 @@ export function parseChatRequest(body: unknown, limits: ServerLimits, modelNames
   set('maxPixels', b.max_pixels);
   set('fps', b.fps);
   set('maxFrames', b.max_frames);
+  set('capPixelsPerFrame', b.cap_pixels_per_frame);
   set('templateKwargs', b.chat_template_kwargs);
   if (choice !== 'none' && tools.length > 0) options.tools = tools;
   if (constraint) options.constraint = constraint;

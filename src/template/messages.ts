@@ -15,6 +15,8 @@ export interface MediaOptions {
   maxPixels?: number;
   fps?: number;
   maxFrames?: number;
+  /** videos: bound each frame's pixels as qwen-vl-utils does (`cap_pixels_per_frame`) */
+  capPixelsPerFrame?: boolean;
 }
 
 /** A path, http(s) URL or data: URI; raw file bytes; or (videos) a list of frame paths/URLs. */
@@ -214,8 +216,13 @@ function mediaOptions(raw: Record<string, unknown>, kind: 'image' | 'video', at:
     }
     const maxFrames = positiveInt('max_frames');
     if (maxFrames !== undefined) options.maxFrames = maxFrames;
+    const cap = raw.cap_pixels_per_frame;
+    if (cap !== undefined && cap !== null) {
+      if (typeof cap !== 'boolean') fail(at, `cap_pixels_per_frame must be true or false, got ${describe(cap)}`);
+      options.capPixelsPerFrame = cap;
+    }
   } else {
-    for (const key of ['fps', 'max_frames']) {
+    for (const key of ['fps', 'max_frames', 'cap_pixels_per_frame']) {
       if (raw[key] !== undefined && raw[key] !== null) fail(at, `${key} only applies to videos`);
     }
   }
