@@ -267,7 +267,7 @@ test('errors map to statuses: before the answer as HTTP errors (also when stream
 });
 
 test('every QvlError code has a status; unknown errors are 500', () => {
-  for (const [code, status] of Object.entries(STATUS_OF)) assert.ok([400, 413, 429, 499, 500].includes(status), code);
+  for (const [code, status] of Object.entries(STATUS_OF)) assert.ok([400, 413, 429, 499, 500, 503].includes(status), code);
   assert.equal(toHttpError(new Error('boom')).status, 500);
   assert.equal(toHttpError(new QvlError('CONTEXT_TOO_LONG', 'x')).code, 'context_length_exceeded');
 });

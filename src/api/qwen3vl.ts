@@ -1,4 +1,5 @@
-import { generateTokens, type FinishReason } from '../generate/generate.ts';
+import { DecodeBatcher } from '../generate/batch.ts';
+import type { FinishReason } from '../generate/generate.ts';
 import { parseOutput, type ParsedOutput } from '../generate/parse/output.ts';
 import { promptOpensThink } from '../generate/parse/think.ts';
 import { loadGenerationDefaults, type GenerationDefaults } from '../generate/generation-config.ts';
@@ -46,6 +47,11 @@ export interface FromPretrainedOptions {
   ropeScaling?: RopeScalingOverride;
   /** called with the memory plan before the weights are read */
   onPlan?: (plan: MemoryPlan) => void;
+  /**
+   * Most answers generated at once (default 4): concurrent `chat`/`stream` calls decode together,
+   * one pass over the weights per step for all of them; more wait for a slot.
+   */
+  parallel?: number;
 }
 
 export interface ChatOptions extends PromptOptions, SamplingOptions {
@@ -110,7 +116,19 @@ export class Qwen3VL {
   readonly processor: ProcessorConfig;
   readonly generation: GenerationDefaults;
 
-  private constructor(dir: string, model: Qwen3VLModel, tokenizer: QwenTokenizer, template: ChatTemplate, processor: ProcessorConfig, generation: GenerationDefaults) {
+  /** runs every generation of this model: concurrent ones share decode steps */
+  readonly batcher: DecodeBatcher;
+
+  private constructor(
+    dir: string,
+    model: Qwen3VLModel,
+    tokenizer: QwenTokenizer,
+    template: ChatTemplate,
+    processor: ProcessorConfig,
+    generation: GenerationDefaults,
+    parallel?: number,
+  ) {
+    this.batcher = new DecodeBatcher(model, { maxParallel: parallel });
     this.dir = dir;
     this.model = model;
     this.tokenizer = tokenizer;
@@ -134,7 +152,7 @@ export class Qwen3VL {
     const choice = typeof opts.backend === 'object' ? { backend: opts.backend, map: undefined } : await selectBackend(opts.backend ?? 'auto', { threads: opts.threads });
     const [tokenizer, template] = await Promise.all([loadTokenizer(dir), loadChatTemplate(dir)]);
     const model = loadModelFromDir(dir, { backend: choice.backend, map: choice.map, config: cfg, convert, onProgress: opts.onProgress, kv: { type: kvType, context: plan.context } });
-    return new Qwen3VL(dir, model, tokenizer, template, loadProcessorConfig(dir), loadGenerationDefaults(dir));
+    return new Qwen3VL(dir, model, tokenizer, template, loadProcessorConfig(dir), loadGenerationDefaults(dir), opts.parallel);
   }
 
   get backendName(): string {
@@ -212,47 +230,35 @@ export class Qwen3VL {
       seed: opts.seed,
     };
     const stops = opts.stop === undefined ? [] : Array.isArray(opts.stop) ? opts.stop : [opts.stop];
-    const gen = generateTokens(
-      this.model,
-      prepared,
-      {
-        ...sampling,
-        maxNewTokens: opts.maxNewTokens ?? g.maxNewTokens ?? 1024,
-        eosTokenIds: g.eosTokenIds,
-        logitsProcessor: opts.logitsProcessor,
-        signal: opts.signal,
-        prefill: opts.prefillChunk ? { chunkSize: opts.prefillChunk } : undefined,
-      },
-    );
+    const gen = this.batcher.submit(prepared, {
+      ...sampling,
+      maxNewTokens: opts.maxNewTokens ?? g.maxNewTokens ?? 1024,
+      eosTokenIds: g.eosTokenIds,
+      logitsProcessor: opts.logitsProcessor,
+      signal: opts.signal,
+      prefill: opts.prefillChunk ? { chunkSize: opts.prefillChunk } : undefined,
+    });
     const detok = new StreamingDetokenizer(this.tokenizer, { skipSpecialTokens: opts.skipSpecialTokens ?? true });
     const filter = new StopStringFilter(stops);
     const tokenIds: number[] = [];
     let text = '';
-    let finishReason: FinishReason = 'length';
-    let timings = { prefillMs: 0, decodeMs: 0 };
-    const t0 = performance.now();
-    for (;;) {
-      const step = gen.next();
-      if (step.done) {
-        finishReason = step.value.finishReason;
-        timings = { prefillMs: step.value.prefillMs, decodeMs: step.value.decodeMs };
-        break;
+    try {
+      for await (const id of gen) {
+        tokenIds.push(id);
+        const delta = filter.push(detok.push(id));
+        if (delta) {
+          text += delta;
+          yield delta;
+        }
+        if (filter.stopped) break;
       }
-      tokenIds.push(step.value);
-      const delta = filter.push(detok.push(step.value));
-      if (delta) {
-        text += delta;
-        yield delta;
-      }
-      if (filter.stopped) {
-        gen.return(undefined as never);
-        finishReason = 'stop';
-        timings = { prefillMs: 0, decodeMs: performance.now() - t0 };
-        break;
-      }
-      // Let timers and I/O run between tokens.
-      await new Promise((r) => setImmediate(r));
+    } finally {
+      // a stop string, or a consumer that stopped reading: the sequence leaves the batch at the next step
+      gen.stop();
     }
+    const done = await gen.result;
+    const finishReason: FinishReason = filter.stopped ? 'stop' : done.finishReason;
+    const timings = { prefillMs: done.prefillMs, decodeMs: done.decodeMs };
     const tail = filter.push(detok.flush()) + filter.flush();
     if (tail) {
       text += tail;

@@ -1,8 +1,9 @@
 /**
  * Runs a model on a worker thread and offers the library's surface (`prepare`, `chat`, `stream`)
  * from the calling thread, whose event loop stays free while matmuls run: an HTTP server keeps
- * answering, a spinner keeps spinning. Requests run one at a time in order; aborting a request's
- * signal stops its generation at the next token (or drops it from the line if it has not started).
+ * answering, a spinner keeps spinning. Requests start in order, `parallel` at a time (decoded
+ * together in the worker); aborting a request's signal stops its generation at the next token (or
+ * drops it from the line if it has not started).
  */
 import { Worker } from 'node:worker_threads';
 import { QvlError } from '../errors.ts';
@@ -26,6 +27,8 @@ export interface WorkerLoadOptions {
   kvType?: KvType;
   context?: number;
   ropeScaling?: RopeScalingOverride;
+  /** generations run at once, decoded together (default 1: one after another, in order) */
+  parallel?: number;
   /** weight loading progress */
   onProgress?: (done: number, total: number) => void;
 }
@@ -102,12 +105,15 @@ export class WorkerModel {
   private readonly worker: Worker;
   private readonly pending = new Map<number, Pending>();
   private nextId = 1;
-  /** requests run one after another; this settles when the last queued one has */
-  private line: Promise<void> = Promise.resolve();
+  /** requests start in order, at most `parallel` at a time */
+  private readonly line: Array<() => void> = [];
+  private inFlight = 0;
+  private readonly parallel: number;
   private dead?: QvlError;
   private readonly deathListeners: ((e: QvlError) => void)[] = [];
 
-  private constructor(worker: Worker, info: WorkerModelInfo) {
+  private constructor(worker: Worker, info: WorkerModelInfo, parallel: number) {
+    this.parallel = parallel;
     this.worker = worker;
     this.info = info;
     worker.on('message', (m: WorkerMessage) => {
@@ -126,7 +132,16 @@ export class WorkerModel {
   /** Starts a worker and loads the model folder `dir` in it. */
   static load(dir: string, opts: WorkerLoadOptions = {}): Promise<WorkerModel> {
     const worker = new Worker(new URL('./worker-bootstrap.mjs', import.meta.url), {
-      workerData: { dir, backend: opts.backend ?? 'auto', threads: opts.threads, quant: opts.quant, kvType: opts.kvType, context: opts.context, ropeScaling: opts.ropeScaling } satisfies WorkerInit,
+      workerData: {
+        dir,
+        backend: opts.backend ?? 'auto',
+        threads: opts.threads,
+        quant: opts.quant,
+        kvType: opts.kvType,
+        context: opts.context,
+        ropeScaling: opts.ropeScaling,
+        parallel: opts.parallel,
+      } satisfies WorkerInit,
       // the bootstrap registers the TypeScript loader itself
       execArgv: withoutTsxImport(process.execArgv),
     });
@@ -137,7 +152,7 @@ export class WorkerModel {
         if (m.type === 'progress') opts.onProgress?.(m.done, m.total);
         else if (m.type === 'ready' || m.type === 'load-error') {
           worker.off('message', onMessage).off('exit', onExit).off('error', onError);
-          if (m.type === 'ready') resolve(new WorkerModel(worker, m.info));
+          if (m.type === 'ready') resolve(new WorkerModel(worker, m.info, opts.parallel ?? 1));
           else {
             void worker.terminate();
             reject(deserializeError(m.error));
@@ -246,8 +261,15 @@ export class WorkerModel {
   private enqueue(build: JobBuilder, opts: WorkerCallOptions, handler: Pending): number {
     const id = this.nextId++;
     const { signal, ...plain } = opts;
-    let settle!: () => void;
-    const settled = new Promise<void>((r) => (settle = r));
+    let finished = false;
+    const settle = () => {
+      if (finished) return;
+      finished = true;
+      if (entry.started) {
+        this.inFlight--;
+        this.pump();
+      }
+    };
     const entry: Pending & { started?: boolean } = {
       onMessage: (m) => {
         if (m.type === 'done' || m.type === 'error' || m.type === 'prepared') {
@@ -274,12 +296,12 @@ export class WorkerModel {
     }
     signal?.addEventListener('abort', onAbort, { once: true });
     this.pending.set(id, entry);
-    const previous = this.line;
-    this.line = previous.then(() => settled);
-    void previous.then(() => {
+    const start = () => {
+      // dropped while waiting (aborted): nothing to run
       if (!this.pending.has(id)) return;
       if (this.dead) return entry.fail(this.dead);
       entry.started = true;
+      this.inFlight++;
       try {
         const job = build(id, plain);
         this.worker.postMessage(job.message, job.transfer ?? []);
@@ -288,7 +310,14 @@ export class WorkerModel {
         this.pending.delete(id);
         entry.fail(new QvlError('MESSAGE_INVALID', `the request cannot be passed to the inference worker: ${(e as Error).message}`, {}));
       }
-    });
+    };
+    this.line.push(start);
+    this.pump();
     return id;
+  }
+
+  /** Starts waiting requests while fewer than `parallel` run. */
+  private pump(): void {
+    while (this.inFlight < this.parallel && this.line.length) this.line.shift()!();
   }
 }

@@ -1,7 +1,8 @@
 /**
- * The inference worker: owns one loaded model and runs one request at a time, streaming text
- * deltas to the host. Generation yields to the event loop between tokens, so an `abort` message
- * is seen before the next token is computed.
+ * The inference worker: owns one loaded model and streams text deltas to the host. Up to
+ * `parallel` generations decode together (the model's batcher); the host sends no more than that
+ * at once. Generation yields to the event loop between steps, so an `abort` message is seen
+ * before the next token is computed.
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { QvlError } from '../errors.ts';
@@ -30,6 +31,7 @@ async function main(): Promise<void> {
       kvType: init.kvType,
       context: init.context,
       ropeScaling: init.ropeScaling,
+      parallel: init.parallel ?? 1,
       onProgress: (done, total) => {
         done = Math.min(done, total);
         // at most ~100 progress messages

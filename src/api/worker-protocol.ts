@@ -25,6 +25,8 @@ export interface WorkerInit {
   kvType?: KvType;
   context?: number;
   ropeScaling?: RopeScalingOverride;
+  /** generations decoded together (continuous batching); default 1 */
+  parallel?: number;
 }
 
 /** Media limits that can cross threads (no AbortSignal: cancellation travels as a message). */

@@ -11,6 +11,7 @@ interface ServeFlags extends ModelFlags, LimitFlags {
   port: number;
   servedModelName: string[];
   maxQueue: number;
+  parallel: number;
   prepWorkers: number;
   shutdownGrace: number;
   redis?: string;
@@ -24,7 +25,8 @@ export function registerServe(program: Command): void {
     .option('--host <address>', 'address to listen on (0.0.0.0 for every interface)', '127.0.0.1')
     .option('-p, --port <n>', 'port to listen on (0 picks a free one)', intArg(0, 65535), 8000)
     .option('--served-model-name <name>', 'the name clients pass as "model" (repeat for aliases; default: the --model value)', collect, [])
-    .option('--max-queue <n>', 'requests that may be prepared or wait while one runs; more get 429', intArg(0), 16)
+    .option('--parallel <n>', 'answers generated at once, decoded together in one pass over the weights per token', intArg(1, 64), 4)
+    .option('--max-queue <n>', 'requests that may be prepared or wait while --parallel run; more get 429', intArg(0), 16)
     .option('--prep-workers <n>', 'threads that fetch, decode and tokenize requests before they take the model', intArg(1, 64), 1)
     .option('--shutdown-grace <seconds>', 'on SIGTERM/SIGINT, how long running answers may take to finish', intArg(0), 10)
     .option('--redis <url>', 'also serve the OpenAI Batch API (/v1/files, /v1/batches) on this Redis; `qvl worker` processes do the work (docs/batch.md)')
@@ -52,6 +54,7 @@ Sampling defaults come from the model's generation_config.json. See docs/server.
       dir,
       {
         ...settings,
+        parallel: flags.parallel,
         onProgress: (done, total) => {
           const pct = Math.floor((100 * done) / Math.max(1, total) / 10) * 10;
           if (pct !== lastPct) log(`loading ${dir}: ${(lastPct = pct)}%`);
@@ -69,7 +72,7 @@ Sampling defaults come from the model's generation_config.json. See docs/server.
       log,
       batch,
       // a --context chosen for the server is also what a request may use, unless --max-context says less
-      limits: { ...limitsFromFlags({ ...flags, maxContext: flags.maxContext ?? flags.context }), maxQueue: flags.maxQueue, prepWorkers: flags.prepWorkers, shutdownGraceSeconds: flags.shutdownGrace },
+      limits: { ...limitsFromFlags({ ...flags, maxContext: flags.maxContext ?? flags.context }), maxQueue: flags.maxQueue, parallel: flags.parallel, prepWorkers: flags.prepWorkers, shutdownGraceSeconds: flags.shutdownGrace },
     });
     log(`listening on ${server.url} (model "${names[0]}"; 503 until loaded)`);
     const stop = () => {

@@ -45,6 +45,9 @@ export interface PrefillResult {
   vision: { image?: VisionOutput; video?: VisionOutput };
 }
 
+/** A prefill in steps (see `Qwen3VLModel.prefillRun`). */
+export type PrefillRun = Generator<void, PrefillResult, void>;
+
 /** How the KV cache is stored: its type, block size and the pool's budget per type. */
 export interface KvOptions {
   /** default 'bf16' */
@@ -116,6 +119,18 @@ export class Qwen3VLModel {
 
   /** Runs the prompt into an empty `cache` and returns logits. */
   prefill(inputs: ModelInputs, cache: KVCache, opts: PrefillOptions = {}): PrefillResult {
+    const run = this.prefillRun(inputs, cache, opts);
+    for (;;) {
+      const r = run.next();
+      if (r.done) return r.value;
+    }
+  }
+
+  /**
+   * `prefill` in steps: the vision tower, then each chunk of the prompt, pausing after each (so
+   * that a scheduler can decode other sequences in between); returns what `prefill` returns.
+   */
+  *prefillRun(inputs: ModelInputs, cache: KVCache, opts: PrefillOptions = {}): PrefillRun {
     if (cache.length !== 0) throw new QvlError('INTERNAL', 'prefill needs an empty KV cache', {});
     const { cfg } = this;
     const ids = inputs.ids;
@@ -123,6 +138,7 @@ export class Qwen3VLModel {
     if (L === 0) throw new QvlError('MESSAGE_INVALID', 'the prompt is empty', {});
     const positions = this.positions(inputs);
     const vision = opts.vision ?? this.encodeMedia(inputs, opts.trace);
+    if (vision.image || vision.video) yield;
 
     const H = cfg.text.hiddenSize;
     const embeds = this.text.embed(ids);
@@ -185,6 +201,7 @@ export class Qwen3VLModel {
       );
       if (opts.allLogits) logitRows.push(this.text.logits(hidden, n));
       else if (e === L) logitRows.push(this.text.logits(hidden.subarray((n - 1) * H), 1));
+      if (e < L) yield;
     }
     return { positions, logits: concatF32(logitRows), vision };
   }
@@ -196,6 +213,22 @@ export class Qwen3VLModel {
     const x = this.text.embed([id]);
     const hidden = this.text.forward(x, 1, { t: one, h: one, w: one }, cache);
     return this.text.logits(hidden, 1);
+  }
+
+  /**
+   * One generated token for each of several sequences in one pass over the weights: token ids[i]
+   * continues caches[i] (rope delta deltas[i]). Returns logits [n, vocab], row i for sequence i.
+   */
+  decodeBatch(ids: readonly number[], caches: readonly KVCache[], deltas: readonly number[]): Float32Array {
+    const n = ids.length;
+    if (caches.length !== n || deltas.length !== n) {
+      throw new QvlError('INTERNAL', `decodeBatch: ${n} ids, ${caches.length} caches and ${deltas.length} deltas must match`, {});
+    }
+    if (new Set(caches).size !== n) throw new QvlError('INTERNAL', 'decodeBatch: a cache appears twice in one batch', {});
+    if (n === 1) return this.decode(ids[0], caches[0], deltas[0]);
+    const p = caches.map((c, i) => c.length + deltas[i]);
+    const hidden = this.text.forwardBatch(this.text.embed(ids), { t: p, h: p, w: p }, caches);
+    return this.text.logits(hidden, n);
   }
 }
 

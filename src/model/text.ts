@@ -19,6 +19,14 @@ export interface TextPositions {
   w: ArrayLike<number>;
 }
 
+/** Consecutive rows of one forward pass that belong to one sequence. */
+interface SequenceRows {
+  cache: KVCache;
+  rows: number;
+  /** positions the cache held before this pass */
+  past: number;
+}
+
 /** The Qwen3 decoder: q/k-normed GQA attention with interleaved MRoPE, SiLU-gated MLP. */
 export class TextModel {
   readonly rotary: TextRotary;
@@ -40,14 +48,27 @@ export class TextModel {
    * and values to `cache`, and returns the final-norm hidden states [n, hidden].
    */
   forward(x: Float32Array, n: number, pos: TextPositions, cache: KVCache, deepstack?: DeepstackInjection, trace?: Trace): Float32Array {
+    return this.run(x, n, pos, [{ cache, rows: n, past: cache.length }], deepstack, trace);
+  }
+
+  /**
+   * One token for each of several sequences (row i of `x` continues `caches[i]`): every weight
+   * matrix is read once for all rows, and each row attends to its own cache. Row i's result is
+   * what `forward` gives that sequence alone (bit for bit where the matmul kernels treat rows
+   * independently, as the quantized decode kernels do).
+   */
+  forwardBatch(x: Float32Array, pos: TextPositions, caches: readonly KVCache[]): Float32Array {
+    return this.run(x, caches.length, pos, caches.map((cache) => ({ cache, rows: 1, past: cache.length })));
+  }
+
+  private run(x: Float32Array, n: number, pos: TextPositions, seqs: SequenceRows[], deepstack?: DeepstackInjection, trace?: Trace): Float32Array {
     const { cfg, backend: be } = this;
     const H = cfg.hiddenSize;
     const { cos, sin } = this.rotary.tables(pos.t, pos.h, pos.w);
-    const past = cache.length;
     let h = x;
     for (let l = 0; l < cfg.numLayers; l++) {
       trace?.(`text.layer_input.${l}`, h, [n, H]);
-      h = this.layer(h, n, l, this.w.layers[l], cos, sin, cache, past);
+      h = this.layer(h, n, l, this.w.layers[l], cos, sin, seqs);
       const feat = deepstack?.features[l];
       if (feat) {
         for (let r = 0; r < deepstack.rows.length; r++) {
@@ -73,8 +94,7 @@ export class TextModel {
     w: TextLayerWeights,
     cos: Float32Array,
     sin: Float32Array,
-    cache: KVCache,
-    past: number,
+    seqs: readonly SequenceRows[],
   ): Float32Array {
     const { cfg, backend: be } = this;
     const H = cfg.hiddenSize;
@@ -86,8 +106,7 @@ export class TextModel {
     const v = be.matmul(a, n, w.v, w.vBias);
     be.rope(q, n, cfg.numHeads, hd, cos, sin);
     be.rope(k, n, cfg.numKvHeads, hd, cos, sin);
-    const kv = cache.append(l, k, v, n);
-    const att = be.attentionKv(q, kv, { nQ: n, heads: cfg.numHeads, scale: 1 / Math.sqrt(hd), qOffset: past });
+    const att = this.attend(l, q, k, v, seqs);
     const y = be.matmul(att, n, w.o, w.oBias);
     be.addInPlace(y, x);
     const b = be.rmsNorm(y, H, w.postNorm, cfg.rmsNormEps);
@@ -95,5 +114,25 @@ export class TextModel {
     const z = be.matmul(act, n, w.down);
     be.addInPlace(z, y);
     return z;
+  }
+
+  /** Appends each sequence's keys and values to its cache and attends its rows to it. */
+  private attend(l: number, q: Float32Array, k: Float32Array, v: Float32Array, seqs: readonly SequenceRows[]): Float32Array {
+    const { cfg, backend: be } = this;
+    const opts = (rows: number, past: number) => ({ nQ: rows, heads: cfg.numHeads, scale: 1 / Math.sqrt(cfg.headDim), qOffset: past });
+    if (seqs.length === 1) {
+      const { cache, rows, past } = seqs[0];
+      return be.attentionKv(q, cache.append(l, k, v, rows), opts(rows, past));
+    }
+    const qw = cfg.numHeads * cfg.headDim;
+    const kw = cfg.numKvHeads * cfg.headDim;
+    const out = new Float32Array(q.length);
+    let r = 0;
+    for (const { cache, rows, past } of seqs) {
+      const view = cache.append(l, k.subarray(r * kw, (r + rows) * kw), v.subarray(r * kw, (r + rows) * kw), rows);
+      out.set(be.attentionKv(q.subarray(r * qw, (r + rows) * qw), view, opts(rows, past)), r * qw);
+      r += rows;
+    }
+    return out;
   }
 }

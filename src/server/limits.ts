@@ -4,8 +4,10 @@ import type { WorkerMediaOptions } from '../api/worker-protocol.ts';
 import { DEFAULT_MAX_INPUT_PIXELS } from '../media/source-options.ts';
 
 export interface ServerLimits {
-  /** requests waiting for the model besides the one running (default 16); more get 429 */
+  /** requests waiting for the model besides the running ones (default 16); more get 429 */
   maxQueue: number;
+  /** requests generating at once, decoded together (default 1); the engine must run as many */
+  parallel: number;
   /** largest request body in bytes (default 64 MiB; data URIs count) */
   maxBodyBytes: number;
   /** images, videos and documents per request (default 32; PDF pages count as images once rendered) */
@@ -42,6 +44,7 @@ export function promptCharLimit(l: ServerLimits): number {
 export function resolveLimits(o: Partial<ServerLimits> = {}): ServerLimits {
   return {
     maxQueue: o.maxQueue ?? 16,
+    parallel: o.parallel ?? 1,
     maxBodyBytes: o.maxBodyBytes ?? 64 * 1024 * 1024,
     maxImages: o.maxImages ?? 32,
     maxContext: o.maxContext,

@@ -1,8 +1,8 @@
 /**
  * Admission and the line for the model. A request is admitted first (while it is prepared on a
- * preparation worker), then waits for the model, which runs one generation at a time. At most
- * `maxQueue` requests besides the running one are admitted; past that the answer is a clear 429
- * with Retry-After. A waiting request whose client goes away leaves the line.
+ * preparation worker), then waits for one of the model's `parallel` slots (generations decoded
+ * together). At most `maxQueue` requests besides the running ones are admitted; past that the
+ * answer is a clear 429 with Retry-After. A waiting request whose client goes away leaves the line.
  */
 import { HttpError } from './errors.ts';
 
@@ -23,7 +23,7 @@ export interface Admission {
 }
 
 export class Scheduler {
-  private busy = false;
+  private busy = 0;
   private readonly waiting: Waiter[] = [];
   private admitted = 0;
   private closedWith?: HttpError;
@@ -31,12 +31,15 @@ export class Scheduler {
   private avgMs = 5000;
   private readonly maxQueue: number;
 
-  constructor(maxQueue: number) {
+  constructor(
+    maxQueue: number,
+    readonly parallel = 1,
+  ) {
     this.maxQueue = maxQueue;
   }
 
   get running(): number {
-    return this.busy ? 1 : 0;
+    return this.busy;
   }
 
   /** waiting for the model */
@@ -56,15 +59,15 @@ export class Scheduler {
 
   /** Seconds a client should wait before trying again. */
   retryAfter(): number {
-    return Math.max(1, Math.ceil(((this.waiting.length + 1) * this.avgMs) / 1000));
+    return Math.max(1, Math.ceil(((this.waiting.length / this.parallel + 1) * this.avgMs) / 1000));
   }
 
   /** Admits a request or throws a 429 HttpError when the line is full (or the error given to `close`). */
   admit(): Admission {
     if (this.closedWith) throw this.closedWith;
-    if (this.admitted >= this.maxQueue + 1) {
+    if (this.admitted >= this.maxQueue + this.parallel) {
       const retry = this.retryAfter();
-      throw new HttpError(429, `the server is busy: ${this.admitted} requests admitted (1 running, ${this.maxQueue} waiting is the limit); retry in about ${retry} s`, {
+      throw new HttpError(429, `the server is busy: ${this.admitted} requests admitted (${this.parallel} running, ${this.maxQueue} waiting is the limit); retry in about ${retry} s`, {
         code: 'queue_full',
         headers: { 'Retry-After': String(retry) },
       });
@@ -93,8 +96,8 @@ export class Scheduler {
   private acquire(signal?: AbortSignal): Promise<Release> {
     if (this.closedWith) return Promise.reject(this.closedWith);
     if (signal?.aborted) return Promise.reject(new HttpError(499, 'the client went away while waiting', { code: 'aborted' }));
-    if (!this.busy) {
-      this.busy = true;
+    if (this.busy < this.parallel) {
+      this.busy++;
       return Promise.resolve(this.releaser());
     }
     return new Promise<Release>((resolve, reject) => {
@@ -124,7 +127,7 @@ export class Scheduler {
       if (next) {
         next.signal?.removeEventListener('abort', next.onAbort);
         next.resolve(this.releaser());
-      } else this.busy = false;
+      } else this.busy--;
     };
   }
 }

@@ -53,7 +53,7 @@ export async function startServer(o: ServeOptions): Promise<RunningServer> {
   const context: ServerContext = {
     engine: o.engine,
     preparer,
-    scheduler: new Scheduler(limits.maxQueue),
+    scheduler: new Scheduler(limits.maxQueue, limits.parallel),
     costing: { active: 0 },
     limits,
     modelBounds: { maxImagePixels: processor.image.maxPixels, maxVideoPixels: processor.video.maxPixels },

@@ -1,0 +1,261 @@
+/**
+ * Continuous batching: sequences that are decoding advance together, one token each per step, in
+ * one pass over the weights (`Qwen3VLModel.decodeBatch`: on a CPU a step costs about what one
+ * sequence's step costs, since reading the weights dominates). A new sequence joins between steps;
+ * its prompt runs in chunks interleaved with the steps, so running streams keep flowing while it
+ * is prefilled. Each sequence keeps its own sampler (penalties, seed), logits processor, limits and
+ * cancellation; one that ends returns its KV blocks at once.
+ */
+import { QvlError } from '../errors.ts';
+import type { KVCache } from '../model/kv-cache.ts';
+import type { ModelInputs, PrefillRun, Qwen3VLModel } from '../model/qwen3vl.ts';
+import type { FinishReason, GenerateOptions, GenerateResult } from './generate.ts';
+import { Sampler } from './sampler.ts';
+
+export interface BatchOptions {
+  /** most sequences decoding at once (default 4) */
+  maxParallel?: number;
+}
+
+/** What a submitted sequence hands its consumer: generated ids as they come, then the result. */
+export interface BatchedGeneration extends AsyncIterable<number> {
+  result: Promise<GenerateResult>;
+  /** ends the sequence at the next step with finish reason 'stop' (a stop string was seen) */
+  stop(): void;
+}
+
+interface Sequence {
+  inputs: ModelInputs;
+  opts: GenerateOptions;
+  cache?: KVCache;
+  prefill?: PrefillRun;
+  sampler?: Sampler;
+  eos: Set<number>;
+  budget: number;
+  delta: number;
+  /** logits waiting to be sampled (after prefill or the last step) */
+  logits?: Float32Array;
+  tokens: number[];
+  stopped: boolean;
+  t0: number;
+  prefillMs: number;
+  decodeStart: number;
+  // consumer side
+  queue: number[];
+  wake?: () => void;
+  finished: boolean;
+  error?: unknown;
+  resolve: (r: GenerateResult) => void;
+  reject: (e: unknown) => void;
+}
+
+export class DecodeBatcher {
+  readonly maxParallel: number;
+  private readonly waiting: Sequence[] = [];
+  private readonly running: Sequence[] = [];
+  private looping = false;
+
+  constructor(
+    readonly model: Qwen3VLModel,
+    opts: BatchOptions = {},
+  ) {
+    const n = opts.maxParallel ?? 4;
+    if (!Number.isInteger(n) || n < 1) throw new QvlError('OPTION_INVALID', `parallel must be a positive integer, got ${n}`, { value: n });
+    this.maxParallel = n;
+  }
+
+  /** sequences decoding or being prefilled */
+  get active(): number {
+    return this.running.length;
+  }
+
+  /** sequences waiting for a slot */
+  get queued(): number {
+    return this.waiting.length;
+  }
+
+  /** Adds a sequence; it starts when a slot is free (at once when fewer than maxParallel run). */
+  submit(inputs: ModelInputs, opts: GenerateOptions): BatchedGeneration {
+    if (!Number.isInteger(opts.maxNewTokens) || opts.maxNewTokens < 0) {
+      throw new QvlError('OPTION_INVALID', `max_tokens must be a non-negative integer, got ${opts.maxNewTokens}`, { value: opts.maxNewTokens });
+    }
+    let resolve!: (r: GenerateResult) => void;
+    let reject!: (e: unknown) => void;
+    const result = new Promise<GenerateResult>((res, rej) => {
+      resolve = res;
+      reject = rej;
+    });
+    result.catch(() => {});
+    const s: Sequence = {
+      inputs,
+      opts,
+      eos: new Set(opts.eosTokenIds),
+      budget: 0,
+      delta: 0,
+      tokens: [],
+      stopped: false,
+      t0: 0,
+      prefillMs: 0,
+      decodeStart: 0,
+      queue: [],
+      finished: false,
+      resolve,
+      reject,
+    };
+    this.waiting.push(s);
+    this.kick();
+    const iterate = async function* (): AsyncGenerator<number> {
+      for (;;) {
+        while (s.queue.length) yield s.queue.shift()!;
+        if (s.finished) {
+          if (s.error) throw s.error;
+          return;
+        }
+        await new Promise<void>((r) => (s.wake = r));
+        s.wake = undefined;
+      }
+    };
+    return {
+      [Symbol.asyncIterator]: iterate,
+      result,
+      stop: () => {
+        s.stopped = true;
+      },
+    };
+  }
+
+  private kick(): void {
+    if (this.looping) return;
+    this.looping = true;
+    setImmediate(() => this.loop());
+  }
+
+  /** One round: admit, one prefill chunk, one decode step for everyone ready; then yield to I/O. */
+  private loop(): void {
+    try {
+      this.admit();
+      this.prefillOne();
+      this.step();
+    } catch (e) {
+      // a failure of the batch as a whole (not of one sequence) ends every sequence in it
+      for (const s of [...this.running]) this.finish(s, e);
+    }
+    if (this.running.length || this.waiting.length) setImmediate(() => this.loop());
+    else this.looping = false;
+  }
+
+  private admit(): void {
+    while (this.running.length < this.maxParallel && this.waiting.length) {
+      const s = this.waiting.shift()!;
+      try {
+        this.start(s);
+        this.running.push(s);
+      } catch (e) {
+        this.finish(s, e);
+      }
+    }
+  }
+
+  private start(s: Sequence): void {
+    const { model } = this;
+    const L = s.inputs.ids.length;
+    const maxContext = Math.min(s.opts.maxContext ?? Infinity, model.contextLength);
+    if (L >= maxContext) {
+      throw new QvlError('CONTEXT_TOO_LONG', `the prompt is ${L} tokens; the context holds ${maxContext}`, { promptTokens: L, maxContext });
+    }
+    checkAbort(s.opts.signal);
+    s.budget = Math.min(s.opts.maxNewTokens, maxContext - L);
+    s.sampler = new Sampler(s.opts, s.inputs.ids);
+    s.t0 = performance.now();
+    s.cache = model.newCache();
+    s.prefill = model.prefillRun(s.inputs, s.cache, s.opts.prefill);
+  }
+
+  /** Advances the oldest sequence still prefilling by one chunk (the vision tower counts as one). */
+  private prefillOne(): void {
+    const s = this.running.find((x) => x.prefill);
+    if (!s) return;
+    try {
+      checkAbort(s.opts.signal);
+      const r = s.prefill!.next();
+      if (!r.done) return;
+      s.prefill = undefined;
+      s.delta = r.value.positions.delta;
+      s.logits = r.value.logits;
+      s.prefillMs = performance.now() - s.t0;
+      s.decodeStart = performance.now();
+    } catch (e) {
+      this.finish(s, e);
+    }
+  }
+
+  /** Samples every sequence with logits waiting, then decodes those that go on in one batch. */
+  private step(): void {
+    const next: Sequence[] = [];
+    const ids: number[] = [];
+    for (const s of [...this.running]) {
+      if (!s.logits) continue;
+      try {
+        checkAbort(s.opts.signal);
+        const logits = s.logits;
+        s.logits = undefined;
+        if (s.stopped) {
+          this.finish(s, undefined, 'stop');
+          continue;
+        }
+        if (s.tokens.length >= s.budget) {
+          this.finish(s, undefined, 'length');
+          continue;
+        }
+        s.opts.logitsProcessor?.(logits, s.tokens);
+        const id = s.sampler!.pick(logits);
+        if (s.eos.has(id)) {
+          this.finish(s, undefined, 'stop');
+          continue;
+        }
+        s.sampler!.accept(id);
+        s.tokens.push(id);
+        s.queue.push(id);
+        s.wake?.();
+        if (s.tokens.length >= s.budget) {
+          this.finish(s, undefined, 'length');
+          continue;
+        }
+        next.push(s);
+        ids.push(id);
+      } catch (e) {
+        this.finish(s, e);
+      }
+    }
+    if (!next.length) return;
+    const logits = this.model.decodeBatch(
+      ids,
+      next.map((s) => s.cache!),
+      next.map((s) => s.delta),
+    );
+    const V = logits.length / next.length;
+    next.forEach((s, i) => (s.logits = next.length === 1 ? logits : logits.slice(i * V, (i + 1) * V)));
+  }
+
+  private finish(s: Sequence, error: unknown, reason: FinishReason = 'length'): void {
+    const i = this.running.indexOf(s);
+    if (i >= 0) this.running.splice(i, 1);
+    s.cache?.release();
+    s.cache = undefined;
+    s.prefill?.return(undefined as never);
+    s.prefill = undefined;
+    s.finished = true;
+    if (error !== undefined) {
+      s.error = error;
+      s.reject(error);
+    } else {
+      const decodeMs = s.decodeStart ? performance.now() - s.decodeStart : 0;
+      s.resolve({ tokens: s.tokens, finishReason: reason, promptTokens: s.inputs.ids.length, prefillMs: s.prefillMs, decodeMs });
+    }
+    s.wake?.();
+  }
+}
+
+function checkAbort(signal?: AbortSignal): void {
+  if (signal?.aborted) throw new QvlError('ABORTED', 'generation was cancelled', {});
+}
