@@ -6,6 +6,6 @@ export { QvlError, isQvlError, type QvlErrorCode } from './errors.ts';
 export { parseGrounding, parseOutput, parseToolCalls, splitThinking, type Grounding, type ParsedOutput } from './generate/parse/index.ts';
 export { resolveModel, type ResolveModelOptions, type ResolvedModel } from './hub/index.ts';
 export { estimateMediaCost, loadImage, loadVideo, renderPdf } from './media/index.ts';
-export { imageTokenCost, videoTokenCost } from './processor/index.ts';
+export { frameSampler, imageTokenCost, videoTokenCost } from './processor/index.ts';
 export { runParity, type ParityOptions } from './parity/run-parity.ts';
 export type { Backend } from './kernels/backend.ts';

@@ -2,7 +2,7 @@
  * Continuous batching: sequences decoded together give what each gives alone. At the model level
  * (one decode step for several caches against one step per cache) and through the library
  * (concurrent chats of mixed kinds: text, image, video frames, JSON-constrained, stop strings,
- * sampling with a seed, different lengths), on the native backend with float and q8 weights.
+ * sampling with a seed, different lengths), on the native backend with float and q4 weights.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -25,7 +25,8 @@ function maxAbs(a: Float32Array, b: Float32Array): number {
   return m;
 }
 
-for (const quant of [undefined, 'q8'] as const) {
+// q4 mode quantizes every matrix, the head too (q8), and the int8 kernels treat rows independently: bit-identical rows
+for (const quant of [undefined, 'q4'] as const) {
   test(`decodeBatch: each row equals that sequence's own decode step (${quant ?? 'bf16'} weights)`, { skip: nativeSkip }, async () => {
     assert.ok(!skipReason, `CI=true and ${skipReason}`);
     const qvl = await Qwen3VL.fromPretrained(TINY, { backend: 'native', quant, kvType: 'f32' });
@@ -59,7 +60,7 @@ for (const quant of [undefined, 'q8'] as const) {
           const one = m.decode(id, alone[i], deltas[i]);
           const row = rows.subarray(i * V, (i + 1) * V);
           worst = Math.max(worst, maxAbs(row, one));
-          if (quant === 'q8') assert.equal(Buffer.compare(Buffer.from(row.buffer, row.byteOffset, row.byteLength), Buffer.from(one.buffer)), 0, `q8 row ${i} step ${step} is not bit-identical`);
+          if (quant === 'q4') assert.equal(Buffer.compare(Buffer.from(row.buffer, row.byteOffset, row.byteLength), Buffer.from(one.buffer)), 0, `q4 row ${i} step ${step} is not bit-identical`);
         });
         next.forEach((_, i) => (next[i] = (next[i] * 7 + step) % 150000));
       }
@@ -178,4 +179,38 @@ test('the server scheduler: parallel slots, then a line, then 429 past the queue
   ra();
   (await rc)();
   assert.equal(third, true);
+});
+
+test('a prompt prefills in steps (vision blocks, decoder layers) between the running answers\' decode steps', { skip: nativeSkip, timeout: 60_000 }, async () => {
+  assert.ok(!skipReason, `CI=true and ${skipReason}`);
+  const q = await Qwen3VL.fromPretrained(TINY, { backend: 'native', parallel: 2 });
+  const log: string[] = [];
+  const prefillRun = q.model.prefillRun.bind(q.model);
+  q.model.prefillRun = function* (inputs, cache, opts) {
+    const tag = inputs.imageGrids?.length ? 'B' : 'A';
+    const r = yield* (function* () {
+      const g = prefillRun(inputs, cache, opts);
+      for (;;) {
+        const s = g.next();
+        if (s.done) return s.value;
+        log.push(`${tag} prefill step`);
+        yield;
+      }
+    })();
+    return r;
+  };
+  const a = q.stream(user('Count slowly.'), { maxNewTokens: 40, temperature: 0 });
+  let b: Promise<unknown> | undefined;
+  let n = 0;
+  for await (const _ of a) {
+    log.push('A token');
+    if (++n === 2) b = q.chat(user([img('image_b.png'), { type: 'text', text: 'What is this?' }]), { maxNewTokens: 4, temperature: 0 });
+  }
+  await b;
+  const first = log.indexOf('B prefill step');
+  const last = log.lastIndexOf('B prefill step');
+  const steps = log.filter((e) => e === 'B prefill step').length;
+  const cfg = q.model.cfg;
+  assert.ok(steps >= cfg.vision.depth + cfg.text.numLayers, `B prefilled in ${steps} steps`);
+  assert.ok(log.slice(first, last).includes('A token'), `A made no progress while B prefilled: ${log.join(', ')}`);
 });

@@ -15,6 +15,7 @@ import { FFMPEG, ffmpegAvailable } from '../src/media/ffmpeg.ts';
 import { decodeVideoFrames, loadVideo, planDecodeSegments, probeFrameIndex, probeVideoFile, type VideoDecodeReport } from '../src/media/video.ts';
 import { DEFAULT_VIDEO_CONFIG } from '../src/processor/config.ts';
 import { pyFormat1f } from '../src/processor/python-math.ts';
+import { frameSampler } from '../src/processor/video-sampling.ts';
 import { preprocessVideo, videoFrameResizer, type VideoOptions } from '../src/processor/video-processor.ts';
 
 const REF = JSON.parse(readFileSync(path.join(import.meta.dirname, 'fixtures', 'processor', 'video-cap', 'cases.json'), 'utf8'));
@@ -40,7 +41,7 @@ test.after(() => {
 });
 /** The default sampling (fps 2, at most 768 frames) of the long file, decoded once for all tests. */
 let sampled: ReturnType<typeof loadVideo> | undefined;
-const sampledLong = () => (sampled ??= loadVideo(longFile()));
+const sampledLong = () => (sampled ??= loadVideo(longFile(), { chooseFrames: frameSampler() }));
 
 test('a 20-minute video: HF indices at fps 2 (768 frames), exact timestamps and texts, only those frames kept', { skip }, async () => {
   const ref = long('twenty_min_25fps_fps2');
@@ -107,10 +108,10 @@ test('a segment that misses its frames falls back to one pass; short clips are d
 test('resizing at decode time (videoFrameResizer) gives the pixel values of preprocessing full frames, cap off and on', { skip }, async () => {
   const file = path.join(import.meta.dirname, 'fixtures', 'media', 'clip_h264.mp4');
   // 25 frames of 64×48; with the cap, the per-frame floor int(1.05 · 1024) stays under the budget's share
-  const full = await loadVideo(file, { fps: 10 });
+  const full = await loadVideo(file, { chooseFrames: frameSampler({ fps: 10 }) });
   for (const capPixelsPerFrame of [false, true]) {
     const o: VideoOptions = { minPixels: 1024, maxPixels: 25 * 1536, capPixelsPerFrame };
-    const small = await loadVideo(file, { fps: 10, prepareFrames: videoFrameResizer(cfg, o) });
+    const small = await loadVideo(file, { chooseFrames: frameSampler({ fps: 10 }), prepareFrames: videoFrameResizer(cfg, o) });
     const a = preprocessVideo(full, cfg, o);
     const b = preprocessVideo(small, cfg, { ...o, sourceSize: { width: small.width, height: small.height } });
     assert.deepEqual([a.resized.width, a.resized.height], [32, 32]);

@@ -10,6 +10,7 @@ import { estimateMediaCost } from '../src/media/cost.ts';
 import { FFMPEG, ffmpegAvailable } from '../src/media/ffmpeg.ts';
 import { decodeVideoFrames, loadVideo, probeVideoFile, selectExpression } from '../src/media/video.ts';
 import { loadVideoFromImages } from '../src/media/video-images.ts';
+import { frameSampler } from '../src/processor/video-sampling.ts';
 
 const DIR = path.join(import.meta.dirname, 'fixtures', 'media');
 const TINY = path.join(import.meta.dirname, 'fixtures', 'tiny');
@@ -21,7 +22,7 @@ const skip = ffmpegAvailable() ? false : 'ffmpeg/ffprobe not installed (Debian: 
 
 for (const [name, ref] of Object.entries(REF.clips)) {
   test(`loadVideo samples and decodes ${name} exactly as PyAV + HF sampling`, { skip }, async () => {
-    const v = await loadVideo(path.join(DIR, name));
+    const v = await loadVideo(path.join(DIR, name), { chooseFrames: frameSampler() });
     assert.equal(v.fps, ref.fps);
     assert.equal(v.totalFrames, ref.decoded_frames);
     assert.deepEqual(v.indices, ref.indices);
@@ -35,17 +36,17 @@ for (const [name, ref] of Object.entries(REF.clips)) {
 
 test('sampling options reach the frame choice; Base64 and data-URI videos work', { skip }, async () => {
   const file = path.join(DIR, 'clip_h264.mp4');
-  const v = await loadVideo(file, { numFrames: 3 });
+  const v = await loadVideo(file, { chooseFrames: frameSampler({ numFrames: 3 }) });
   assert.deepEqual(v.indices, [0, 12, 24]);
-  const all = await loadVideo(file, { fps: 10 });
+  const all = await loadVideo(file, { chooseFrames: frameSampler({ fps: 10 }) });
   assert.equal(all.indices.length, 25);
-  const capped = await loadVideo(file, { fps: 10, maxFrames: 8, minPixels: 1024, maxPixels: 65536 });
+  const capped = await loadVideo(file, { chooseFrames: frameSampler({ fps: 10, maxFrames: 8 }), minPixels: 1024, maxPixels: 65536 });
   assert.equal(capped.indices.length, 8);
   assert.deepEqual([capped.minPixels, capped.maxPixels], [1024, 65536]);
   const b64 = readFileSync(file).toString('base64');
-  const fromData = await loadVideo(`data:video/mp4;base64,${b64}`, { numFrames: 3 });
+  const fromData = await loadVideo(`data:video/mp4;base64,${b64}`, { chooseFrames: frameSampler({ numFrames: 3 }) });
   assert.deepEqual(Buffer.from(fromData.frames[1]!.data), Buffer.from(v.frames[1]!.data));
-  const fromB64 = await loadVideo(b64, { numFrames: 3 });
+  const fromB64 = await loadVideo(b64, { chooseFrames: frameSampler({ numFrames: 3 }) });
   assert.deepEqual(Buffer.from(fromB64.frames[2]!.data), Buffer.from(v.frames[2]!.data));
 });
 
@@ -56,14 +57,14 @@ test('probeVideoFile counts packets when the container has no frame count (WebM)
 
 test('video limits and bad input give clear errors', { skip }, async () => {
   const file = path.join(DIR, 'clip_h264.mp4');
-  await assert.rejects(loadVideo(file, { fps: 10, maxDecodedFrames: 10 }), (e) => {
+  await assert.rejects(loadVideo(file, { chooseFrames: frameSampler({ fps: 10 }), maxDecodedFrames: 10 }), (e) => {
     assert.ok(isQvlError(e, 'VIDEO_INVALID'));
     assert.match(e.message, /25 frames requested, over the limit of 10/);
     return true;
   });
-  await assert.rejects(loadVideo(file, { maxPixelsPerFrame: 1000 }), (e) => isQvlError(e, 'IMAGE_TOO_LARGE') && /64x48/.test(e.message));
-  await assert.rejects(loadVideo(file, { maxDecodedBytes: 10000 }), (e) => isQvlError(e, 'MEDIA_TOO_LARGE'));
-  await assert.rejects(loadVideo(path.join(DIR, 'rgba.png.pil.rgb')), (e) => {
+  await assert.rejects(loadVideo(file, { chooseFrames: frameSampler(), maxPixelsPerFrame: 1000 }), (e) => isQvlError(e, 'IMAGE_TOO_LARGE') && /64x48/.test(e.message));
+  await assert.rejects(loadVideo(file, { chooseFrames: frameSampler(), maxDecodedBytes: 10000 }), (e) => isQvlError(e, 'MEDIA_TOO_LARGE'));
+  await assert.rejects(loadVideo(path.join(DIR, 'rgba.png.pil.rgb'), { chooseFrames: frameSampler() }), (e) => {
     assert.ok(isQvlError(e, 'VIDEO_INVALID'));
     assert.match(e.message, /rgba\.png\.pil\.rgb: not a video format qvl reads \(ffprobe sees rawvideo\)/);
     return true;
@@ -131,7 +132,7 @@ test('the container allow-list takes every common video format', { skip }, async
     const bare = path.join(dir, `input-${name.slice(2)}`);
     copyFileSync(path.join(dir, name), bare);
     for (const file of [path.join(dir, name), bare]) {
-      const v = await loadVideo(file, { numFrames: 2 });
+      const v = await loadVideo(file, { chooseFrames: frameSampler({ numFrames: 2 }) });
       assert.deepEqual([v.width, v.height, v.frames.length], [64, 48, 2], file);
     }
   }
@@ -155,13 +156,13 @@ test('playlists and concat lists are refused by the probe and by the decoder; ot
     await assert.rejects(probeVideoFile(file), refused, name);
     await assert.rejects(decodeVideoFrames(file, [0, 1], probe), refused, name);
     const data = `data:video/mp4;base64,${Buffer.from(text).toString('base64')}`;
-    await assert.rejects(loadVideo(data), refused, name);
+    await assert.rejects(loadVideo(data, { chooseFrames: frameSampler() }), refused, name);
     await assert.rejects(estimateMediaCost({ kind: 'video', source: data }), refused, name);
   }
   // a still image is not a video container here
-  await assert.rejects(loadVideo(path.join(DIR, 'rgba.png')), (e) => isQvlError(e, 'VIDEO_INVALID') && /not a video format qvl reads \(ffprobe sees \w+\)/.test(e.message));
+  await assert.rejects(loadVideo(path.join(DIR, 'rgba.png'), { chooseFrames: frameSampler() }), (e) => isQvlError(e, 'VIDEO_INVALID') && /not a video format qvl reads \(ffprobe sees \w+\)/.test(e.message));
   // other ffmpeg failures quote ffmpeg, with the source's label in place of the temporary file
-  await assert.rejects(loadVideo(`data:video/mp4;base64,${Buffer.alloc(3000, 0x41).toString('base64')}`), (e) => {
+  await assert.rejects(loadVideo(`data:video/mp4;base64,${Buffer.alloc(3000, 0x41).toString('base64')}`, { chooseFrames: frameSampler() }), (e) => {
     assert.ok(isQvlError(e, 'VIDEO_INVALID'));
     assert.match(e.message, /^data URI \(\d+ characters\): ffprobe failed: /);
     assert.doesNotMatch(e.message, /qvl-media-/);
@@ -189,12 +190,12 @@ test('a 3000-frame GIF decodes (240 sampled frames), and the cost preview plans 
   const gif = path.join(dir, 'long.gif');
   assert.ok(ffmpegMake(['-f', 'lavfi', '-i', 'testsrc=size=32x32:rate=25', '-frames:v', '3000', gif]));
   const cost = await estimateMediaCost({ kind: 'video', source: gif });
-  const v = await loadVideo(gif);
+  const v = await loadVideo(gif, { chooseFrames: frameSampler() });
   assert.equal(v.totalFrames, 3000);
   assert.equal(v.frames.length, cost.items[0]!.frames);
   assert.equal(v.frames.length, 240);
   // frame k of testsrc differs from frame k+12: the frames really are the sampled ones, not repeats
   assert.notDeepEqual(Buffer.from(v.frames[0]!.data), Buffer.from(v.frames[1]!.data));
-  const all = await loadVideo(gif, { fps: 25, maxFrames: 768, maxDecodedFrames: 768 });
+  const all = await loadVideo(gif, { chooseFrames: frameSampler({ fps: 25, maxFrames: 768 }), maxDecodedFrames: 768 });
   assert.equal(all.frames.length, 768);
 });

@@ -7,8 +7,10 @@ import { backend, firstViolation, isas, matmulBounds, q4 as randomQ4, randn, rng
 // The int8-activation GEMV (native/gemv_int8.inc, gemv_int8_avx2.inc) on every kernel set that
 // has one, forced one at a time. Shapes: odd K (a q4 row ends mid-byte), K just under / over the
 // 32-column blocks and the 64-column AVX2 q4 chunks (a last chunk with one or two blocks), and
-// a long row where the rounding of the scales would show.
+// a long row where the rounding of the scales would show. Up to MAX_TOKENS tokens share one pass
+// over the weights (batched decode).
 const ts = new TsBackend();
+const MAX_TOKENS = 8;
 const INT8_ISAS = ['avx512vnni', 'avx512', 'avx2vnni', 'avx2'] as const;
 const SHAPES: Array<[number, number]> = [
   [1, 2],
@@ -59,7 +61,7 @@ test('int8-activation GEMV agrees with the oracle within its bound on every kern
         const pn = nb.prepare(w);
         const pt = ts.prepare(w);
         const bias = randn(r, rows);
-        for (let n = 1; n <= 4; n++) {
+        for (let n = 1; n <= MAX_TOKENS; n++) {
           const x = randn(r, n * cols);
           // one token's activations with a large outlier and a block of zeros (scale 0)
           x[Math.floor(r() * cols)] = 40;
@@ -67,7 +69,8 @@ test('int8-activation GEMV agrees with the oracle within its bound on every kern
           const withBias = n !== 2;
           const got = nb.matmul(x, n, pn, withBias ? bias : null);
           const want = ts.matmul(x, n, pt, withBias ? bias : null);
-          const int8 = usesInt8Activations(isa, n, w);
+          // the format rule is the shared one; the int8 path now serves up to MAX_TOKENS tokens
+          const int8 = usesInt8Activations(isa, 1, w);
           const bound = matmulBounds(x, n, w, int8);
           const bad = firstViolation(got, want, (i) => bound[i] + (withBias ? Math.abs(want[i]) * 2 ** -23 : 0));
           assert.equal(bad, -1, `${isa} ${label} [${rows}×${cols}] n=${n}: y[${bad}] = ${got[bad]}, oracle ${want[bad]}, bound ${bound[bad]}`);
@@ -102,6 +105,54 @@ test('int8-activation GEMV: typical error far below the bound (relative rms < 1%
   nb.useInstructionSet('best');
 });
 
+// Batched decode runs several sequences through one call and needs each token's output to be
+// exactly what a 1-token call gives (each token is quantized and accumulated on its own). Rows
+// not a multiple of the 32-row tasks nor of the 2- and 4-row register blocks; K off the 64-column
+// chunks.
+const BATCH_SPECS: Array<[string, (r: () => number, rows: number, cols: number) => WeightData]> = [
+  ['q8', q8],
+  ['q4 g32', (r, rows, cols) => q4(r, rows, cols, 32, false)],
+  ['q4 g32 zeros', (r, rows, cols) => q4(r, rows, cols, 32, true)],
+  ['q4 g128', (r, rows, cols) => q4(r, rows, cols, 128, false)],
+  ['q4 g128 zeros', (r, rows, cols) => q4(r, rows, cols, 128, true)],
+];
+const BATCH_SHAPES: Array<[number, number]> = [
+  [1, 33],
+  [67, 1001],
+  [45, 2500],
+];
+
+test('int8-activation GEMV: each token of an n-token call is bit-identical to a 1-token call (n = 1…8)', { skip: skipReason }, (t) => {
+  const nb = backend();
+  for (const isa of runnableInt8Isas(t, nb)) {
+    nb.useInstructionSet(isa);
+    for (const [label, make] of BATCH_SPECS) {
+      const r = rng(label.length * 17 + 3);
+      for (const [rows, cols] of BATCH_SHAPES) {
+        const w = make(r, rows, cols);
+        assert.ok(usesInt8Activations(isa, 1, w), `${isa} ${label}: expected the int8 path`);
+        const pn = nb.prepare(w);
+        const bias = randn(r, rows);
+        const x = randn(r, MAX_TOKENS * cols);
+        // tokens of very different magnitudes, so that a shared scale would show
+        for (let c = 0; c < cols; c++) x[cols + c] *= 1000;
+        for (let c = 0; c < cols; c++) x[2 * cols + c] *= 1e-3;
+        const single = Array.from({ length: MAX_TOKENS }, (_, k) => nb.matmul(x.subarray(k * cols, (k + 1) * cols), 1, pn, bias));
+        for (let n = 1; n <= MAX_TOKENS; n++) {
+          const got = nb.matmul(x.subarray(0, n * cols), n, pn, bias);
+          for (let k = 0; k < n; k++) {
+            const a = new Uint32Array(got.buffer, got.byteOffset + k * rows * 4, rows);
+            const b = new Uint32Array(single[k].buffer, single[k].byteOffset, rows);
+            const bad = a.findIndex((v, i) => v !== b[i]);
+            assert.equal(bad, -1, `${isa} ${label} [${rows}×${cols}] n=${n} token ${k}: y[${bad}] = ${got[k * rows + bad]}, 1-token call ${single[k][bad]}`);
+          }
+        }
+      }
+    }
+  }
+  nb.useInstructionSet('best');
+});
+
 test('AVX2 and AVX-VNNI int8 GEMVs give identical results (same integer sums, same float order)', { skip: skipReason }, (t) => {
   const nb = backend();
   const have = isas(nb);
@@ -113,12 +164,14 @@ test('AVX2 and AVX-VNNI int8 GEMVs give identical results (same integer sums, sa
     const r = rng(11);
     for (const [rows, cols] of SHAPES) {
       const w = make(r, rows, cols);
-      const x = randn(r, 3 * cols);
-      nb.useInstructionSet('avx2');
-      const a = nb.matmul(x, 3, nb.prepare(w));
-      nb.useInstructionSet('avx2vnni');
-      const b = nb.matmul(x, 3, nb.prepare(w));
-      assert.deepEqual(b, a, `${label} [${rows}×${cols}]`);
+      for (const n of [3, MAX_TOKENS]) {
+        const x = randn(r, n * cols);
+        nb.useInstructionSet('avx2');
+        const a = nb.matmul(x, n, nb.prepare(w));
+        nb.useInstructionSet('avx2vnni');
+        const b = nb.matmul(x, n, nb.prepare(w));
+        assert.deepEqual(b, a, `${label} [${rows}×${cols}] n=${n}`);
+      }
     }
   }
   nb.useInstructionSet('best');

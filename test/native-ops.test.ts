@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { TsBackend } from '../src/kernels/ts/backend.ts';
 import { isQvlError } from '../src/errors.ts';
-import { E4M3_TABLE, f32ToBf16 } from '../src/weights/dtypes.ts';
+import { E4M3_TABLE, f32ToBf16 } from '../src/kernels/dtypes.ts';
 import { backend, firstViolation, isas, randn, rng, skipReason, WEIGHT_SPECS } from './native-util.ts';
 
 const ts = new TsBackend();

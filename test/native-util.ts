@@ -1,5 +1,5 @@
 /** Shared helpers of the native backend tests: seeded inputs, weights of every format, bounds. */
-import { E4M3_TABLE, f32ToBf16, f32ToF16 } from '../src/weights/dtypes.ts';
+import { E4M3_TABLE, f32ToBf16, f32ToF16 } from '../src/kernels/dtypes.ts';
 import { dequantRow } from '../src/kernels/ts/dequant.ts';
 import { Q8_BLOCK, q4GroupOf, type WeightData } from '../src/kernels/weight.ts';
 import { nativeAvailable, loadNativeBackend, type InstructionSet, type NativeBackend } from '../src/kernels/native/index.ts';
@@ -115,7 +115,7 @@ export const WEIGHT_SPECS: WeightSpec[] = [
 
 /** Whether the kernels quantize the activations to int8 for this call (see native/gemv_int8.inc). */
 export function usesInt8Activations(isa: string, n: number, w: WeightData): boolean {
-  if (isa === 'scalar' || n > 4) return false;
+  if (isa === 'scalar' || n > 8) return false;
   if (w.format === 'q8') return true;
   if (w.format !== 'q4' || w.gIdx) return false;
   // AVX2 reads one scale per 64 columns, AVX-512 per 128

@@ -12,6 +12,7 @@ import { preparePrompt } from '../src/api/prompt.ts';
 import { ffmpegAvailable } from '../src/media/ffmpeg.ts';
 import { loadVideo } from '../src/media/video.ts';
 import { preprocessVideo } from '../src/processor/video-processor.ts';
+import { frameSampler } from '../src/processor/video-sampling.ts';
 import { isQvlError } from '../src/errors.ts';
 import { HttpError } from '../src/server/errors.ts';
 import { resolveLimits } from '../src/server/limits.ts';
@@ -25,7 +26,7 @@ const skip = ffmpegAvailable() ? false : 'ffmpeg/ffprobe not installed (Debian: 
 test('a video file: frames resized at decode give the pixel values of full frames; the cap and max_frames change the plan as asked', { skip }, async () => {
   const parts = await promptPartsLoader(TINY)();
   const cfg = parts.processor.video;
-  const full = await loadVideo(CLIP, { fps: 25, maxFrames: 12 });
+  const full = await loadVideo(CLIP, { chooseFrames: frameSampler({ fps: 25, maxFrames: 12 }) });
   // a budget where the cap's floor binds: each of 12 frames gets at least int(1.05 · 3072) pixels, more than 24576 / 12
   const budget = { min_pixels: 3072, max_pixels: 24576 };
   const grids: string[] = [];

@@ -13,7 +13,7 @@ import { loadModelWeights } from '../src/model/weights.ts';
 import { readLinear } from '../src/weights/linear.ts';
 import { canonicalView } from '../src/weights/names.ts';
 import { makeQuantConvert, quantTarget, quantizeForPlan } from '../src/weights/quant-plan.ts';
-import { quantizeCheckpoint } from '../src/weights/quantize-checkpoint.ts';
+import { quantizeCheckpoint } from '../src/api/quantize-checkpoint.ts';
 import { SafetensorsCheckpoint, SafetensorsFile } from '../src/weights/safetensors.ts';
 import { PAD_TENSOR_PREFIX } from '../src/weights/safetensors-writer.ts';
 import { readMatrix } from '../src/weights/tensor-reader.ts';

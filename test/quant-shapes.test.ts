@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { isQvlError } from '../src/errors.ts';
 import { dequantize } from '../src/kernels/ts/dequant.ts';
-import { E4M3_TABLE } from '../src/weights/dtypes.ts';
+import { E4M3_TABLE } from '../src/kernels/dtypes.ts';
 import { readLinear } from '../src/weights/linear.ts';
 import type { TensorInfo } from '../src/weights/safetensors.ts';
 import type { TensorSource } from '../src/weights/tensor-reader.ts';

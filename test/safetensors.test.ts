@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 import { isQvlError } from '../src/errors.ts';
-import { E4M3_TABLE, f32ToBf16, f32ToF16 } from '../src/weights/dtypes.ts';
+import { E4M3_TABLE, f32ToBf16, f32ToF16 } from '../src/kernels/dtypes.ts';
 import { SafetensorsCheckpoint, SafetensorsFile } from '../src/weights/safetensors.ts';
 import { readF32, readInts, readMatrix } from '../src/weights/tensor-reader.ts';
 import { buildSafetensors, bytesOf, tempDir } from './helpers/safetensors-bytes.ts';

@@ -9,6 +9,7 @@ import OpenAI from 'openai';
 import type { ChatResult } from '../src/api/qwen3vl.ts';
 import type { PromptInfo, WorkerCallOptions, WorkerChatStream } from '../src/api/worker-host.ts';
 import { QvlError, type QvlErrorCode } from '../src/errors.ts';
+import { parseOutput } from '../src/generate/parse/output.ts';
 import type { PromptCost } from '../src/api/prompt-cost.ts';
 import type { PreparedPrompt } from '../src/api/prompt.ts';
 import type { EngineState, Preparer, ServerEngine } from '../src/server/engine.ts';
@@ -81,7 +82,8 @@ class ScriptedEngine implements ServerEngine, Preparer {
           usage: { promptTokens: 10, completionTokens: pieces.length, totalTokens: 10 + pieces.length },
           timings: { prefillMs: 0, decodeMs: 0 },
           media,
-          output: { content: sc.text, toolCalls: [] },
+          // parsed as the model's thread parses it (the server uses this, never parsing again)
+          output: parseOutput(sc.text, { startsInThink: sc.startsInThink ?? false, toolCalls: (opts.tools?.length ?? 0) > 0, media }),
         });
       } catch (e) {
         reject(e);

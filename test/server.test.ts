@@ -92,7 +92,7 @@ test('non-streaming chat with an image as a data URI: OpenAI response shape, the
   assert.equal(r.choices[0]!.message.role, 'assistant');
   assert.equal(r.choices[0]!.message.content, fixture.generated_text);
   assert.equal(r.choices[0]!.finish_reason, 'length');
-  assert.deepEqual(r.usage, { prompt_tokens: fixture.seq_len, completion_tokens: 8, total_tokens: fixture.seq_len + 8 });
+  assert.deepEqual(r.usage, { prompt_tokens: fixture.seq_len, completion_tokens: 8, total_tokens: fixture.seq_len + 8, prompt_tokens_details: { cached_tokens: 0 } });
   const c = await cost(messages);
   assert.equal(c.prompt_tokens, fixture.seq_len);
   assert.deepEqual(c.items.map((i) => [i.type, i.tokens]), [['image', 70]]);

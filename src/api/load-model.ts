@@ -1,7 +1,7 @@
 import type { Backend } from '../kernels/backend.ts';
 import type { WeightData } from '../kernels/weight.ts';
 import { loadConfig, type Qwen3VLConfig } from '../model/config.ts';
-import { Qwen3VLModel, type KvOptions } from '../model/qwen3vl.ts';
+import { Qwen3VLModel, type KvOptions, type ReuseOptions } from '../model/qwen3vl.ts';
 import { loadModelWeights } from '../model/weights.ts';
 import { canonicalView } from '../weights/names.ts';
 import { SafetensorsCheckpoint, type MapFile } from '../weights/safetensors.ts';
@@ -14,6 +14,7 @@ export interface LoadModelOptions {
   onProgress?: (done: number, total: number) => void;
   config?: Qwen3VLConfig;
   kv?: KvOptions;
+  reuse?: ReuseOptions;
 }
 
 /** Reads config.json and the safetensors of a model folder into a ready model. */
@@ -22,7 +23,7 @@ export function loadModelFromDir(dir: string, opts: LoadModelOptions): Qwen3VLMo
   const ck = SafetensorsCheckpoint.open(dir, { map: opts.map });
   try {
     const weights = loadModelWeights(canonicalView(ck), cfg, opts.backend, { convert: opts.convert, onProgress: opts.onProgress });
-    return new Qwen3VLModel(cfg, weights, opts.backend, opts.kv);
+    return new Qwen3VLModel(cfg, weights, opts.backend, opts.kv, opts.reuse);
   } finally {
     // Unmapped readers copy what they need; mapped tensors stay alive through their ArrayBuffer.
     ck.close();

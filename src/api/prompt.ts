@@ -3,6 +3,7 @@ import { decodeImage, loadImage, loadMediaBytes, loadVideo, loadVideoFromImages,
 import type { Grid } from '../model/rope-index.ts';
 import {
   expandPrompt,
+  frameSampler,
   planImage,
   preprocessImage,
   preprocessVideo,
@@ -190,7 +191,7 @@ async function loadVideoRef(
     const v = await loadVideoFromImages(ref.source, { ...o, fps: s.fps ?? 2 });
     return { frames: v.frames, fps: v.fps, sourceSize: { width: v.width, height: v.height } };
   }
-  const v = await loadVideo(ref.source, { ...o, fps: s.fps, maxFrames: s.maxFrames, prepareFrames: videoFrameResizer(cfg, vo) });
+  const v = await loadVideo(ref.source, { ...o, chooseFrames: frameSampler({ fps: s.fps, maxFrames: s.maxFrames }), prepareFrames: videoFrameResizer(cfg, vo) });
   return { frames: v.frames, fps: v.fps, indices: v.indices, totalFrames: v.totalFrames, sourceSize: { width: v.width, height: v.height } };
 }
 

@@ -21,6 +21,7 @@ import { DEFAULT_KV_TYPE, parseKvType, type KvType } from '../kernels/kv.ts';
 import { resolveModel, type ResolveModelOptions } from '../hub/index.ts';
 import { locateModel } from './model-location.ts';
 import { preparePrompt, type PreparedPrompt, type PromptOptions } from './prompt.ts';
+import type { EngineStats } from './worker-protocol.ts';
 
 export interface FromPretrainedOptions {
   /** download settings for hub ids (revision, cache folder, token, progress, offline) */
@@ -48,6 +49,14 @@ export interface FromPretrainedOptions {
   /** called with the memory plan before the weights are read */
   onPlan?: (plan: MemoryPlan) => void;
   /**
+   * Keep the KV blocks of finished prompts and answers, up to this many bytes, for later prompts
+   * that start the same way (the next turn of a conversation, a shared system prompt, the same
+   * picture): only what follows the shared part is computed. Default 0 (off).
+   */
+  prefixCacheBytes?: number;
+  /** Keep the vision tower's output per picture or video, up to this many bytes (default 0: off). */
+  visionCacheBytes?: number;
+  /**
    * Most answers generated at once (default 4): concurrent `chat`/`stream` calls decode together,
    * one pass over the weights per step for all of them; more wait for a slot.
    */
@@ -70,6 +79,8 @@ export interface ChatOptions extends PromptOptions, SamplingOptions {
 
 export interface ChatUsage {
   promptTokens: number;
+  /** prompt tokens whose KV was reused from earlier requests (prefix cache; 0 or absent: none) */
+  cachedTokens?: number;
   completionTokens: number;
   totalTokens: number;
 }
@@ -151,12 +162,31 @@ export class Qwen3VL {
     const convert = loadTimeConvert(opts.quant, opts.convert);
     const choice = typeof opts.backend === 'object' ? { backend: opts.backend, map: undefined } : await selectBackend(opts.backend ?? 'auto', { threads: opts.threads });
     const [tokenizer, template] = await Promise.all([loadTokenizer(dir), loadChatTemplate(dir)]);
-    const model = loadModelFromDir(dir, { backend: choice.backend, map: choice.map, config: cfg, convert, onProgress: opts.onProgress, kv: { type: kvType, context: plan.context } });
+    const model = loadModelFromDir(dir, { backend: choice.backend, map: choice.map, config: cfg, convert, onProgress: opts.onProgress, kv: { type: kvType, context: plan.context }, reuse: { prefixCacheBytes: opts.prefixCacheBytes, visionCacheBytes: opts.visionCacheBytes } });
     return new Qwen3VL(dir, model, tokenizer, template, loadProcessorConfig(dir), loadGenerationDefaults(dir), opts.parallel);
   }
 
   get backendName(): string {
     return this.model.backend.name;
+  }
+
+  /** Counters of the batch, the KV pool and the caches (what a server's /metrics shows). */
+  stats(): EngineStats {
+    const b = this.batcher;
+    const pool = this.model.kvPool().stats;
+    return {
+      running: b.active,
+      waiting: b.queued,
+      kvBlocksUsed: pool.used,
+      kvBlocksAllocated: pool.used + pool.free,
+      kvBytes: pool.bytes,
+      decodeSteps: b.decodeSteps,
+      decodeRows: b.decodeRows,
+      cachedPromptTokens: this.model.prefixCache?.cachedTokens ?? 0,
+      computedPromptTokens: b.prefilledTokens,
+      visionLookups: this.model.visionCache?.lookups ?? 0,
+      visionHits: this.model.visionCache?.hits ?? 0,
+    };
   }
 
   /** The backend that runs this model and, for the native one, its instruction set and threads. */
@@ -269,7 +299,7 @@ export class Qwen3VL {
       text,
       tokenIds,
       finishReason,
-      usage: { promptTokens, completionTokens: tokenIds.length, totalTokens: promptTokens + tokenIds.length },
+      usage: { promptTokens, cachedTokens: done.cachedTokens ?? 0, completionTokens: tokenIds.length, totalTokens: promptTokens + tokenIds.length },
       timings,
       media: prepared.media,
       // output parsing (generate/parse): reads the rendered prompt to know whether it opened <think>

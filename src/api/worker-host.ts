@@ -14,7 +14,7 @@ import type { RopeScalingOverride } from '../model/config.ts';
 import type { ChatResult } from './qwen3vl.ts';
 import type { PreparedPrompt } from './prompt.ts';
 import { deserializeError } from './serialized-error.ts';
-import type { HostMessage, PromptInfo, WorkerChatOptions, WorkerInit, WorkerMessage, WorkerModelInfo } from './worker-protocol.ts';
+import type { EngineStats, HostMessage, PromptInfo, WorkerChatOptions, WorkerInit, WorkerMessage, WorkerModelInfo } from './worker-protocol.ts';
 
 export type { PromptInfo, WorkerChatOptions, WorkerModelInfo } from './worker-protocol.ts';
 
@@ -29,6 +29,9 @@ export interface WorkerLoadOptions {
   ropeScaling?: RopeScalingOverride;
   /** generations run at once, decoded together (default 1: one after another, in order) */
   parallel?: number;
+  /** prefix cache and vision-embedding cache budgets in bytes (default 0: off) */
+  prefixCacheBytes?: number;
+  visionCacheBytes?: number;
   /** weight loading progress */
   onProgress?: (done: number, total: number) => void;
 }
@@ -109,6 +112,7 @@ export class WorkerModel {
   private readonly line: Array<() => void> = [];
   private inFlight = 0;
   private readonly parallel: number;
+  private latestStats?: EngineStats;
   private dead?: QvlError;
   private readonly deathListeners: ((e: QvlError) => void)[] = [];
 
@@ -117,7 +121,8 @@ export class WorkerModel {
     this.worker = worker;
     this.info = info;
     worker.on('message', (m: WorkerMessage) => {
-      if ('id' in m) this.pending.get(m.id)?.onMessage(m);
+      if (m.type === 'stats') this.latestStats = m.stats;
+      else if ('id' in m) this.pending.get(m.id)?.onMessage(m);
     });
     const die = (e: QvlError) => {
       this.dead ??= e;
@@ -141,6 +146,8 @@ export class WorkerModel {
         context: opts.context,
         ropeScaling: opts.ropeScaling,
         parallel: opts.parallel,
+        prefixCacheBytes: opts.prefixCacheBytes,
+        visionCacheBytes: opts.visionCacheBytes,
       } satisfies WorkerInit,
       // the bootstrap registers the TypeScript loader itself
       execArgv: withoutTsxImport(process.execArgv),
@@ -235,6 +242,11 @@ export class WorkerModel {
       },
     };
     return { [Symbol.asyncIterator]: () => iterator, prompt, result };
+  }
+
+  /** The model thread's latest counters (batch, KV pool, caches); undefined before the first report. */
+  stats(): EngineStats | undefined {
+    return this.latestStats;
   }
 
   /** Called once if the worker dies (crash, out of memory, exit) or is closed. */

@@ -32,6 +32,8 @@ async function main(): Promise<void> {
       context: init.context,
       ropeScaling: init.ropeScaling,
       parallel: init.parallel ?? 1,
+      prefixCacheBytes: init.prefixCacheBytes,
+      visionCacheBytes: init.visionCacheBytes,
       onProgress: (done, total) => {
         done = Math.min(done, total);
         // at most ~100 progress messages
@@ -52,6 +54,12 @@ async function main(): Promise<void> {
     info: { ...model.info(), generation: model.generation, maxPositions: model.model.contextLength, thinking },
   });
 
+  // counters for the host's /metrics: after every request, and once a second while any runs
+  const sendStats = () => post({ type: 'stats', stats: model.stats() });
+  setInterval(() => {
+    if (running.size) sendStats();
+  }, 1000).unref();
+  sendStats();
   port.on('message', (m: HostMessage) => {
     if (m.type === 'abort') {
       running.get(m.id)?.abort();
@@ -109,6 +117,7 @@ async function handle(model: Qwen3VL, m: Extract<HostMessage, { type: 'generate'
     post({ type: 'error', id: m.id, error: serializeError(ac.signal.aborted && !(e instanceof QvlError && e.code === 'ABORTED') ? new QvlError('ABORTED', 'generation was cancelled') : e) });
   } finally {
     running.delete(m.id);
+    post({ type: 'stats', stats: model.stats() });
   }
 }
 

@@ -27,6 +27,9 @@ export interface WorkerInit {
   ropeScaling?: RopeScalingOverride;
   /** generations decoded together (continuous batching); default 1 */
   parallel?: number;
+  /** prefix cache and vision-embedding cache budgets in bytes (0 or absent: off) */
+  prefixCacheBytes?: number;
+  visionCacheBytes?: number;
 }
 
 /** Media limits that can cross threads (no AbortSignal: cancellation travels as a message). */
@@ -64,6 +67,26 @@ export interface PromptInfo {
   startsInThink: boolean;
 }
 
+/** The model thread's counters, sent after every request and about once a second while busy. */
+export interface EngineStats {
+  /** sequences decoding or prefilling, and waiting for a batch slot */
+  running: number;
+  waiting: number;
+  /** KV cache blocks of the model's pool: in use, allocated (in use + free), bytes allocated */
+  kvBlocksUsed: number;
+  kvBlocksAllocated: number;
+  kvBytes: number;
+  /** decode steps run and the sequences they advanced (their ratio is the mean batch size) */
+  decodeSteps: number;
+  decodeRows: number;
+  /** prompt tokens whose KV came from the prefix cache, and prompt tokens computed */
+  cachedPromptTokens: number;
+  computedPromptTokens: number;
+  /** vision-embedding cache lookups and hits */
+  visionLookups: number;
+  visionHits: number;
+}
+
 export interface SerializedError {
   code: QvlErrorCode;
   message: string;
@@ -85,4 +108,5 @@ export type WorkerMessage =
   | { type: 'delta'; id: number; text: string }
   | { type: 'done'; id: number; result: ChatResult }
   | { type: 'prepared'; id: number; prepared: PreparedPrompt }
-  | { type: 'error'; id: number; error: SerializedError };
+  | { type: 'error'; id: number; error: SerializedError }
+  | { type: 'stats'; stats: EngineStats };

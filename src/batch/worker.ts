@@ -196,12 +196,12 @@ export class BatchWorker {
       await this.engineReady(signal);
       const prepared = await this.prep.prepare(req.messages, prepOptions(req, this.engine.info()?.maxPositions), signal);
       const s = this.engine.streamPrepared(prepared, { ...req.options, seed: req.options.seed ?? seedFor(d.custom_id), signal });
-      const prompt = await s.prompt;
+      await s.prompt;
       for await (const _ of s) {
         // the result carries the text
       }
       const r = await s.result;
-      await this.settled(d.batch, await this.store.storeResult(d.batch, d.index, d.custom_id, resultLine(d.custom_id, chatCompletion(req, prompt, r))));
+      await this.settled(d.batch, await this.store.storeResult(d.batch, d.index, d.custom_id, resultLine(d.custom_id, chatCompletion(req, r))));
       this.stats.completed++;
       this.log(`${what}: answered in ${Math.round(performance.now() - t0)} ms (${r.usage.promptTokens}+${r.usage.completionTokens} tokens)`);
       return 'answered';

@@ -22,7 +22,7 @@ export function registerQuantize(program: Command): void {
     .option('--shard-size <GB>', 'largest output file before starting another shard (default 4)', floatArg(0.001))
     .option('-f, --force', 'replace the weights and config in a non-empty output folder')
     .action(async (input: string, output: string, flags: QuantizeFlags) => {
-      const { quantizeCheckpoint } = await import('../weights/quantize-checkpoint.ts');
+      const { quantizeCheckpoint } = await import('../api/quantize-checkpoint.ts');
       const t0 = performance.now();
       const s = quantizeCheckpoint(input, output, {
         mode: flags.quant,

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { DEFAULT_QUEUE } from '../batch/queue-name.ts';
-import { addLimitFlags, limitsFromFlags, type LimitFlags } from './limit-flags.ts';
+import { addLimitFlags, limitsFromFlags, sizeArg, type LimitFlags } from './limit-flags.ts';
 import { describePlan } from '../api/memory-plan.ts';
 import { addModelFlags, loadSettings, planQuietly, type ModelFlags } from './load.ts';
 import { resolveModelDir } from './model-dir.ts';
@@ -12,6 +12,8 @@ interface ServeFlags extends ModelFlags, LimitFlags {
   servedModelName: string[];
   maxQueue: number;
   parallel: number;
+  kvCacheMem: number;
+  visionCacheMem: number;
   prepWorkers: number;
   shutdownGrace: number;
   redis?: string;
@@ -26,6 +28,8 @@ export function registerServe(program: Command): void {
     .option('-p, --port <n>', 'port to listen on (0 picks a free one)', intArg(0, 65535), 8000)
     .option('--served-model-name <name>', 'the name clients pass as "model" (repeat for aliases; default: the --model value)', collect, [])
     .option('--parallel <n>', 'answers generated at once, decoded together in one pass over the weights per token', intArg(1, 64), 4)
+    .option('--kv-cache-mem <size>', 'KV cache kept for prompts that start like earlier ones (conversation turns, the same picture), e.g. 2gb; 0: off', sizeArg, 1024 ** 3)
+    .option('--vision-cache-mem <size>', "vision tower outputs kept per picture or video, e.g. 256mb; 0: off", sizeArg, 256 * 1024 ** 2)
     .option('--max-queue <n>', 'requests that may be prepared or wait while --parallel run; more get 429', intArg(0), 16)
     .option('--prep-workers <n>', 'threads that fetch, decode and tokenize requests before they take the model', intArg(1, 64), 1)
     .option('--shutdown-grace <seconds>', 'on SIGTERM/SIGINT, how long running answers may take to finish', intArg(0), 10)
@@ -55,6 +59,8 @@ Sampling defaults come from the model's generation_config.json. See docs/server.
       {
         ...settings,
         parallel: flags.parallel,
+        prefixCacheBytes: flags.kvCacheMem,
+        visionCacheBytes: flags.visionCacheMem,
         onProgress: (done, total) => {
           const pct = Math.floor((100 * done) / Math.max(1, total) / 10) * 10;
           if (pct !== lastPct) log(`loading ${dir}: ${(lastPct = pct)}%`);

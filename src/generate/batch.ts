@@ -36,6 +36,10 @@ interface Sequence {
   /** logits waiting to be sampled (after prefill or the last step) */
   logits?: Float32Array;
   tokens: number[];
+  /** prompt tokens whose KV came from the prefix cache */
+  cachedTokens: number;
+  /** whether the sequence takes part in the prefix cache */
+  reuse: boolean;
   stopped: boolean;
   t0: number;
   prefillMs: number;
@@ -54,6 +58,11 @@ export class DecodeBatcher {
   private readonly waiting: Sequence[] = [];
   private readonly running: Sequence[] = [];
   private looping = false;
+  /** decode steps run, and the sequences they advanced */
+  decodeSteps = 0;
+  decodeRows = 0;
+  /** prompt tokens prefilled */
+  prefilledTokens = 0;
 
   constructor(
     readonly model: Qwen3VLModel,
@@ -93,6 +102,8 @@ export class DecodeBatcher {
       budget: 0,
       delta: 0,
       tokens: [],
+      cachedTokens: 0,
+      reuse: false,
       stopped: false,
       t0: 0,
       prefillMs: 0,
@@ -168,6 +179,12 @@ export class DecodeBatcher {
     s.sampler = new Sampler(s.opts, s.inputs.ids);
     s.t0 = performance.now();
     s.cache = model.newCache();
+    const prefix = model.prefixCache;
+    if (prefix && !s.opts.prefill?.allLogits && !s.opts.prefill?.trace) {
+      s.reuse = true;
+      // at least one prompt token is computed: its logits start the answer
+      s.cachedTokens = prefix.attach(model.prefixIdentities(s.inputs), s.cache, L - 1);
+    }
     s.prefill = model.prefillRun(s.inputs, s.cache, s.opts.prefill);
   }
 
@@ -180,6 +197,7 @@ export class DecodeBatcher {
       const r = s.prefill!.next();
       if (!r.done) return;
       s.prefill = undefined;
+      this.prefilledTokens += s.inputs.ids.length - s.cachedTokens;
       s.delta = r.value.positions.delta;
       s.logits = r.value.logits;
       s.prefillMs = performance.now() - s.t0;
@@ -228,6 +246,8 @@ export class DecodeBatcher {
       }
     }
     if (!next.length) return;
+    this.decodeSteps++;
+    this.decodeRows += next.length;
     const logits = this.model.decodeBatch(
       ids,
       next.map((s) => s.cache!),
@@ -240,6 +260,15 @@ export class DecodeBatcher {
   private finish(s: Sequence, error: unknown, reason: FinishReason = 'length'): void {
     const i = this.running.indexOf(s);
     if (i >= 0) this.running.splice(i, 1);
+    // a sequence whose prefill completed leaves its whole blocks (prompt and answer) to the prefix cache
+    if (s.cache && s.reuse && !s.prefill && s.decodeStart && error === undefined) {
+      try {
+        const ids = Int32Array.from([...Array.from(s.inputs.ids), ...s.tokens]);
+        this.model.prefixCache?.store(this.model.prefixIdentities(s.inputs, ids, s.cache.length), s.cache);
+      } catch {
+        // keeping a prefix is an optimization: never a reason to fail the answer
+      }
+    }
     s.cache?.release();
     s.cache = undefined;
     s.prefill?.return(undefined as never);
@@ -250,7 +279,7 @@ export class DecodeBatcher {
       s.reject(error);
     } else {
       const decodeMs = s.decodeStart ? performance.now() - s.decodeStart : 0;
-      s.resolve({ tokens: s.tokens, finishReason: reason, promptTokens: s.inputs.ids.length, prefillMs: s.prefillMs, decodeMs });
+      s.resolve({ tokens: s.tokens, finishReason: reason, promptTokens: s.inputs.ids.length, cachedTokens: s.cachedTokens, prefillMs: s.prefillMs, decodeMs });
     }
     s.wake?.();
   }

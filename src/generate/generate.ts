@@ -21,6 +21,8 @@ export interface GenerateResult {
   tokens: number[];
   finishReason: FinishReason;
   promptTokens: number;
+  /** prompt tokens whose KV was reused from earlier requests (prefix cache) */
+  cachedTokens?: number;
   /** wall time of prefill and of decoding, in ms */
   prefillMs: number;
   decodeMs: number;

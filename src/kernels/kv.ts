@@ -9,6 +9,7 @@
  * a sequence is a list of blocks, so it grows without copying and returns them when done.
  */
 import { QvlError } from '../errors.ts';
+import { bf16ToF32 as fromBf16, f16ToF32 as fromF16, f32ToBf16 as toBf16, f32ToF16 as toF16 } from './dtypes.ts';
 
 export type KvType = 'f32' | 'bf16' | 'f16' | 'q8';
 export const KV_TYPES: readonly KvType[] = ['bf16', 'f16', 'q8', 'f32'];
@@ -80,66 +81,8 @@ export interface KvView {
 
 // ---- writing (float32 rows in, the cache type out) ----
 
-const f32 = new Float32Array(1);
-const u32 = new Uint32Array(f32.buffer);
-
-/** float32 → bfloat16 bits, round to nearest even (NaN stays NaN). */
-export function toBf16(x: number): number {
-  f32[0] = x;
-  const u = u32[0];
-  if ((u & 0x7fffffff) > 0x7f800000) return ((u >>> 16) | 0x40) & 0xffff;
-  return ((u + 0x7fff + ((u >>> 16) & 1)) >>> 16) & 0xffff;
-}
-
-/** float32 → IEEE half bits, round to nearest even; beyond ±65504 becomes ±inf. */
-export function toF16(x: number): number {
-  f32[0] = x;
-  const u = u32[0];
-  const sign = (u >>> 16) & 0x8000;
-  const exp = (u >>> 23) & 0xff;
-  let man = u & 0x7fffff;
-  if (exp === 0xff) return sign | 0x7c00 | (man ? 0x200 : 0);
-  let e = exp - 127 + 15;
-  if (e >= 31) return sign | 0x7c00;
-  if (e <= 0) {
-    // subnormal half: the value is man'·2^-24
-    if (e < -10) return sign;
-    man |= 0x800000;
-    const shift = 14 - e;
-    const half = 1 << (shift - 1);
-    let r = man >>> shift;
-    const rest = man & ((1 << shift) - 1);
-    if (rest > half || (rest === half && r & 1)) r++;
-    return sign | r;
-  }
-  let r = man >>> 13;
-  const rest = man & 0x1fff;
-  if (rest > 0x1000 || (rest === 0x1000 && r & 1)) {
-    r++;
-    if (r === 0x400) {
-      r = 0;
-      e++;
-      if (e >= 31) return sign | 0x7c00;
-    }
-  }
-  return sign | (e << 10) | r;
-}
-
-/** IEEE half bits → float32 value. */
-export function fromF16(h: number): number {
-  const s = h & 0x8000 ? -1 : 1;
-  const e = (h >>> 10) & 0x1f;
-  const m = h & 0x3ff;
-  if (e === 0) return s * m * 2 ** -24;
-  if (e === 31) return m ? NaN : s * Infinity;
-  return s * (1 + m / 1024) * 2 ** (e - 15);
-}
-
-/** bfloat16 bits → float32 value. */
-export function fromBf16(h: number): number {
-  u32[0] = h << 16;
-  return f32[0];
-}
+// The cache types' scalar codecs are the checkpoint ones (one definition, in dtypes.ts).
+export { f32ToBf16 as toBf16, f32ToF16 as toF16, f16ToF32 as fromF16, bf16ToF32 as fromBf16 } from './dtypes.ts';
 
 /**
  * Writes rows `src` [n, kvHeads·headDim] (keys when `which` is 0, values when 1) of `layer`

@@ -19,6 +19,7 @@ export {
   decodeVideoFrames,
   loadVideo,
   probeVideoFile,
+  type FrameChooser,
   type LoadedVideo,
   type VideoDecodeLimits,
   type VideoLoadOptions,

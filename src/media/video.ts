@@ -1,6 +1,7 @@
 /**
  * Video → sampled RGB frames. ffprobe reads the frame rate and frame count from the container,
- * the processor's sampling rule picks the frame indices, and ffmpeg decodes exactly those frames as
+ * the caller's `chooseFrames` picks the frame indices (HF's rule is the processor's `frameSampler`;
+ * media/ does not import processor/), and ffmpeg decodes exactly those frames as
  * raw rgb24, streamed into one buffer (or through a per-frame transform) so that no other frame is
  * ever held. Like HF's decoders (PyAV, torchcodec), frames are taken as stored: the container's
  * rotation flag is not applied unless asked.
@@ -15,7 +16,6 @@
  */
 import { availableParallelism } from 'node:os';
 import { QvlError } from '../errors.ts';
-import { sampleFrameIndices, type FrameSamplingOptions } from '../processor/video-sampling.ts';
 import { confinedInput, FFMPEG, FFPROBE, requireFfmpeg, runTool } from './ffmpeg.ts';
 import type { RgbImage, VideoFrames } from './rgb.ts';
 import { loadMediaFile, type MediaSource } from './source.ts';
@@ -70,7 +70,12 @@ export interface VideoDecodeLimits {
  */
 export type VideoFrameTransform = (frame: RgbImage, index: number) => RgbImage;
 
-export interface VideoLoadOptions extends MediaSourceOptions, FrameSamplingOptions, VideoDecodeLimits {
+/** Picks the source frames to decode (indices in 0..totalFrames−1, any order, repeats allowed). */
+export type FrameChooser = (probe: VideoProbe) => readonly number[];
+
+export interface VideoLoadOptions extends MediaSourceOptions, VideoDecodeLimits {
+  /** which frames to decode, from the probe (e.g. `frameSampler({ fps })` from processor/ for HF's rule) */
+  chooseFrames: FrameChooser;
   /** per-request resize budget for the processor (pixels over all frames), passed through */
   minPixels?: number;
   maxPixels?: number;
@@ -602,17 +607,21 @@ function stripUndefined<T extends object>(o: T): Partial<T> {
   return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
 }
 
-/** Resolves a video source (path, URL, data URI, Base64, bytes), samples its frames and decodes them. */
-export async function loadVideo(source: MediaSource, opts: VideoLoadOptions = {}): Promise<LoadedVideo> {
+/** A chooser's indices, checked here so that a bad one fails by name rather than as a short decode. */
+function checkChosenFrames(label: string, chosen: readonly number[], totalFrames: number): number[] {
+  const bad = chosen.find((i) => !(Number.isInteger(i) && i >= 0 && i < totalFrames));
+  if (bad !== undefined) {
+    throw new QvlError('OPTION_INVALID', `${label}: frame ${bad} was chosen, but the video has frames 0..${totalFrames - 1}`, { source: label, frame: bad, totalFrames });
+  }
+  return [...chosen];
+}
+
+/** Resolves a video source (path, URL, data URI, Base64, bytes), picks its frames with `chooseFrames` and decodes them. */
+export async function loadVideo(source: MediaSource, opts: VideoLoadOptions): Promise<LoadedVideo> {
   const media = await loadMediaFile(source, 'video', opts);
   try {
     const probe = await probeVideoFile(media.path, { label: media.label, timeoutMs: opts.timeoutMs, signal: opts.signal, autorotate: opts.autorotate });
-    const indices = sampleFrameIndices(probe.totalFrames, probe.fps, {
-      fps: opts.fps,
-      minFrames: opts.minFrames,
-      maxFrames: opts.maxFrames,
-      numFrames: opts.numFrames,
-    });
+    const indices = checkChosenFrames(media.label, opts.chooseFrames(probe), probe.totalFrames);
     const frameTransform = opts.prepareFrames?.({ probe, indices });
     const frames = await decodeVideoFrames(media.path, indices, probe, { ...opts, label: media.label, frameTransform });
     const out: LoadedVideo = {

@@ -79,6 +79,44 @@ export class KVCache {
     return { layout: this.layout, layer, length: this.filled[layer], slabs: this.pool.slabs, blocks: this.table.subarray(0, 2 * this.ids.length) };
   }
 
+  /**
+   * Starts an empty cache with shared blocks (a cached prompt prefix): each gets one more owner,
+   * and every layer holds their tokens. Appends go to new blocks after them, so they are never written.
+   */
+  adopt(ids: readonly number[]): void {
+    if (this.released || this.ids.length || this.length) throw new QvlError('INTERNAL', 'adopt needs an empty KV cache', {});
+    for (const id of ids) {
+      this.pool.retain(id);
+      const b = this.ids.length;
+      if (2 * b + 2 > this.table.length) {
+        const t = new Int32Array(this.table.length * 2);
+        t.set(this.table);
+        this.table = t;
+      }
+      this.ids.push(id);
+      this.table[2 * b] = this.pool.slabOf(id);
+      this.table[2 * b + 1] = this.pool.offsetOf(id);
+    }
+    this.filled.fill(ids.length * this.layout.blockTokens);
+  }
+
+  /**
+   * Appends a private copy of block `src` whose first `n` positions continue this cache (the common
+   * start of a cached block another sequence wrote): positions past `n` are overwritten as it fills.
+   */
+  adoptCopy(src: number, n: number): void {
+    if (this.released || this.length % this.layout.blockTokens !== 0 || this.capacity !== this.length) {
+      throw new QvlError('INTERNAL', 'adoptCopy needs a cache that ends on a whole block', {});
+    }
+    const bytes = this.layout.blockBytes;
+    const from = new Uint8Array(this.pool.slabs[this.pool.slabOf(src)], this.pool.offsetOf(src), bytes);
+    const before = this.length;
+    this.reserve(before + 1);
+    const id = this.ids[this.ids.length - 1];
+    new Uint8Array(this.pool.slabs[this.pool.slabOf(id)], this.pool.offsetOf(id), bytes).set(from);
+    this.filled.fill(before + n);
+  }
+
   /** Makes room for `tokens` positions (takes blocks from the pool; throws OUT_OF_MEMORY past its budget). */
   reserve(tokens: number): void {
     while (this.capacity < tokens) {

@@ -8,6 +8,8 @@ import { ropeIndex, type Grid, type RopePositions } from './rope-index.ts';
 import { TextModel, type DeepstackInjection } from './text.ts';
 import type { Trace } from './trace.ts';
 import { VisionTower, type VisionOutput } from './vision.ts';
+import { VisionCache, mediaKey } from './vision-cache.ts';
+import { PrefixCache, positionIdentities, type MediaSpan } from './prefix-cache.ts';
 import type { ModelWeights } from './weights.ts';
 import { concatF32 } from '../util/concat.ts';
 
@@ -60,6 +62,14 @@ export interface KvOptions {
   context?: number;
 }
 
+/** Reuse across requests (both off by default). */
+export interface ReuseOptions {
+  /** bytes of KV blocks kept for prompts that start the same way (prefix cache); 0: off */
+  prefixCacheBytes?: number;
+  /** bytes of vision-tower outputs kept per picture or video; 0: off */
+  visionCacheBytes?: number;
+}
+
 /** Qwen3-VL: vision tower, embedding merge with DeepStack, text decoder, logits. */
 export class Qwen3VLModel {
   readonly vision: VisionTower;
@@ -69,17 +79,92 @@ export class Qwen3VLModel {
   /** prompt + answer tokens one sequence may hold */
   readonly contextLength: number;
   private readonly pools = new Map<KvType, KvPool>();
+  /** prompt prefixes' KV blocks (the model's KV type), when enabled */
+  readonly prefixCache?: PrefixCache;
+  /** vision-tower outputs by content, when enabled */
+  readonly visionCache?: VisionCache;
+  private readonly keys = new WeakMap<ModelInputs, { image: string[]; video: string[] }>();
 
   constructor(
     readonly cfg: Qwen3VLConfig,
     readonly weights: ModelWeights,
     readonly backend: Backend,
     kv: KvOptions = {},
+    reuse: ReuseOptions = {},
   ) {
     this.kvOptions = { type: kv.type ?? DEFAULT_KV_TYPE, blockTokens: kv.blockTokens ?? DEFAULT_KV_BLOCK_TOKENS, maxBytes: kv.maxBytes };
     this.contextLength = Math.min(kv.context ?? cfg.text.maxPositionEmbeddings, cfg.text.maxPositionEmbeddings);
     this.vision = new VisionTower(cfg.vision, weights.vision, backend);
     this.text = new TextModel(cfg.text, weights.text, backend);
+    if (reuse.prefixCacheBytes) this.prefixCache = new PrefixCache(this.kvPool(), reuse.prefixCacheBytes);
+    if (reuse.visionCacheBytes) this.visionCache = new VisionCache(reuse.visionCacheBytes);
+  }
+
+  /** Content hashes of the prompt's images and videos, in order (computed once per inputs object). */
+  mediaKeys(inputs: ModelInputs): { image: string[]; video: string[] } {
+    let k = this.keys.get(inputs);
+    if (!k) {
+      const keysOf = (kind: 'image' | 'video', pixels: Float32Array | undefined, grids: Grid[] = []) => {
+        let off = 0;
+        return grids.map((g) => {
+          const n = g[0] * g[1] * g[2] * this.patchWidth;
+          const key = mediaKey(kind, g, pixels!.subarray(off, off + n));
+          off += n;
+          return key;
+        });
+      };
+      k = { image: keysOf('image', inputs.pixelValues, inputs.imageGrids), video: keysOf('video', inputs.pixelValuesVideos, inputs.videoGrids) };
+      this.keys.set(inputs, k);
+    }
+    return k;
+  }
+
+  /** Values per vision patch row (channels × temporal patch × patch²). */
+  private get patchWidth(): number {
+    const v = this.cfg.vision;
+    return v.inChannels * v.temporalPatchSize * v.patchSize * v.patchSize;
+  }
+
+  /** LLM tokens of one media item. */
+  private itemTokens(g: Grid): number {
+    const m = this.cfg.vision.spatialMergeSize;
+    return (g[0] * g[1] * g[2]) / (m * m);
+  }
+
+  /**
+   * The prompt's runs of vision pad tokens with their media's content hash (what the prefix cache
+   * keys vision positions by): each image's or video's pads, in order, split where text interrupts them.
+   */
+  mediaSpans(inputs: ModelInputs): MediaSpan[] {
+    const { cfg } = this;
+    const keys = this.mediaKeys(inputs);
+    const spans: MediaSpan[] = [];
+    const cursor = { image: { item: 0, used: 0 }, video: { item: 0, used: 0 } };
+    const grids = { image: inputs.imageGrids ?? [], video: inputs.videoGrids ?? [] };
+    let last: MediaSpan | undefined;
+    for (let i = 0; i < inputs.ids.length; i++) {
+      const kind = inputs.ids[i] === cfg.imageTokenId ? 'image' : inputs.ids[i] === cfg.videoTokenId ? 'video' : undefined;
+      if (!kind) {
+        last = undefined;
+        continue;
+      }
+      const c = cursor[kind];
+      const key = keys[kind][c.item];
+      if (key === undefined) return spans; // more pads than media: prefill refuses this prompt
+      if (last && last.key === key && last.start + last.length === i) last.length++;
+      else spans.push((last = { start: i, length: 1, key: `${key}#${c.used}` }));
+      if (++c.used === this.itemTokens(grids[kind][c.item])) {
+        c.item++;
+        c.used = 0;
+        last = undefined;
+      }
+    }
+    return spans;
+  }
+
+  /** What the prefix cache matches positions by (`ids`: a prompt, then what was generated after it). */
+  prefixIdentities(inputs: ModelInputs, ids: ArrayLike<number> = inputs.ids, length = ids.length): Int32Array {
+    return positionIdentities(ids, this.mediaSpans(inputs), length);
   }
 
   /** The pool of KV blocks of one cache type (made on first use; every sequence of that type shares it). */
@@ -103,18 +188,90 @@ export class Qwen3VLModel {
     return ropeIndex(inputs.ids, inputs.imageGrids ?? [], inputs.videoGrids ?? [], this.cfg, this.cfg.vision.spatialMergeSize);
   }
 
-  /** Encodes the media of `inputs` (exposed so callers can cache vision features). */
-  encodeMedia(inputs: ModelInputs, trace?: Trace): { image?: VisionOutput; video?: VisionOutput } {
+  /**
+   * Encodes the media of `inputs` (exposed so callers can cache vision features). `needed(kind, i)`
+   * false skips an item (its rows stay zero: a reused prefix already holds it); with a vision
+   * cache, items seen before are not encoded again.
+   */
+  encodeMedia(inputs: ModelInputs, trace?: Trace, needed?: (kind: 'image' | 'video', index: number) => boolean): { image?: VisionOutput; video?: VisionOutput } {
+    const run = this.encodeMediaSteps(inputs, trace, needed);
+    for (;;) {
+      const r = run.next();
+      if (r.done) return r.value;
+    }
+  }
+
+  /** `encodeMedia`, pausing after each vision block. */
+  *encodeMediaSteps(
+    inputs: ModelInputs,
+    trace?: Trace,
+    needed?: (kind: 'image' | 'video', index: number) => boolean,
+  ): Generator<void, { image?: VisionOutput; video?: VisionOutput }, void> {
     const out: { image?: VisionOutput; video?: VisionOutput } = {};
     if (inputs.imageGrids?.length) {
       if (!inputs.pixelValues) throw new QvlError('TOKEN_COUNT_MISMATCH', 'image grids were given without pixel values', {});
-      out.image = this.vision.forward(inputs.pixelValues, inputs.imageGrids, prefixTrace(trace, 'image'));
+      out.image = yield* this.encodeKind('image', inputs, inputs.pixelValues, inputs.imageGrids, trace, needed);
     }
     if (inputs.videoGrids?.length) {
       if (!inputs.pixelValuesVideos) throw new QvlError('TOKEN_COUNT_MISMATCH', 'video grids were given without pixel values', {});
-      out.video = this.vision.forward(inputs.pixelValuesVideos, inputs.videoGrids, prefixTrace(trace, 'video'));
+      out.video = yield* this.encodeKind('video', inputs, inputs.pixelValuesVideos, inputs.videoGrids, trace, needed);
     }
     return out;
+  }
+
+  private *encodeKind(
+    kind: 'image' | 'video',
+    inputs: ModelInputs,
+    pixels: Float32Array,
+    grids: Grid[],
+    trace?: Trace,
+    needed?: (kind: 'image' | 'video', index: number) => boolean,
+  ): Generator<void, VisionOutput, void> {
+    const cache = this.visionCache;
+    if (!cache && !needed) return yield* this.vision.forwardSteps(pixels, grids, prefixTrace(trace, kind));
+    const W = this.patchWidth;
+    const H = this.cfg.text.hiddenSize;
+    const taps = this.cfg.vision.deepstackVisualIndexes.length;
+    const keys = cache ? this.mediaKeys(inputs)[kind] : [];
+    const got: (VisionOutput | undefined)[] = [];
+    const misses: number[] = [];
+    grids.forEach((_, i) => {
+      if (needed && !needed(kind, i)) return;
+      const hit = cache?.get(keys[i]);
+      if (hit) got[i] = hit;
+      else misses.push(i);
+    });
+    // the items not cached run through the tower together, then are split per item
+    const offsets: number[] = [];
+    let rows = 0;
+    for (const g of grids) {
+      offsets.push(rows);
+      rows += g[0] * g[1] * g[2];
+    }
+    if (misses.length) {
+      const sel = misses.map((i) => pixels.subarray(offsets[i] * W, (offsets[i] + grids[i][0] * grids[i][1] * grids[i][2]) * W));
+      const o = yield* this.vision.forwardSteps(misses.length === grids.length ? pixels : concatF32(sel), misses.map((i) => grids[i]), prefixTrace(trace, kind));
+      let t = 0;
+      for (const i of misses) {
+        const n = this.itemTokens(grids[i]);
+        const item: VisionOutput = { embeds: o.embeds.slice(t * H, (t + n) * H), deepstack: o.deepstack.map((d) => d.slice(t * H, (t + n) * H)), tokens: n };
+        t += n;
+        got[i] = item;
+        cache?.set(keys[i], item);
+      }
+    }
+    const total = grids.reduce((a, g) => a + this.itemTokens(g), 0);
+    const res: VisionOutput = { embeds: new Float32Array(total * H), deepstack: Array.from({ length: taps }, () => new Float32Array(total * H)), tokens: total };
+    let t = 0;
+    grids.forEach((g, i) => {
+      const item = got[i];
+      if (item) {
+        res.embeds.set(item.embeds, t * H);
+        item.deepstack.forEach((d, k) => res.deepstack[k].set(d, t * H));
+      }
+      t += this.itemTokens(g);
+    });
+    return res;
   }
 
   /** Runs the prompt into an empty `cache` and returns logits. */
@@ -127,18 +284,23 @@ export class Qwen3VLModel {
   }
 
   /**
-   * `prefill` in steps: the vision tower, then each chunk of the prompt, pausing after each (so
-   * that a scheduler can decode other sequences in between); returns what `prefill` returns.
+   * `prefill` in steps, pausing after each vision block and each decoder layer of each chunk (so
+   * that a scheduler can decode other sequences in between: at the 4B shape a pause comes every
+   * second or so); returns what `prefill` returns.
    */
   *prefillRun(inputs: ModelInputs, cache: KVCache, opts: PrefillOptions = {}): PrefillRun {
-    if (cache.length !== 0) throw new QvlError('INTERNAL', 'prefill needs an empty KV cache', {});
     const { cfg } = this;
     const ids = inputs.ids;
     const L = ids.length;
     if (L === 0) throw new QvlError('MESSAGE_INVALID', 'the prompt is empty', {});
+    // a cache may already hold this prompt's first positions (a reused prefix): prefill continues after them
+    const start = cache.length;
+    if (start >= L || (start > 0 && (opts.trace || opts.allLogits))) {
+      throw new QvlError('INTERNAL', `prefill: the KV cache holds ${start} of the prompt's ${L} positions`, {});
+    }
     const positions = this.positions(inputs);
-    const vision = opts.vision ?? this.encodeMedia(inputs, opts.trace);
-    if (vision.image || vision.video) yield;
+    const needed = start > 0 ? this.itemsAfter(inputs, start) : undefined;
+    const vision = opts.vision ?? (yield* this.encodeMediaSteps(inputs, opts.trace, needed));
 
     const H = cfg.text.hiddenSize;
     const embeds = this.text.embed(ids);
@@ -177,8 +339,9 @@ export class Qwen3VLModel {
 
     const chunk = Math.max(1, opts.chunkSize ?? (opts.trace ? L : Math.min(L, DEFAULT_PREFILL_CHUNK)));
     const logitRows: Float32Array[] = [];
-    for (let s = 0; s < L; s += chunk) {
-      const e = Math.min(L, s + chunk);
+    // chunk boundaries at multiples of `chunk` wherever prefill starts, as a prefill from 0 has them
+    for (let s = start; s < L; s = Math.floor(s / chunk) * chunk + chunk) {
+      const e = Math.min(L, Math.floor(s / chunk) * chunk + chunk);
       const n = e - s;
       let ds: DeepstackInjection | undefined;
       if (features.length) {
@@ -191,7 +354,7 @@ export class Qwen3VLModel {
           };
         }
       }
-      const hidden = this.text.forward(
+      const hidden = yield* this.text.forwardSteps(
         embeds.subarray(s * H, e * H),
         n,
         { t: positions.t.subarray(s, e), h: positions.h.subarray(s, e), w: positions.w.subarray(s, e) },
@@ -201,9 +364,27 @@ export class Qwen3VLModel {
       );
       if (opts.allLogits) logitRows.push(this.text.logits(hidden, n));
       else if (e === L) logitRows.push(this.text.logits(hidden.subarray((n - 1) * H), 1));
-      if (e < L) yield;
+      yield;
     }
     return { positions, logits: concatF32(logitRows), vision };
+  }
+
+  /** Which media items have pad tokens at or after `start` (those a prefill from `start` needs). */
+  private itemsAfter(inputs: ModelInputs, start: number): (kind: 'image' | 'video', index: number) => boolean {
+    const lastRow = { image: [] as number[], video: [] as number[] };
+    const grids = { image: inputs.imageGrids ?? [], video: inputs.videoGrids ?? [] };
+    const cursor = { image: { item: 0, used: 0 }, video: { item: 0, used: 0 } };
+    for (let i = 0; i < inputs.ids.length; i++) {
+      const kind = inputs.ids[i] === this.cfg.imageTokenId ? 'image' : inputs.ids[i] === this.cfg.videoTokenId ? 'video' : undefined;
+      if (!kind) continue;
+      const c = cursor[kind];
+      lastRow[kind][c.item] = i;
+      if (c.item < grids[kind].length && ++c.used === this.itemTokens(grids[kind][c.item])) {
+        c.item++;
+        c.used = 0;
+      }
+    }
+    return (kind, index) => (lastRow[kind][index] ?? Infinity) >= start;
   }
 
   /** One generated token at the next cache slot; positions continue at cache index + delta. */

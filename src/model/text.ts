@@ -19,6 +19,13 @@ export interface TextPositions {
   w: ArrayLike<number>;
 }
 
+function drain<T>(g: Generator<void, T, void>): T {
+  for (;;) {
+    const r = g.next();
+    if (r.done) return r.value;
+  }
+}
+
 /** Consecutive rows of one forward pass that belong to one sequence. */
 interface SequenceRows {
   cache: KVCache;
@@ -48,6 +55,11 @@ export class TextModel {
    * and values to `cache`, and returns the final-norm hidden states [n, hidden].
    */
   forward(x: Float32Array, n: number, pos: TextPositions, cache: KVCache, deepstack?: DeepstackInjection, trace?: Trace): Float32Array {
+    return drain(this.run(x, n, pos, [{ cache, rows: n, past: cache.length }], deepstack, trace));
+  }
+
+  /** `forward`, pausing after each layer (a scheduler decodes other sequences in between). */
+  forwardSteps(x: Float32Array, n: number, pos: TextPositions, cache: KVCache, deepstack?: DeepstackInjection, trace?: Trace): Generator<void, Float32Array, void> {
     return this.run(x, n, pos, [{ cache, rows: n, past: cache.length }], deepstack, trace);
   }
 
@@ -58,10 +70,10 @@ export class TextModel {
    * independently, as the quantized decode kernels do).
    */
   forwardBatch(x: Float32Array, pos: TextPositions, caches: readonly KVCache[]): Float32Array {
-    return this.run(x, caches.length, pos, caches.map((cache) => ({ cache, rows: 1, past: cache.length })));
+    return drain(this.run(x, caches.length, pos, caches.map((cache) => ({ cache, rows: 1, past: cache.length }))));
   }
 
-  private run(x: Float32Array, n: number, pos: TextPositions, seqs: SequenceRows[], deepstack?: DeepstackInjection, trace?: Trace): Float32Array {
+  private *run(x: Float32Array, n: number, pos: TextPositions, seqs: SequenceRows[], deepstack?: DeepstackInjection, trace?: Trace): Generator<void, Float32Array, void> {
     const { cfg, backend: be } = this;
     const H = cfg.hiddenSize;
     const { cos, sin } = this.rotary.tables(pos.t, pos.h, pos.w);
@@ -76,6 +88,7 @@ export class TextModel {
           for (let c = 0; c < H; c++) h[o + c] += feat[r * H + c];
         }
       }
+      if (l + 1 < cfg.numLayers) yield;
     }
     const out = be.rmsNorm(h, H, this.w.norm, cfg.rmsNormEps);
     trace?.('text.final_hidden', out, [n, H]);

@@ -28,6 +28,15 @@ export class VisionTower {
   ) {}
 
   forward(pixels: Float32Array, grids: readonly Grid[], trace?: Trace): VisionOutput {
+    const run = this.forwardSteps(pixels, grids, trace);
+    for (;;) {
+      const r = run.next();
+      if (r.done) return r.value;
+    }
+  }
+
+  /** `forward`, pausing after each block (a scheduler decodes other sequences in between). */
+  *forwardSteps(pixels: Float32Array, grids: readonly Grid[], trace?: Trace): Generator<void, VisionOutput, void> {
     const { cfg, backend: be } = this;
     const D = cfg.hiddenSize;
     const m = cfg.spatialMergeSize;
@@ -77,6 +86,7 @@ export class VisionTower {
       // Features are injected in vision-block order; the merger is the one listed for this block.
       const tap = cfg.deepstackVisualIndexes.indexOf(i);
       if (tap >= 0) deepstack.push(this.merge(h, n, this.w.deepstack[tap], true));
+      yield;
     }
     trace?.('vision.last_hidden', h, [n, D]);
     const embeds = this.merge(h, n, this.w.merger, false);

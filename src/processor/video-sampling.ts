@@ -51,3 +51,11 @@ export function sampleFrameIndices(totalFrames: number, sourceFps: number | unde
   }
   return numpyLinspace(0, totalFrames - 1, n).map(roundHalfEven);
 }
+
+/**
+ * HF's rule as `loadVideo`'s `chooseFrames`: `loadVideo(src, { chooseFrames: frameSampler({ fps: 2 }) })`.
+ * Typed by the probe's fields only, so this file needs nothing from media/.
+ */
+export function frameSampler(opts: FrameSamplingOptions = {}): (probe: { totalFrames: number; fps: number | undefined }) => number[] {
+  return (probe) => sampleFrameIndices(probe.totalFrames, probe.fps, opts);
+}

@@ -6,6 +6,7 @@
  *   GET  /v1/models             the served model names
  *   GET  /health                200 when the model is loaded; 503 while loading, while the
  *                               inference worker is restarted, after a failure, or when stopping
+ *   GET  /metrics               Prometheus text exposition (always answers, also while loading)
  */
 import type { Context } from 'hono';
 import { Hono } from 'hono';
@@ -68,6 +69,8 @@ export function createApp(ctx: ServerContext, log: (line: string) => void = () =
     if (state === 'failed') body.error = ctx.engine.failure()?.message;
     return c.json(body, state === 'ready' ? 200 : 503);
   });
+
+  app.get('/metrics', async (c) => c.body(await ctx.metrics.text(), 200, { 'Content-Type': ctx.metrics.contentType }));
 
   app.notFound((c) => errorResponse(c, new HttpError(404, `no route for ${c.req.method} ${c.req.path}`, { code: 'not_found' })));
   app.onError((e, c) => {

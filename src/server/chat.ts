@@ -19,11 +19,23 @@ import { chatCompletion, finishReason, groundingJson, usageOf } from './completi
 import { SHUTTING_DOWN, type ServerContext } from './context.ts';
 import type { PromptInfo } from './engine.ts';
 import { HttpError, toHttpError } from './errors.ts';
+import type { RequestRecord } from './metrics.ts';
 import { prepOptions } from './prep-options.ts';
 import { deferRequestLog, requestUsage } from './request-log.ts';
 import { parseChatRequest, type ChatRequest } from './request.ts';
 
 export async function handleChat(c: Context, ctx: ServerContext, body: unknown): Promise<Response> {
+  const rec = ctx.metrics.startRequest();
+  try {
+    return await runChat(c, ctx, body, rec);
+  } catch (e) {
+    const status = toHttpError(e).status;
+    rec.end(status === 499 ? 'aborted' : 'error', status);
+    throw e;
+  }
+}
+
+async function runChat(c: Context, ctx: ServerContext, body: unknown, rec: RequestRecord): Promise<Response> {
   const req = parseChatRequest(body, ctx.limits, ctx.modelNames, ctx.modelBounds);
   ctx.requireReady();
   const clientGone = c.req.raw.signal;
@@ -78,14 +90,16 @@ export async function handleChat(c: Context, ctx: ServerContext, body: unknown):
     if (!req.stream) {
       for await (const _ of s) {
         // the result has the text
+        rec.firstToken();
       }
       const r = await s.result;
       requestUsage(c, { completionTokens: r.usage.completionTokens });
-      return c.json(chatCompletion(req, prompt, r, id, created));
+      rec.end(r.finishReason, 200, r.usage);
+      return c.json(chatCompletion(req, r, id, created));
     }
     const finish = deferRequestLog(c);
     return streamSSE(c, (stream) =>
-      streamChat(stream, s, { id, created, req, prompt, abort: () => ac.abort(), stopping: ctx.stopping }).then((completionTokens) => finish({ completionTokens })),
+      streamChat(stream, s, { id, created, req, prompt, abort: () => ac.abort(), stopping: ctx.stopping, rec }).then((completionTokens) => finish({ completionTokens })),
     );
   } catch (e) {
     if (ctx.stopping.aborted || (e instanceof HttpError && e.code === 'shutting_down')) throw SHUTTING_DOWN();
@@ -103,6 +117,7 @@ interface StreamParams {
   abort: () => void;
   /** aborted when the server stops: the stream then ends with an error event and [DONE] */
   stopping: AbortSignal;
+  rec: RequestRecord;
 }
 
 /** Streams the answer as chunks; resolves to the completion tokens (0 when it failed). */
@@ -138,7 +153,10 @@ async function streamChat(stream: SSEStreamingApi, s: AsyncIterable<string> & { 
   };
   await send(chunk({ role: 'assistant', content: '' }));
   try {
-    for await (const delta of s) await emit(parser.push(delta));
+    for await (const delta of s) {
+      p.rec.firstToken();
+      await emit(parser.push(delta));
+    }
     await emit(parser.finish());
     const r = await s.result;
     const final: Record<string, unknown> = {};
@@ -147,9 +165,16 @@ async function streamChat(stream: SSEStreamingApi, s: AsyncIterable<string> & { 
     await send(chunk(final, finishReason(r, calls)));
     if (p.req.includeUsage) await send({ id: p.id, object: 'chat.completion.chunk', created: p.created, model: p.req.model, choices: [], usage: usageOf(r) });
     completionTokens = r.usage.completionTokens;
+    p.rec.end(r.finishReason, 200, r.usage);
   } catch (e) {
-    if (stream.aborted) return 0;
-    await send((p.stopping.aborted ? SHUTTING_DOWN() : toHttpError(e)).body());
+    // the headers said 200; the metrics count the status the failure would have had
+    if (stream.aborted) {
+      p.rec.end('aborted', 499);
+      return 0;
+    }
+    const err = p.stopping.aborted ? SHUTTING_DOWN() : toHttpError(e);
+    p.rec.end(err.status === 499 ? 'aborted' : 'error', err.status);
+    await send(err.body());
   }
   await send('[DONE]');
   return completionTokens;

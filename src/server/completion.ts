@@ -5,26 +5,31 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { ChatResult } from '../api/qwen3vl.ts';
-import type { PromptInfo } from '../api/worker-protocol.ts';
-import { parseOutput, type OutputGrounding } from '../generate/parse/output.ts';
+import type { OutputGrounding } from '../generate/parse/output.ts';
 import type { ChatRequest } from './request.ts';
 
 export function usageOf(r: ChatResult) {
-  return { prompt_tokens: r.usage.promptTokens, completion_tokens: r.usage.completionTokens, total_tokens: r.usage.totalTokens };
+  return {
+    prompt_tokens: r.usage.promptTokens,
+    completion_tokens: r.usage.completionTokens,
+    total_tokens: r.usage.totalTokens,
+    // as OpenAI reports prompt caching: prompt tokens whose KV was reused
+    prompt_tokens_details: { cached_tokens: r.usage.cachedTokens ?? 0 },
+  };
 }
 
 export function finishReason(r: ChatResult, toolCalls: number): string {
   return toolCalls > 0 ? 'tool_calls' : r.finishReason;
 }
 
+/** The completion object of a finished answer (its output was parsed on the model's thread: reasoning, tool calls, grounding). */
 export function chatCompletion(
   req: ChatRequest,
-  prompt: PromptInfo,
   r: ChatResult,
   id = `chatcmpl-${randomBytes(12).toString('hex')}`,
   created = Math.floor(Date.now() / 1000),
 ) {
-  const out = parseOutput(r.text, { startsInThink: prompt.startsInThink, toolCalls: req.toolCalls, media: prompt.media });
+  const out = r.output;
   const message: Record<string, unknown> = { role: 'assistant', content: out.toolCalls.length > 0 && out.content === '' ? null : out.content };
   if (out.reasoning !== undefined) message.reasoning_content = out.reasoning;
   if (out.toolCalls.length > 0) message.tool_calls = out.toolCalls;

@@ -2,6 +2,7 @@
 import type { Preparer, ServerEngine } from './engine.ts';
 import { HttpError } from './errors.ts';
 import type { ServerLimits } from './limits.ts';
+import type { ServerMetrics } from './metrics.ts';
 import type { ModelBounds } from './request.ts';
 import type { Scheduler } from './scheduler.ts';
 
@@ -18,6 +19,8 @@ export interface ServerContext {
   modelNames: readonly string[];
   /** aborted when a stopping server gives up on running answers */
   stopping: AbortSignal;
+  /** this server's Prometheus registry and per-request figures (GET /metrics) */
+  metrics: ServerMetrics;
   /** 503 unless the model is loaded and the server is not stopping */
   requireReady(): void;
 }

@@ -9,6 +9,7 @@ import type { PromptCost } from '../api/prompt-cost.ts';
 import type { PreparedPrompt } from '../api/prompt.ts';
 import type { PromptInfo, WorkerCallOptions, WorkerChatStream, WorkerModelInfo } from '../api/worker-host.ts';
 import { WorkerModel, type WorkerLoadOptions } from '../api/worker-host.ts';
+import type { EngineStats } from '../api/worker-protocol.ts';
 import { QvlError } from '../errors.ts';
 
 export type EngineState = 'loading' | 'ready' | 'restarting' | 'failed';
@@ -27,6 +28,8 @@ export interface ServerEngine {
   /** model facts, once ready */
   info(): WorkerModelInfo | undefined;
   streamPrepared(prepared: PreparedPrompt, opts: WorkerCallOptions): WorkerChatStream;
+  /** the model thread's latest counters (batch, KV pool, caches), when the engine reports them */
+  stats?(): EngineStats | undefined;
   close(): Promise<void>;
 }
 
@@ -92,6 +95,10 @@ export class WorkerEngine implements ServerEngine {
 
   info(): WorkerModelInfo | undefined {
     return this.model?.info;
+  }
+
+  stats(): EngineStats | undefined {
+    return this.model?.stats();
   }
 
   streamPrepared(prepared: PreparedPrompt, opts: WorkerCallOptions): WorkerChatStream {

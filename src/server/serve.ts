@@ -13,6 +13,7 @@ import { mountBatchRoutes, type BatchContext } from './batch-routes.ts';
 import { readinessCheck, SHUTTING_DOWN, type ServerContext } from './context.ts';
 import type { Preparer, ServerEngine } from './engine.ts';
 import { resolveLimits, type ServerLimits } from './limits.ts';
+import { ServerMetrics } from './metrics.ts';
 import { Scheduler } from './scheduler.ts';
 
 export interface ServeOptions {
@@ -50,15 +51,18 @@ export async function startServer(o: ServeOptions): Promise<RunningServer> {
   const stopping = new AbortController();
   let draining = false;
   const preparer = o.preparer ?? new PrepPool(o.modelDir, { workers: limits.prepWorkers });
+  const scheduler = new Scheduler(limits.maxQueue, limits.parallel);
   const context: ServerContext = {
     engine: o.engine,
     preparer,
-    scheduler: new Scheduler(limits.maxQueue, limits.parallel),
+    scheduler,
     costing: { active: 0 },
     limits,
     modelBounds: { maxImagePixels: processor.image.maxPixels, maxVideoPixels: processor.video.maxPixels },
     modelNames: o.modelNames,
     stopping: stopping.signal,
+    // per server, never prom-client's global registry: one process may run several servers
+    metrics: new ServerMetrics({ engine: o.engine, scheduler }),
     requireReady: readinessCheck(o.engine, () => draining),
   };
   const app = createApp(context, o.log, () => draining);

@@ -1,6 +1,6 @@
 import { QvlError } from '../errors.ts';
 import type { WeightData } from '../kernels/weight.ts';
-import { E4M3_TABLE, bf16ArrayToF32, f16ArrayToF32 } from './dtypes.ts';
+import { E4M3_TABLE, bf16ArrayToF32, f16ArrayToF32 } from '../kernels/dtypes.ts';
 import type { TensorInfo } from './safetensors.ts';
 
 /** What the readers below need from a checkpoint (a folder, one file, or a test double). */

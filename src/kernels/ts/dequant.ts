@@ -1,4 +1,4 @@
-import { E4M3_TABLE, f16ToF32 } from '../../weights/dtypes.ts';
+import { E4M3_TABLE, f16ToF32 } from '../dtypes.ts';
 import { Q8_BLOCK, q4GroupOf, type WeightData } from '../weight.ts';
 
 /**

@@ -1,5 +1,5 @@
 import { QvlError } from '../../errors.ts';
-import { bf16ArrayToF32, f16ArrayToF32 } from '../dtypes.ts';
+import { bf16ArrayToF32, f16ArrayToF32 } from '../../kernels/dtypes.ts';
 import type { TensorInfo } from '../safetensors.ts';
 import type { TensorSource } from '../tensor-reader.ts';
 

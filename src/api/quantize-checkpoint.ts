@@ -3,12 +3,12 @@ import path from 'node:path';
 import { QvlError } from '../errors.ts';
 import type { WeightData } from '../kernels/weight.ts';
 import { parseConfig } from '../model/config.ts';
-import { canonicalView } from './names.ts';
-import { QVL_FORMAT_VERSION, QVL_SUFFIX } from './quant/qvl-format.ts';
-import { checkQuantOptions, quantTarget, quantizeForPlan, type QuantPlanOptions } from './quant-plan.ts';
-import { SafetensorsCheckpoint } from './safetensors.ts';
-import { PAD_TENSOR_PREFIX, tensorBytes, writeSafetensorsShards, type TensorToWrite } from './safetensors-writer.ts';
-import { readMatrix } from './tensor-reader.ts';
+import { canonicalView } from '../weights/names.ts';
+import { QVL_FORMAT_VERSION, QVL_SUFFIX } from '../weights/quant/qvl-format.ts';
+import { checkQuantOptions, quantTarget, quantizeForPlan, type QuantPlanOptions } from '../weights/quant-plan.ts';
+import { SafetensorsCheckpoint } from '../weights/safetensors.ts';
+import { PAD_TENSOR_PREFIX, tensorBytes, writeSafetensorsShards, type TensorToWrite } from '../weights/safetensors-writer.ts';
+import { readMatrix } from '../weights/tensor-reader.ts';
 
 export interface QuantizeCheckpointOptions extends QuantPlanOptions {
   /** replace the contents of a non-empty output folder */

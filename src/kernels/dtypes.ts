@@ -1,4 +1,7 @@
-/** Scalar decoders for the half and 8-bit float formats found in checkpoints. */
+/**
+ * Scalar and array codecs for the half and 8-bit float formats (checkpoints, weights, KV cache).
+ * Here in kernels/ so that both the kernels and weights/ (which imports kernels) can use one copy.
+ */
 
 const f32Scratch = new Float32Array(1);
 const u32Scratch = new Uint32Array(f32Scratch.buffer);
