@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import { estimateMediaCost } from '../src/media/cost.ts';
+import { estimateMediaCost } from '../src/api/media-cost.ts';
 import { ffmpegAvailable } from '../src/media/ffmpeg.ts';
 import { renderPdf } from '../src/media/pdf.ts';
 

@@ -10,7 +10,7 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { estimateMediaCost } from '../src/media/cost.ts';
+import { estimateMediaCost } from '../src/api/media-cost.ts';
 import { FFMPEG, ffmpegAvailable } from '../src/media/ffmpeg.ts';
 import { decodeVideoFrames, loadVideo, planDecodeSegments, probeFrameIndex, probeVideoFile, type VideoDecodeReport } from '../src/media/video.ts';
 import { DEFAULT_VIDEO_CONFIG } from '../src/processor/config.ts';

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { isQvlError } from '../src/errors.ts';
-import { estimateMediaCost } from '../src/media/cost.ts';
+import { estimateMediaCost } from '../src/api/media-cost.ts';
 import { FFMPEG, ffmpegAvailable } from '../src/media/ffmpeg.ts';
 import { decodeVideoFrames, loadVideo, probeVideoFile, selectExpression } from '../src/media/video.ts';
 import { loadVideoFromImages } from '../src/media/video-images.ts';

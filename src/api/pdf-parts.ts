@@ -13,7 +13,8 @@
 import sharp from 'sharp';
 import { QvlError } from '../errors.ts';
 import { pageScale, probePdf, renderPdf, type PdfRenderOptions } from '../media/pdf.ts';
-import { loadMediaBytes } from '../media/source.ts';
+import type { RgbImage } from '../media/rgb.ts';
+import { loadMediaBytes, type MediaBytes } from '../media/source.ts';
 import type { MediaSourceOptions } from '../media/source-options.ts';
 
 export interface PdfRef {
@@ -166,6 +167,12 @@ export async function expandPdfParts(messages: unknown, opts: PdfPartOptions = {
   });
 }
 
+/** The pages of one PDF part as RGB images, in the order `planPdfPages` lists them. */
+export async function renderPdfPages(ref: PdfRef, opts: PdfPartOptions = {}, media: MediaSourceOptions = {}, fetched?: MediaBytes): Promise<RgbImage[]> {
+  const doc = await renderPdf(ref.source, { ...renderOptions(ref, opts, media), fetched });
+  return doc.pages.map((p) => ({ width: p.width, height: p.height, data: p.data }));
+}
+
 export interface PdfPagePlan {
   page: number;
   width: number;
@@ -173,8 +180,8 @@ export interface PdfPagePlan {
 }
 
 /** The size each page will be rendered at, from the document's page sizes only (no rendering). */
-export async function planPdfPages(ref: PdfRef, opts: PdfPartOptions = {}, media: MediaSourceOptions = {}): Promise<PdfPagePlan[]> {
-  const got = await loadMediaBytes(ref.source, 'pdf', media);
+export async function planPdfPages(ref: PdfRef, opts: PdfPartOptions = {}, media: MediaSourceOptions = {}, fetched?: MediaBytes): Promise<PdfPagePlan[]> {
+  const got = fetched ?? (await loadMediaBytes(ref.source, 'pdf', media));
   const sizes = await probePdf(got.bytes, got.label);
   const wanted = ref.pages ?? sizes.map((s) => s.page);
   const maxPages = opts.maxPages ?? 64;

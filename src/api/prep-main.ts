@@ -5,8 +5,6 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { QvlError } from '../errors.ts';
-import { normalizeMessages } from '../template/messages.ts';
-import { expandPdfParts } from './pdf-parts.ts';
 import type { PrepInit, PrepJob, PrepOptions, PrepReply } from './prep-protocol.ts';
 import { estimatePromptCost } from './prompt-cost.ts';
 import { loadPromptParts } from './prompt-parts.ts';
@@ -29,21 +27,14 @@ async function run(parts: PromptParts, job: Extract<PrepJob, { type: 'prepare' |
   const ac = new AbortController();
   running.set(job.id, ac);
   try {
-    const { maxMediaItems, ...opts } = job.opts;
-    const o: PrepOptions & { media: { signal: AbortSignal } } = { ...opts, media: { ...opts.media, signal: ac.signal } };
+    const o: PrepOptions & { media: { signal: AbortSignal } } = { ...job.opts, media: { ...job.opts.media, signal: ac.signal } };
     if (job.type === 'cost') {
-      post({ type: 'cost', id: job.id, cost: await estimatePromptCost(parts, job.messages, o) });
+      const { maxMediaItems: _, ...costOpts } = o;
+      post({ type: 'cost', id: job.id, cost: await estimatePromptCost(parts, job.messages, costOpts) });
       return;
     }
-    // PDF parts become page images first, so the item limit counts pages.
-    const messages = await expandPdfParts(job.messages, o.pdf, o.media);
-    if (maxMediaItems !== undefined) {
-      const n = normalizeMessages(messages).media.length;
-      if (n > maxMediaItems) {
-        throw new QvlError('MEDIA_TOO_LARGE', `the request holds ${n} images and videos (PDF pages included); the limit is ${maxMediaItems}`, { items: n, limit: maxMediaItems });
-      }
-    }
-    const prepared = await preparePrompt(parts, messages, { ...o, pdf: undefined });
+    // the plan counts PDF pages against maxMediaItems before any image or video is read
+    const prepared = await preparePrompt(parts, job.messages, o);
     post({ type: 'prepared', id: job.id, prepared }, buffersOf(prepared));
   } catch (e) {
     const err = ac.signal.aborted && !(e instanceof QvlError && e.code === 'ABORTED') ? new QvlError('ABORTED', 'preparation was cancelled') : e;

@@ -1,23 +1,14 @@
 import { QvlError } from '../errors.ts';
-import { decodeImage, loadImage, loadMediaBytes, loadVideo, loadVideoFromImages, probeImage, type MediaSourceOptions, type RgbImage, type VideoFrames } from '../media/index.ts';
+import { decodeImage, loadVideo, loadVideoFromImages, type MediaSourceOptions, type RgbImage, type VideoFrames } from '../media/index.ts';
+import type { MediaBytes, MediaFile } from '../media/source.ts';
 import type { Grid } from '../model/rope-index.ts';
-import {
-  expandPrompt,
-  frameSampler,
-  planImage,
-  preprocessImage,
-  preprocessVideo,
-  videoFrameResizer,
-  type ProcessorConfig,
-  type VideoOptions,
-  type VideoProcessorConfig,
-  type VideoPromptLayout,
-} from '../processor/index.ts';
+import { preprocessImage, preprocessVideo, videoFrameResizer, type ProcessorConfig, type VideoProcessorConfig, type VideoPromptLayout } from '../processor/index.ts';
 import type { ChatTemplate } from '../template/chat-template.ts';
-import { normalizeMessages, type MediaRef } from '../template/messages.ts';
 import type { QwenTokenizer } from '../tokenizer/tokenizer.ts';
 import { concatF32 } from '../util/concat.ts';
-import { expandPdfParts, type PdfPartOptions } from './pdf-parts.ts';
+import { renderPdfPages, type PdfPartOptions, type PdfRef } from './pdf-parts.ts';
+
+import { planRequest, type PlannedMedia, type PlanOptions, type RequestPlan } from './request-plan.ts';
 
 /** Per-request preprocessing options (defaults for every image/video of the request). */
 export interface PromptOptions {
@@ -69,129 +60,99 @@ export interface PromptParts {
   mergeSize: number;
 }
 
-/** messages → template → media decode → preprocessing → expansion → ids. */
-export async function preparePrompt(parts: PromptParts, messages: unknown, opts: PromptOptions = {}): Promise<PreparedPrompt> {
-  // PDF parts become one image part per page before anything else sees the messages.
-  const chat = normalizeMessages(await expandPdfParts(messages, opts.pdf, opts.media));
-  const text = parts.template.render(chat.messages, {
-    addGenerationPrompt: opts.addGenerationPrompt ?? true,
-    tools: opts.tools,
-    addVisionId: opts.addVisionId,
-    extra: opts.templateKwargs,
-  });
-  const budget = opts.maxPromptTokens === undefined ? undefined : new TokenBudget(opts.maxPromptTokens, chat.media.length > 0 ? parts.tokenizer.encode(text).length : 0);
-  const images: { pixels: Float32Array; grid: Grid }[] = [];
-  const videos: { pixels: Float32Array; grid: Grid; timestamps: number[] }[] = [];
-  const media: PreparedPrompt['media'] = [];
-  for (const ref of chat.media) {
-    const o = { ...ref.options };
-    const minPixels = o.minPixels ?? opts.minPixels;
-    const maxPixels = o.maxPixels ?? opts.maxPixels;
-    if (ref.kind === 'image') {
-      const img = await loadImageRef(ref, opts.media, budget && ((w, h) => budget.charge(planImage(w, h, parts.processor.image, { minPixels, maxPixels }).tokens)));
-      const p = preprocessImage(img, parts.processor.image, { minPixels, maxPixels });
-      images.push({ pixels: p.pixelValues, grid: p.grid });
-      media.push({ kind: 'image', width: img.width, height: img.height, resizedWidth: p.resized.width, resizedHeight: p.resized.height, tokens: tokens(p.grid, parts.mergeSize) });
-    } else {
-      const fps = o.fps ?? opts.fps;
-      const maxFrames = o.maxFrames ?? opts.maxFrames;
-      const vo: VideoOptions = { minPixels, maxPixels, maxFrames, capPixelsPerFrame: o.capPixelsPerFrame ?? opts.capPixelsPerFrame };
-      const video = await loadVideoRef(ref, { fps, maxFrames }, parts.processor.video, vo, opts.media);
-      // `fps` was used above: the rate of a frame list, or the sampling rate of a decoded file.
-      const p = preprocessVideo(video, parts.processor.video, { ...vo, sourceSize: video.sourceSize });
-      budget?.charge(tokens(p.grid, parts.mergeSize));
-      videos.push({ pixels: p.pixelValues, grid: p.grid, timestamps: p.timestamps });
-      media.push({
-        kind: 'video',
-        width: video.sourceSize.width,
-        height: video.sourceSize.height,
-        resizedWidth: p.resized.width,
-        resizedHeight: p.resized.height,
-        tokens: tokens(p.grid, parts.mergeSize),
-        timestamps: p.timestamps,
-      });
+/**
+ * messages → plan (template, sizes, expansion, ids: see request-plan.ts) → decode and preprocess
+ * exactly what the plan says. A prompt that cannot fit `maxPromptTokens` is refused by the plan,
+ * before any pixel is decoded.
+ */
+export async function preparePrompt(parts: PromptParts, messages: unknown, opts: PlanOptions = {}): Promise<PreparedPrompt> {
+  const plan = await planRequest(parts, messages, opts);
+  try {
+    const images: { pixels: Float32Array; grid: Grid }[] = [];
+    const videos: { pixels: Float32Array; grid: Grid; timestamps: number[] }[] = [];
+    const media: PreparedPrompt['media'] = [];
+    const pdfPages = new Map<PdfRef, RgbImage[]>();
+    for (const item of plan.media) {
+      if (item.kind === 'image') {
+        const img = await decodePlannedImage(item, plan, pdfPages, opts);
+        const p = preprocessImage(img, parts.processor.image, item.options);
+        checkPlanned(item, p.grid);
+        images.push({ pixels: p.pixelValues, grid: p.grid });
+        media.push({ kind: 'image', width: img.width, height: img.height, resizedWidth: p.resized.width, resizedHeight: p.resized.height, tokens: tokens(p.grid, parts.mergeSize) });
+      } else {
+        const video = await loadPlannedVideo(item, plan, parts.processor.video, opts.media);
+        // the source's size: frames of a file were resized as they were decoded
+        const p = preprocessVideo(video, parts.processor.video, { ...item.options, sourceSize: { width: item.width, height: item.height } });
+        checkPlanned(item, p.grid);
+        videos.push({ pixels: p.pixelValues, grid: p.grid, timestamps: p.timestamps });
+        media.push({
+          kind: 'video',
+          width: item.width,
+          height: item.height,
+          resizedWidth: p.resized.width,
+          resizedHeight: p.resized.height,
+          tokens: tokens(p.grid, parts.mergeSize),
+          timestamps: p.timestamps,
+        });
+      }
     }
+    return {
+      text: plan.expanded,
+      ids: plan.ids,
+      pixelValues: images.length ? concatF32(images.map((i) => i.pixels)) : undefined,
+      imageGrids: images.map((i) => i.grid),
+      pixelValuesVideos: videos.length ? concatF32(videos.map((v) => v.pixels)) : undefined,
+      videoGrids: videos.map((v) => v.grid),
+      media,
+    };
+  } finally {
+    await plan.release();
   }
-  const expanded = expandPrompt(
-    text,
-    { images: images.map((i) => i.grid), videos: videos.map((v) => ({ grid: v.grid, timestamps: v.timestamps })) },
-    { videoLayout: opts.videoLayout ?? 'v4.57', mergeSize: parts.mergeSize },
-  );
-  const ids = Int32Array.from(parts.tokenizer.encode(expanded));
-  budget?.check(ids.length);
-  return {
-    text: expanded,
-    ids,
-    pixelValues: images.length ? concatF32(images.map((i) => i.pixels)) : undefined,
-    imageGrids: images.map((i) => i.grid),
-    pixelValuesVideos: videos.length ? concatF32(videos.map((v) => v.pixels)) : undefined,
-    videoGrids: videos.map((v) => v.grid),
-    media,
-  };
+}
+
+/** What was decoded must be what was planned (a source that changed between reads, a decoder that disagrees with its header). */
+function checkPlanned(item: PlannedMedia, grid: Grid): void {
+  if (grid.join() !== item.grid.join()) {
+    throw new QvlError('TOKEN_COUNT_MISMATCH', `${item.source}: decoded to a ${grid.join('×')} grid, but its header promised ${item.grid.join('×')}`, { source: item.source });
+  }
+}
+
+async function decodePlannedImage(item: PlannedMedia, plan: RequestPlan, pdfPages: Map<PdfRef, RgbImage[]>, opts: PlanOptions): Promise<RgbImage> {
+  if (item.pdfPage) {
+    const { pdf, page } = item.pdfPage;
+    let rendered = pdfPages.get(pdf);
+    if (!rendered) {
+      rendered = await renderPdfPages(pdf, opts.pdf, opts.media, plan.fetched.get(pdf) as MediaBytes | undefined);
+      pdfPages.set(pdf, rendered);
+    }
+    const order = pdf.pages ?? rendered.map((_, i) => i + 1);
+    return rendered[order.indexOf(page)]!;
+  }
+  const got = plan.fetched.get(item.ref) as MediaBytes;
+  return decodeImage(got.bytes, { ...opts.media, label: got.label });
+}
+
+/**
+ * A frame list is the whole clip at the stated rate (HF samples from it like from a decoded file);
+ * a file, URL or data URI (fetched by the plan) decodes only the planned frames, each resized to
+ * the planned size as it arrives (an hour of full-HD frames is never held).
+ */
+async function loadPlannedVideo(item: PlannedMedia, plan: RequestPlan, cfg: VideoProcessorConfig, o: MediaSourceOptions = {}): Promise<VideoFrames> {
+  const ref = item.ref;
+  if (Array.isArray(ref.source)) {
+    const v = await loadVideoFromImages(ref.source, { ...o, fps: item.fps ?? 2 });
+    return { frames: v.frames, fps: v.fps };
+  }
+  const indices = item.sampledIndices!;
+  const v = await loadVideo(ref.source, {
+    ...o,
+    fetched: plan.fetched.get(ref) as MediaFile,
+    chooseFrames: () => indices,
+    prepareFrames: videoFrameResizer(cfg, { ...item.options, fps: item.fps }),
+  });
+  return { frames: v.frames, fps: v.fps, indices: v.indices, totalFrames: v.totalFrames };
 }
 
 function tokens(g: Grid, merge: number): number {
   return (g[0] * g[1] * g[2]) / (merge * merge);
 }
-
-/**
- * A prompt's token count, bounded from below while media is still being sized: the rendered text
- * holds one pad token per image or video, which expansion turns into `tokens` pads.
- */
-class TokenBudget {
-  private lowerBound: number;
-
-  constructor(
-    private readonly limit: number,
-    textTokens: number,
-  ) {
-    this.lowerBound = textTokens;
-    this.check(this.lowerBound);
-  }
-
-  charge(mediaTokens: number): void {
-    this.lowerBound += mediaTokens - 1;
-    this.check(this.lowerBound);
-  }
-
-  check(tokens: number): void {
-    if (tokens >= this.limit) {
-      throw new QvlError('CONTEXT_TOO_LONG', `the prompt is ${tokens === this.lowerBound ? 'at least ' : ''}${tokens} tokens; this model accepts fewer than ${this.limit}`, {
-        promptTokens: tokens,
-        maxContext: this.limit,
-      });
-    }
-  }
-}
-
-/** Loads an image; `sized` sees its header size before any pixel is decoded (and may refuse it). */
-async function loadImageRef(ref: MediaRef, o: MediaSourceOptions = {}, sized?: (width: number, height: number) => void): Promise<RgbImage> {
-  if (Array.isArray(ref.source)) throw new QvlError('MESSAGE_INVALID', 'an image part holds a list; lists of frames are videos', {});
-  if (!sized) return loadImage(ref.source, { ...o });
-  const got = await loadMediaBytes(ref.source, 'image', o);
-  const decodeOpts = { ...o, label: got.label };
-  const header = await probeImage(got.bytes, decodeOpts);
-  sized(header.width, header.height);
-  return decodeImage(got.bytes, decodeOpts);
-}
-
-/**
- * A frame list is the whole clip at the stated rate (HF samples from it like from a decoded
- * file); a file, URL or data URI is probed and only the frames the sampler picks are decoded,
- * each resized to the processor's size as it arrives (an hour of full-HD frames is never held).
- */
-async function loadVideoRef(
-  ref: MediaRef,
-  s: { fps?: number; maxFrames?: number },
-  cfg: VideoProcessorConfig,
-  vo: VideoOptions,
-  o?: MediaSourceOptions,
-): Promise<VideoFrames & { sourceSize: { width: number; height: number } }> {
-  if (Array.isArray(ref.source)) {
-    const v = await loadVideoFromImages(ref.source, { ...o, fps: s.fps ?? 2 });
-    return { frames: v.frames, fps: v.fps, sourceSize: { width: v.width, height: v.height } };
-  }
-  const v = await loadVideo(ref.source, { ...o, chooseFrames: frameSampler({ fps: s.fps, maxFrames: s.maxFrames }), prepareFrames: videoFrameResizer(cfg, vo) });
-  return { frames: v.frames, fps: v.fps, indices: v.indices, totalFrames: v.totalFrames, sourceSize: { width: v.width, height: v.height } };
-}
-

@@ -21,6 +21,7 @@ import { DEFAULT_KV_TYPE, parseKvType, type KvType } from '../kernels/kv.ts';
 import { resolveModel, type ResolveModelOptions } from '../hub/index.ts';
 import { locateModel } from './model-location.ts';
 import { preparePrompt, type PreparedPrompt, type PromptOptions } from './prompt.ts';
+import type { PlanOptions } from './request-plan.ts';
 import type { EngineStats } from './worker-protocol.ts';
 
 export interface FromPretrainedOptions {
@@ -205,7 +206,7 @@ export class Qwen3VL {
   }
 
   /** Renders, loads and preprocesses a request without running the model (token cost, ids). */
-  prepare(messages: unknown, opts: PromptOptions = {}): Promise<PreparedPrompt> {
+  prepare(messages: unknown, opts: PlanOptions = {}): Promise<PreparedPrompt> {
     return preparePrompt(
       { tokenizer: this.tokenizer, template: this.template, processor: this.processor, mergeSize: this.model.cfg.vision.spatialMergeSize },
       messages,

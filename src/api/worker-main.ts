@@ -7,9 +7,8 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { QvlError } from '../errors.ts';
 import { createConstraint } from '../generate/parse/json-constraint.ts';
+import { resolveLimits } from '../generate/limits.ts';
 import { promptOpensThink, THINK_CLOSE } from '../generate/parse/think.ts';
-import { normalizeMessages } from '../template/messages.ts';
-import { expandPdfParts } from './pdf-parts.ts';
 import type { PreparedPrompt } from './prompt.ts';
 import { Qwen3VL, type ChatOptions } from './qwen3vl.ts';
 import { serializeError } from './serialized-error.ts';
@@ -78,25 +77,15 @@ async function handle(model: Qwen3VL, m: Extract<HostMessage, { type: 'generate'
     let prepared: PreparedPrompt;
     if (m.type === 'generate-prepared') prepared = m.prepared;
     else {
-      const messages = await expandPdfParts(m.messages, pdf, opts.media);
-      if (maxMediaItems !== undefined) {
-        const n = normalizeMessages(messages).media.length;
-        if (n > maxMediaItems) {
-          throw new QvlError('MEDIA_TOO_LARGE', `the request holds ${n} images and videos (PDF pages included); the limit is ${maxMediaItems}`, { items: n, limit: maxMediaItems });
-        }
-      }
-      prepared = await model.prepare(messages, opts);
+      // the plan counts PDF pages against maxMediaItems before reading any image or video
+      prepared = await model.prepare(m.messages, { ...opts, pdf, maxMediaItems });
       if (m.type === 'prepare') {
         post({ type: 'prepared', id: m.id, prepared });
         return;
       }
     }
     const promptTokens = prepared.ids.length;
-    const limit = Math.min(maxContext ?? Infinity, model.model.contextLength);
-    if (promptTokens >= limit) {
-      throw new QvlError('CONTEXT_TOO_LONG', `the prompt is ${promptTokens} tokens; this model accepts fewer than ${limit}`, { promptTokens, maxContext: limit });
-    }
-    const maxNew = Math.min(opts.maxNewTokens ?? model.generation.maxNewTokens ?? 1024, limit - promptTokens);
+    const maxNew = resolveLimits(promptTokens, { maxContext, maxNewTokens: opts.maxNewTokens ?? model.generation.maxNewTokens ?? 1024 }, model.model.contextLength).maxNewTokens;
     const startsInThink = promptOpensThink(prepared.text);
     post({ type: 'prompt', id: m.id, info: { promptTokens, media: prepared.media, startsInThink } });
     if (constraint) {

@@ -10,11 +10,17 @@ import { QvlError } from '../errors.ts';
 import type { KVCache } from '../model/kv-cache.ts';
 import type { ModelInputs, PrefillRun, Qwen3VLModel } from '../model/qwen3vl.ts';
 import type { FinishReason, GenerateOptions, GenerateResult } from './generate.ts';
+import { resolveLimits } from './limits.ts';
 import { Sampler } from './sampler.ts';
 
 export interface BatchOptions {
   /** most sequences decoding at once (default 4) */
   maxParallel?: number;
+  /**
+   * Prefill time between two decode steps of running sequences (default 300 ms; a step of prefill,
+   * a decoder layer of a chunk or a vision block, may overrun it): bounds the pause running streams see.
+   */
+  prefillSliceMs?: number;
 }
 
 /** What a submitted sequence hands its consumer: generated ids as they come, then the result. */
@@ -55,6 +61,7 @@ interface Sequence {
 
 export class DecodeBatcher {
   readonly maxParallel: number;
+  prefillSliceMs: number;
   private readonly waiting: Sequence[] = [];
   private readonly running: Sequence[] = [];
   private looping = false;
@@ -71,6 +78,7 @@ export class DecodeBatcher {
     const n = opts.maxParallel ?? 4;
     if (!Number.isInteger(n) || n < 1) throw new QvlError('OPTION_INVALID', `parallel must be a positive integer, got ${n}`, { value: n });
     this.maxParallel = n;
+    this.prefillSliceMs = opts.prefillSliceMs ?? 300;
   }
 
   /** sequences decoding or being prefilled */
@@ -85,9 +93,7 @@ export class DecodeBatcher {
 
   /** Adds a sequence; it starts when a slot is free (at once when fewer than maxParallel run). */
   submit(inputs: ModelInputs, opts: GenerateOptions): BatchedGeneration {
-    if (!Number.isInteger(opts.maxNewTokens) || opts.maxNewTokens < 0) {
-      throw new QvlError('OPTION_INVALID', `max_tokens must be a non-negative integer, got ${opts.maxNewTokens}`, { value: opts.maxNewTokens });
-    }
+    resolveLimits(0, { maxNewTokens: opts.maxNewTokens }, Infinity);
     let resolve!: (r: GenerateResult) => void;
     let reject!: (e: unknown) => void;
     const result = new Promise<GenerateResult>((res, rej) => {
@@ -141,11 +147,19 @@ export class DecodeBatcher {
     setImmediate(() => this.loop());
   }
 
-  /** One round: admit, one prefill chunk, one decode step for everyone ready; then yield to I/O. */
+  /**
+   * One round: admit, prefill, one decode step for everyone ready; then yield to I/O. While other
+   * sequences are decoding, prefill gets a slice of time (whole steps: a decoder layer of a chunk,
+   * a vision block) before their next step, so their tokens keep coming; alone, it runs through.
+   */
   private loop(): void {
     try {
       this.admit();
-      this.prefillOne();
+      const t0 = performance.now();
+      while (this.running.some((x) => x.prefill)) {
+        this.prefillOne();
+        if (this.running.some((x) => x.logits) && performance.now() - t0 >= this.prefillSliceMs) break;
+      }
       this.step();
     } catch (e) {
       // a failure of the batch as a whole (not of one sequence) ends every sequence in it
@@ -170,12 +184,8 @@ export class DecodeBatcher {
   private start(s: Sequence): void {
     const { model } = this;
     const L = s.inputs.ids.length;
-    const maxContext = Math.min(s.opts.maxContext ?? Infinity, model.contextLength);
-    if (L >= maxContext) {
-      throw new QvlError('CONTEXT_TOO_LONG', `the prompt is ${L} tokens; the context holds ${maxContext}`, { promptTokens: L, maxContext });
-    }
+    s.budget = resolveLimits(L, s.opts, model.contextLength).maxNewTokens;
     checkAbort(s.opts.signal);
-    s.budget = Math.min(s.opts.maxNewTokens, maxContext - L);
     s.sampler = new Sampler(s.opts, s.inputs.ids);
     s.t0 = performance.now();
     s.cache = model.newCache();

@@ -1,6 +1,7 @@
 import { QvlError } from '../errors.ts';
 import type { KVCache } from '../model/kv-cache.ts';
 import type { ModelInputs, PrefillOptions, Qwen3VLModel } from '../model/qwen3vl.ts';
+import { resolveLimits } from './limits.ts';
 import { Sampler, type SamplingOptions } from './sampler.ts';
 
 export interface GenerateOptions extends SamplingOptions {
@@ -49,15 +50,8 @@ export function* generateTokens(
 }
 
 function* decodeLoop(model: Qwen3VLModel, inputs: ModelInputs, opts: GenerateOptions, cache: KVCache): Generator<number, GenerateResult, void> {
-  if (!Number.isInteger(opts.maxNewTokens) || opts.maxNewTokens < 0) {
-    throw new QvlError('OPTION_INVALID', `max_tokens must be a non-negative integer, got ${opts.maxNewTokens}`, { value: opts.maxNewTokens });
-  }
   const L = inputs.ids.length;
-  const maxContext = Math.min(opts.maxContext ?? Infinity, model.contextLength);
-  if (L >= maxContext) {
-    throw new QvlError('CONTEXT_TOO_LONG', `the prompt is ${L} tokens; the context holds ${maxContext}`, { promptTokens: L, maxContext });
-  }
-  const budget = Math.min(opts.maxNewTokens, maxContext - L);
+  const budget = resolveLimits(L, opts, model.contextLength).maxNewTokens;
   const sampler = new Sampler(opts, inputs.ids);
   const eos = new Set(opts.eosTokenIds);
   const tokens: number[] = [];

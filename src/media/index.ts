@@ -27,4 +27,3 @@ export {
 } from './video.ts';
 export { loadVideoFromImages, type ImageListVideoOptions } from './video-images.ts';
 export { pageScale, probePdf, renderPdf, type PdfPageImage, type PdfPageSize, type PdfRenderOptions, type RenderedPdf } from './pdf.ts';
-export { estimateMediaCost, type CostItem, type CostRequest, type MediaCost } from './cost.ts';

@@ -7,7 +7,7 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 import { QvlError } from '../errors.ts';
 import type { RgbImage } from './rgb.ts';
-import { loadMediaBytes, type MediaSource } from './source.ts';
+import { loadMediaBytes, type MediaBytes, type MediaSource } from './source.ts';
 import type { MediaSourceOptions } from './source-options.ts';
 
 export interface PdfPageSize {
@@ -27,6 +27,8 @@ export interface PdfRenderOptions extends MediaSourceOptions {
   pages?: readonly number[];
   /** refuse documents with more pages than this unless `pages` picks some (default 64) */
   maxPages?: number;
+  /** the document's bytes, already fetched from `source` (they are used instead of fetching again) */
+  fetched?: MediaBytes;
   /** per-request resize budget for the processor (per page image), passed through */
   minPixels?: number;
   maxPixels?: number;
@@ -103,7 +105,7 @@ export function pageScale(widthPt: number, heightPt: number, dpi: number, maxPag
 }
 
 export async function renderPdf(source: MediaSource, opts: PdfRenderOptions = {}): Promise<RenderedPdf> {
-  const media = await loadMediaBytes(source, 'pdf', opts);
+  const media = opts.fetched ?? (await loadMediaBytes(source, 'pdf', opts));
   const label = media.label;
   const dpi = opts.dpi ?? 144;
   const budget = opts.maxPagePixels ?? DEFAULT_MAX_PAGE_PIXELS;

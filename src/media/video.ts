@@ -18,7 +18,7 @@ import { availableParallelism } from 'node:os';
 import { QvlError } from '../errors.ts';
 import { confinedInput, FFMPEG, FFPROBE, requireFfmpeg, runTool } from './ffmpeg.ts';
 import type { RgbImage, VideoFrames } from './rgb.ts';
-import { loadMediaFile, type MediaSource } from './source.ts';
+import { loadMediaFile, type MediaFile, type MediaSource } from './source.ts';
 import type { MediaSourceOptions } from './source-options.ts';
 
 export interface VideoProbe {
@@ -85,6 +85,8 @@ export interface VideoLoadOptions extends MediaSourceOptions, VideoDecodeLimits 
    * are never all held at once), or undefined to keep the frames as decoded.
    */
   prepareFrames?: (facts: { probe: VideoProbe; indices: readonly number[] }) => VideoFrameTransform | undefined;
+  /** the file, already fetched from `source` (used instead of fetching again; the caller removes it) */
+  fetched?: MediaFile;
   /** told how the frames were decoded (one pass or keyframe segments) */
   onDecodeReport?: (r: VideoDecodeReport) => void;
 }
@@ -618,7 +620,7 @@ function checkChosenFrames(label: string, chosen: readonly number[], totalFrames
 
 /** Resolves a video source (path, URL, data URI, Base64, bytes), picks its frames with `chooseFrames` and decodes them. */
 export async function loadVideo(source: MediaSource, opts: VideoLoadOptions): Promise<LoadedVideo> {
-  const media = await loadMediaFile(source, 'video', opts);
+  const media = opts.fetched ?? (await loadMediaFile(source, 'video', opts));
   try {
     const probe = await probeVideoFile(media.path, { label: media.label, timeoutMs: opts.timeoutMs, signal: opts.signal, autorotate: opts.autorotate });
     const indices = checkChosenFrames(media.label, opts.chooseFrames(probe), probe.totalFrames);
@@ -638,6 +640,7 @@ export async function loadVideo(source: MediaSource, opts: VideoLoadOptions): Pr
     if (opts.maxPixels !== undefined) out.maxPixels = opts.maxPixels;
     return out;
   } finally {
-    await media.cleanup();
+    // a file the caller fetched stays the caller's to remove
+    if (!opts.fetched) await media.cleanup();
   }
 }

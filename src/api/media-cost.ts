@@ -8,11 +8,11 @@ import { DEFAULT_IMAGE_CONFIG, DEFAULT_VIDEO_CONFIG, type ProcessorConfig } from
 import type { GridThw, PixelBudgetOptions } from '../processor/image-processor.ts';
 import { imageTokenCost, videoTokenCost } from '../processor/token-cost.ts';
 import type { VideoOptions } from '../processor/video-processor.ts';
-import { probeImage } from './image.ts';
-import { pageScale, probePdf, type PdfRenderOptions } from './pdf.ts';
-import { loadMediaBytes, loadMediaFile, type MediaSource } from './source.ts';
-import type { MediaSourceOptions } from './source-options.ts';
-import { probeVideoFile } from './video.ts';
+import { probeImage } from '../media/image.ts';
+import { pageScale, probePdf, type PdfRenderOptions } from '../media/pdf.ts';
+import { loadMediaBytes, loadMediaFile, type MediaSource } from '../media/source.ts';
+import type { MediaSourceOptions } from '../media/source-options.ts';
+import { probeVideoFile } from '../media/video.ts';
 
 export type CostRequest =
   | ({ kind: 'image'; source: MediaSource } & PixelBudgetOptions)
