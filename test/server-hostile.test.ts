@@ -282,7 +282,7 @@ test('a dead inference worker: the request it held gets a clear 500, /health say
 });
 
 test('SIGTERM: a running stream ends with an error event and [DONE], a waiting request gets 503, new connections are refused, exit code 0', async () => {
-  const sp = await startServeProcess({ model: TINY, args: ['--backend', 'ts', '--shutdown-grace', '1', '--max-queue', '2'] });
+  const sp = await startServeProcess({ model: TINY, args: ['--backend', 'ts', '--shutdown-grace', '1', '--max-queue', '2', '--parallel', '1'] });
   try {
     const body = (content: string) => ({ model: TINY, max_tokens: 1500, stream: true, messages: [{ role: 'user', content }] });
     const running = await post(sp.url, '/v1/chat/completions', body('first'));
