@@ -12,23 +12,14 @@ import { probeImage } from '../media/image.ts';
 import { loadMediaBytes, loadMediaFile, type MediaBytes, type MediaFile } from '../media/source.ts';
 import type { MediaSourceOptions } from '../media/source-options.ts';
 import { probeVideoFile } from '../media/video.ts';
-import { expandPrompt, planImage, planVideo, type GridThw, type VideoOptions } from '../processor/index.ts';
+import { expandPrompt, planImage, planVideo, type VideoOptions } from '../processor/index.ts';
 import { normalizeMessages, type MediaRef, type NormalizedChat } from '../template/messages.ts';
 import { findPdfParts, planPdfPages, type PdfPartOptions, type PdfRef } from './pdf-parts.ts';
+import type { PromptCostItem } from './prompt-cost.ts';
 import type { PromptOptions, PromptParts } from './prompt.ts';
 
-export interface PlannedMedia {
-  kind: 'image' | 'video';
-  /** names the source: a path, a URL without its query, "data URI (…)", "PDF page 2" */
-  source: string;
-  width: number;
-  height: number;
-  resized: { width: number; height: number };
-  grid: GridThw;
-  tokens: number;
-  /** videos: frames used, and the time of each temporal group in seconds */
-  frames?: number;
-  timestamps?: number[];
+/** A planned image or video: its cost-preview facts, and what decoding it needs. */
+export interface PlannedMedia extends PromptCostItem {
   /** the message part it came from */
   ref: MediaRef;
   /** the processor options it was planned with (request defaults and the part's own, resolved) */

@@ -87,15 +87,7 @@ export class KVCache {
     if (this.released || this.ids.length || this.length) throw new QvlError('INTERNAL', 'adopt needs an empty KV cache', {});
     for (const id of ids) {
       this.pool.retain(id);
-      const b = this.ids.length;
-      if (2 * b + 2 > this.table.length) {
-        const t = new Int32Array(this.table.length * 2);
-        t.set(this.table);
-        this.table = t;
-      }
-      this.ids.push(id);
-      this.table[2 * b] = this.pool.slabOf(id);
-      this.table[2 * b + 1] = this.pool.offsetOf(id);
+      this.push(id);
     }
     this.filled.fill(ids.length * this.layout.blockTokens);
   }
@@ -117,19 +109,23 @@ export class KVCache {
     this.filled.fill(before + n);
   }
 
+  /** Appends block `id` to the sequence and to the table the kernels read. */
+  private push(id: number): void {
+    const b = this.ids.length;
+    if (2 * b + 2 > this.table.length) {
+      const t = new Int32Array(this.table.length * 2);
+      t.set(this.table);
+      this.table = t;
+    }
+    this.ids.push(id);
+    this.table[2 * b] = this.pool.slabOf(id);
+    this.table[2 * b + 1] = this.pool.offsetOf(id);
+  }
+
   /** Makes room for `tokens` positions (takes blocks from the pool; throws OUT_OF_MEMORY past its budget). */
   reserve(tokens: number): void {
     while (this.capacity < tokens) {
-      const id = this.pool.alloc();
-      const b = this.ids.length;
-      if (2 * b + 2 > this.table.length) {
-        const t = new Int32Array(this.table.length * 2);
-        t.set(this.table);
-        this.table = t;
-      }
-      this.ids.push(id);
-      this.table[2 * b] = this.pool.slabOf(id);
-      this.table[2 * b + 1] = this.pool.offsetOf(id);
+      this.push(this.pool.alloc());
     }
   }
 
