@@ -34,6 +34,18 @@
       "cflags_cc": ["<@(qvl_kernel_cflags)"]
     },
     {
+      "target_name": "qvl_quantize_avx2",
+      "type": "static_library",
+      "sources": ["native/quantize_avx2.cc"],
+      "cflags_cc": ["-O3", "-fPIC", "-ffp-contract=off", "-Wno-psabi", "-mavx2", "-mfma", "-mf16c"]
+    },
+    {
+      "target_name": "qvl_quantize_base",
+      "type": "static_library",
+      "sources": ["native/quantize_base.cc"],
+      "cflags_cc": ["-O3", "-fPIC", "-ffp-contract=off", "-Wno-psabi"]
+    },
+    {
       "target_name": "qvl_native",
       "sources": ["native/addon.cc", "native/threadpool.cc", "native/mmap.cc", "native/platform.cc"],
       "dependencies": [
@@ -42,6 +54,8 @@
         "qvl_kernels_avx2",
         "qvl_kernels_avx2vnni",
         "qvl_kernels_base",
+        "qvl_quantize_avx2",
+        "qvl_quantize_base",
         "<!(node -p \"require('node-addon-api').targets\"):node_addon_api_except"
       ],
       "cflags_cc": ["-O3", "-fPIC"],

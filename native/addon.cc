@@ -10,6 +10,8 @@
 #include <utility>
 #include <vector>
 
+#include <sys/mman.h>
+
 #include "kernels.h"
 #include "mmap.h"
 #include "platform.h"
@@ -414,6 +416,88 @@ Napi::Value Add(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// ---- load-time quantization ----
+
+// Asks for transparent huge pages over the whole 2 MiB pages of a fresh output array before it is
+// first written (a request only: it applies where THP is set to "madvise" or "always"). The
+// quantizers write gigabytes into new arrays at load, and one fault per 4 KiB page is a large
+// share of that time (tens of microseconds each on some virtual machines).
+void adviseHugePages(void* p, size_t bytes) {
+#if defined(MADV_HUGEPAGE)
+  const uintptr_t huge = uintptr_t(2) << 20;
+  const uintptr_t b = (uintptr_t(p) + huge - 1) & ~(huge - 1), e = (uintptr_t(p) + bytes) & ~(huge - 1);
+  if (e > b) madvise((void*)b, e - b, MADV_HUGEPAGE);
+#else
+  (void)p;
+  (void)bytes;
+#endif
+}
+
+// quantize(src, bits, refit, groupSize, symmetric, qs, scales, zeros): `src` is {format, rows,
+// cols, data} of f32, bf16 or f16; the outputs are the q8 (Int8Array) or q4 (Uint8Array) codes,
+// the scales and, for asymmetric q4, the zero points. Returns −1, or row·cols + col of the first
+// NaN/±Infinity weight in row-major order (the one the TypeScript quantizers name).
+Napi::Value Quantize(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsObject()) throw Napi::TypeError::New(env, "quantize: the source must be a weight object");
+  Napi::Object d = info[0].As<Napi::Object>();
+  qvl::QuantArgs a{};
+  a.format = int32_t(integer(d.Get("format"), "format"));
+  a.rows = integer(d.Get("rows"), "rows");
+  a.cols = integer(d.Get("cols"), "cols");
+  const uint64_t elems = uint64_t(a.rows) * uint64_t(a.cols);
+  auto need = [&](size_t have, uint64_t want, const char* what) {
+    if (have < want)
+      fail(env, std::string(what) + " has " + std::to_string(have) + " elements, the shape needs " + std::to_string(want));
+  };
+  if (a.format == qvl::FMT_F32) {
+    auto v = f32(d.Get("data"), "data");
+    need(v.second, elems, "data");
+    a.data = v.first;
+  } else if (a.format == qvl::FMT_BF16 || a.format == qvl::FMT_F16) {
+    auto v = typed<uint16_t, napi_uint16_array>(d.Get("data"), "data", "Uint16Array");
+    need(v.second, elems, "data");
+    a.data = v.first;
+  } else {
+    fail(env, "quantize: source format " + std::to_string(a.format) + " is not f32, bf16 or f16");
+  }
+  a.bits = int32_t(integer(info[1], "bits", 4));
+  if (a.bits != 4 && a.bits != 8) fail(env, "quantize: bits must be 4 or 8");
+  a.refit = info[2].ToBoolean().Value() ? 1 : 0;
+  const int64_t g = integer(info[3], "groupSize", 1);
+  if (g > (int64_t(1) << 30)) fail(env, "quantize: groupSize is too large");
+  a.groupSize = int32_t(g);
+  a.symmetric = info[4].ToBoolean().Value() ? 1 : 0;
+  const int64_t per = a.bits == 8 ? qvl::kQ8Block : g;
+  const uint64_t nScales = uint64_t(a.rows) * uint64_t((a.cols + per - 1) / per);
+  auto s = f32(info[6], "scales");
+  need(s.second, nScales, "scales");
+  a.scales = s.first;
+  if (a.bits == 8) {
+    auto q = typed<int8_t, napi_int8_array>(info[5], "qs", "Int8Array");
+    need(q.second, elems, "qs");
+    a.qs = q.first;
+  } else {
+    auto q = typed<uint8_t, napi_uint8_array>(info[5], "qs", "Uint8Array");
+    need(q.second, uint64_t(a.rows) * uint64_t((a.cols + 1) / 2), "qs");
+    a.qs = q.first;
+    if (!a.symmetric) {
+      auto z = typed<uint8_t, napi_uint8_array>(info[7], "zeros", "Uint8Array");
+      need(z.second, nScales, "zeros");
+      a.zeros = z.first;
+    }
+  }
+  adviseHugePages(a.qs, a.bits == 8 ? size_t(elems) : size_t(a.rows) * size_t((a.cols + 1) / 2));
+  adviseHugePages(a.scales, size_t(nScales) * 4);
+  if (a.zeros) adviseHugePages(a.zeros, size_t(nScales));
+  // the AVX2 build wherever the kernel set in use is an AVX2 or AVX-512 one (setIsa("scalar")
+  // selects the portable build, which is how the tests cover both)
+  qvl::QuantizeFn quantize = kernels() != qvl::kernels_base() && qvl::cpu_has_avx2() && qvl::quantizer_avx2()
+                                 ? qvl::quantizer_avx2()
+                                 : qvl::quantizer_base();
+  return Napi::Number::New(env, double(quantize(&a)));
+}
+
 // ---- files ----
 
 Napi::Value MmapFile(const Napi::CallbackInfo& info) {
@@ -517,6 +601,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("siluMul", Napi::Function::New(env, SiluMul));
   exports.Set("gelu", Napi::Function::New(env, Gelu));
   exports.Set("add", Napi::Function::New(env, Add));
+  exports.Set("quantize", Napi::Function::New(env, Quantize));
   exports.Set("mmapFile", Napi::Function::New(env, MmapFile));
   exports.Set("adviseDontNeed", Napi::Function::New(env, AdviseDontNeed));
   exports.Set("probeFma", Napi::Function::New(env, ProbeFma));

@@ -77,6 +77,32 @@ struct KernelTable {
   double (*readProbe)(const float* p, int64_t len);
 };
 
+/**
+ * A float matrix (f32, bf16 or f16, row-major) to quantize into the caller's q8 or q4 arrays,
+ * laid out as src/kernels/weight.ts describes them (native/quantize.inc).
+ */
+struct QuantArgs {
+  int32_t format;  // FMT_F32, FMT_BF16 or FMT_F16
+  int64_t rows;
+  int64_t cols;
+  const void* data;
+  int32_t bits;       // 8 (q8 blocks of kQ8Block) or 4 (q4 groups)
+  int32_t refit;      // q8: least-squares block scales (refitQ8)
+  int32_t groupSize;  // q4
+  int32_t symmetric;  // q4: zero point 8, no zeros array
+  void* qs;
+  float* scales;
+  uint8_t* zeros;  // q4 asymmetric
+};
+
+/**
+ * Quantizes on the calling thread's pool, bit-identically to src/weights/convert.ts (native/
+ * quantize.inc); returns −1, or row·cols + col of the first NaN/±Infinity weight.
+ */
+typedef int64_t (*QuantizeFn)(const QuantArgs* a);
+QuantizeFn quantizer_avx2();  // null off x86-64
+QuantizeFn quantizer_base();
+
 const KernelTable* kernels_avx512vnni();
 const KernelTable* kernels_avx512();
 const KernelTable* kernels_avx2();

@@ -136,6 +136,7 @@ function checkFinite(row: Float32Array, r: number, c0: number, c1: number): void
   for (let c = c0; c < c1; c++) if (!Number.isFinite(row[c])) throw nonFinite(r, c, row[c]);
 }
 
-function nonFinite(r: number, c: number, v: number): QvlError {
+/** The error for a NaN/±Infinity weight at [r, c] (the native quantizers report the same one). */
+export function nonFinite(r: number, c: number, v: number): QvlError {
   return new QvlError('QUANT_INVALID', `cannot quantize: weight [${r}, ${c}] is ${v}`, { row: r, col: c, value: v });
 }

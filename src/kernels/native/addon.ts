@@ -31,6 +31,15 @@ export interface NativeAddon {
   siluMul(gate: Float32Array, up: Float32Array, out: Float32Array): void;
   gelu(x: Float32Array, erf: boolean): void;
   add(a: Float32Array, b: Float32Array): void;
+  /**
+   * Quantizes a float matrix (f32, bf16 or f16) into q8 (bits 8: Int8Array codes) or q4 (bits 4:
+   * packed Uint8Array codes, zero points unless symmetric) on the pool; returns −1, or
+   * row·cols + col of the first NaN/±Infinity weight.
+   */
+  quantize(
+    src: NativeWeightDesc, bits: 4 | 8, refit: boolean, groupSize: number, symmetric: boolean,
+    qs: Int8Array | Uint8Array, scales: Float32Array, zeros: Uint8Array | null,
+  ): number;
   mmapFile(path: string): ArrayBuffer;
   adviseDontNeed(buffer: ArrayBuffer, offset: number, length: number): number;
   /** Total GFLOP/s of `iters` FMA rounds on every pool thread. */
