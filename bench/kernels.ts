@@ -3,7 +3,9 @@
  * the machine limit measured in the same run (FMA peak for GEMM and attention, read bandwidth
  * for GEMV). Run: node --import tsx bench/kernels.ts [--threads N] [--quick]
  *   [--isa best|all|avx512vnni,avx512,avx2vnni,avx2,scalar] [--only gemm,gemv,attention]
- *   [--formats bf16,q4,q8,fp8,f32,f16] [--q4-group 32|128]
+ *   [--formats bf16,q4,q8,fp8,f32,f16] [--q4-group 32|128] [--tokens 1,2,4,8]
+ * `--tokens`: GEMV passes of that many tokens at once (batched decode reads the weights once
+ * per pass); each count after the first is also printed as a multiple of the first one's time.
  * `--isa all` runs every kernel set this CPU can execute, one after the other (the narrower
  * ones are what users of older CPUs get).
  */
@@ -21,6 +23,8 @@ const argOf = (k: string, d: string) => (args.indexOf(k) >= 0 ? args[args.indexO
 const isaArg = argOf('--isa', 'best');
 const only = argOf('--only', 'gemm,gemv,attention').split(',');
 const q4Group = Number(argOf('--q4-group', '128'));
+const tokenCounts = argOf('--tokens', '1').split(',').map(Number);
+if (tokenCounts.some((n) => !Number.isInteger(n) || n < 1)) throw new Error(`--tokens: positive integers, got ${argOf('--tokens', '')}`);
 
 const nb = loadNativeBackend(threads ? { threads } : {});
 const addon = loadAddon();
@@ -142,7 +146,7 @@ function benchGemm(): void {
 
 // ---- GEMV (decode) ----
 function benchGemv(): void {
-  console.log(`\nGEMV, 1 token: ms and GB/s of weight bytes (share of the measured read bandwidth);`);
+  console.log(`\nGEMV, ${tokenCounts.join('/')} token(s) per pass: ms and GB/s of weight bytes (share of the measured read bandwidth);`);
   console.log(`  each case cycles through copies of the matrix (≥ ${quick ? 256 : 512} MB in all) so that weights come from DRAM, not the L3`);
   const gemvShapes: Array<[string, number, number]> = [['2560→9728', 9728, 2560], ['9728→2560', 2560, 9728]];
   if (!quick) gemvShapes.push(['head 2560→151936', 151936, 2560]);
@@ -154,16 +158,20 @@ function benchGemv(): void {
       const copies = Math.max(1, Math.ceil(((quick ? 256 : 512) << 20) / weightBytes(first)));
       const pws = [nb.prepare(first)];
       for (let i = 1; i < copies; i++) pws.push(nb.prepare(makeWeight(f, rows, cols)));
-      const x = fill(new Float32Array(cols), () => rand() - 0.5);
-      let next = 0;
-      const s = time(() => nb.matmul(x, 1, pws[next++ % copies]), label.startsWith('head') ? 6 : 30);
-      const gbs = (t: number) => weightBytes(first) / t / 1e9;
-      const cell = (t: number) => `${(t * 1e3).toFixed(2)} ms ${gbs(t).toFixed(1)} GB/s (${pct(gbs(t) / bw)})`;
-      cells.push(`${f} ${cell(s)}${idle(s, cell)}`);
+      let firstTime = 0;
+      for (const n of tokenCounts) {
+        const x = fill(new Float32Array(cols * n), () => rand() - 0.5);
+        let next = 0;
+        const s = time(() => nb.matmul(x, n, pws[next++ % copies]), label.startsWith('head') ? 6 : 30);
+        if (n === tokenCounts[0]) firstTime = s;
+        const gbs = (t: number) => weightBytes(first) / t / 1e9;
+        const cell = (t: number) => `${(t * 1e3).toFixed(2)} ms ${gbs(t).toFixed(1)} GB/s (${pct(gbs(t) / bw)})`;
+        const times = n === tokenCounts[0] ? '' : ` ${(s / firstTime).toFixed(2)}× the ${tokenCounts[0]}-token time`;
+        cells.push(`${f}${tokenCounts.length > 1 ? ` ×${n}` : ''} ${cell(s)}${times}${idle(s, cell)}`);
+      }
     }
     console.log(`  ${label.padEnd(18)} ${cells.join('\n' + ' '.repeat(21))}`);
   }
-
 }
 
 // ---- attention ----

@@ -36,7 +36,11 @@ thread_local EnvState* tls_env = nullptr;
 const KernelTable* kernels() { return tls_env->kernels; }
 
 const KernelTable* bestKernels() {
-  if (qvl::cpu_has_avx512vnni() && qvl::kernels_avx512vnni()) return qvl::kernels_avx512vnni();
+  if (qvl::cpu_has_avx512vnni() && qvl::kernels_avx512vnni()) {
+    if (qvl::cpu_splits_512bit_ops() && qvl::cpu_has_avx2() && qvl::kernels_avx2vnni())
+      return qvl::kernels_wide_with_narrow_int8(qvl::kernels_avx512vnni(), qvl::kernels_avx2vnni());
+    return qvl::kernels_avx512vnni();
+  }
   if (qvl::cpu_has_avx512() && qvl::kernels_avx512()) return qvl::kernels_avx512();
   if (qvl::cpu_has_avx2() && qvl::kernels_avx2vnni()) return qvl::kernels_avx2vnni();
   if (qvl::cpu_has_avx2() && qvl::kernels_avx2()) return qvl::kernels_avx2();

@@ -14,6 +14,15 @@ namespace qvl {
 enum WeightFormat : int32_t { FMT_F32 = 0, FMT_BF16 = 1, FMT_F16 = 2, FMT_Q8 = 3, FMT_Q4 = 4, FMT_FP8 = 5 };
 
 constexpr int kQ8Block = 32;
+/** Tokens that the int8 GEMV (gemv_int8.inc) serves in one pass over q8 / q4 weights. */
+constexpr int64_t kInt8MaxTokens = 8;
+/**
+ * q4 matmuls of up to this many tokens take the int8 GEMV, in passes of kInt8MaxTokens: a short
+ * prompt costs a few passes over the packed bytes instead of decoding every weight to float32
+ * for the GEMM (about 2 s per 4B-model forward on 2 cores, whatever the token count). Not q8:
+ * its prompts keep float activations, which is what keeps q8 answers those of the float model.
+ */
+constexpr int64_t kInt8PassMaxTokens = 64;
 
 /** A weight matrix [rows, cols] in the caller's memory (see src/kernels/weight.ts). */
 struct WeightDesc {
@@ -37,6 +46,9 @@ enum KvType : int32_t { KV_F32 = 0, KV_BF16 = 1, KV_F16 = 2, KV_Q8 = 3 };
  * head-major, [kvHead][token][headDim] (src/kernels/kv.ts), so that one head's rows are
  * contiguous for streaming; float32 arrays are one token-major block [token][kvHead][headDim].
  */
+/** The most tokens for which a matmul over w takes the int8 GEMV (when w's layout allows it). */
+inline int64_t int8_max_tokens(const WeightDesc* w) { return w->format == FMT_Q4 ? kInt8PassMaxTokens : kInt8MaxTokens; }
+
 struct KvSource {
   int32_t type;
   int32_t headMajor;
@@ -108,6 +120,8 @@ const KernelTable* kernels_avx512();
 const KernelTable* kernels_avx2();
 const KernelTable* kernels_avx2vnni();  // null where the CPU lacks AVX-VNNI
 const KernelTable* kernels_base();
+/** `wide`'s kernels, except the int8 GEMV from `narrow` (kernels_mixed.cc); made once. */
+const KernelTable* kernels_wide_with_narrow_int8(const KernelTable* wide, const KernelTable* narrow);
 
 // Thread pool (threadpool.cc), plain C-style so the kernel sets can call it. Each JS thread owns
 // one pool (the addon makes it, binds it with pool_use and deletes it when the thread's Node

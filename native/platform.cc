@@ -29,6 +29,15 @@ bool cpu_has_avx512vnni() {
 #endif
 }
 
+bool cpu_splits_512bit_ops() {
+#if defined(__x86_64__)
+  __builtin_cpu_init();
+  return __builtin_cpu_is("amd") && cpu_has_avx512();
+#else
+  return false;
+#endif
+}
+
 bool cpu_has_avx2() {
 #if defined(__x86_64__)
   __builtin_cpu_init();

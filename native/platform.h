@@ -6,6 +6,8 @@ namespace qvl {
 bool cpu_has_avx512();
 /** cpu_has_avx512() and AVX512-VNNI (vpdpbusd). */
 bool cpu_has_avx512vnni();
+/** An AMD CPU with AVX-512 (Zen 4 and later): 512-bit operations run as two 256-bit halves on Zen 4. */
+bool cpu_splits_512bit_ops();
 /** AVX2 with FMA and F16C. */
 bool cpu_has_avx2();
 /** Physical cores this process may run on (hyper-threads counted once). */

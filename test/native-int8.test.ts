@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { TsBackend } from '../src/kernels/ts/backend.ts';
 import type { WeightData } from '../src/kernels/weight.ts';
-import { backend, firstViolation, isas, matmulBounds, q4 as randomQ4, randn, rng, skipReason, usesInt8Activations } from './native-util.ts';
+import { backend, firstViolation, INT8_MAX_TOKENS_Q4, INT8_PASS_TOKENS, isas, matmulBounds, q4 as randomQ4, randn, rng, skipReason, usesInt8Activations } from './native-util.ts';
 
 // The int8-activation GEMV (native/gemv_int8.inc, gemv_int8_avx2.inc) on every kernel set that
 // has one, forced one at a time. Shapes: odd K (a q4 row ends mid-byte), K just under / over the
@@ -171,6 +171,69 @@ test('AVX2 and AVX-VNNI int8 GEMVs give identical results (same integer sums, sa
         nb.useInstructionSet('avx2vnni');
         const b = nb.matmul(x, n, nb.prepare(w));
         assert.deepEqual(b, a, `${label} [${rows}×${cols}] n=${n}`);
+      }
+    }
+  }
+  nb.useInstructionSet('best');
+});
+
+test("'best' on a CPU that splits 512-bit operations: the int8 GEMV is avx2vnni's, everything else avx512vnni's", { skip: skipReason }, (t) => {
+  const nb = backend();
+  const best = nb.useInstructionSet('best');
+  if (best !== 'avx512vnni+avx2vnni-int8') {
+    t.skip(`'best' is ${best} here: no mixed set to check`);
+    return;
+  }
+  const r = rng(23);
+  let discriminating = 0; // int8 cases where the two sets' results differ, so the check can tell them apart
+  for (const [label, make] of [...SPECS, ['bf16', (rr: () => number, rows: number, cols: number) => bf16(rr, rows, cols)] as const]) {
+    for (const [rows, cols] of [[33, 97], [6, 4097]] as const) {
+      const w = make(r, rows, cols);
+      for (const n of [1, MAX_TOKENS, MAX_TOKENS + 1, 40]) {
+        const x = randn(r, n * cols);
+        const run = (isa: 'best' | 'avx512vnni' | 'avx2vnni') => {
+          nb.useInstructionSet(isa);
+          return nb.matmul(x, n, nb.prepare(w));
+        };
+        const got = run('best');
+        const from = usesInt8Activations('avx2vnni', n, w) ? 'avx2vnni' : 'avx512vnni';
+        assert.deepEqual(got, run(from), `${label} [${rows}×${cols}] n=${n}: expected ${from}'s result`);
+        if (from === 'avx2vnni' && run('avx512vnni').some((v, i) => v !== got[i])) discriminating++;
+      }
+    }
+  }
+  assert.ok(discriminating > 0, 'the two int8 GEMVs never differed: the check cannot tell which one ran');
+  nb.useInstructionSet('best');
+});
+
+function bf16(r: () => number, rows: number, cols: number): WeightData {
+  const f = new Float32Array(rows * cols);
+  for (let i = 0; i < f.length; i++) f[i] = (r() - 0.5) * 0.1;
+  return { format: 'bf16', rows, cols, data: new Uint16Array(f.buffer).filter((_, i) => i % 2 === 1) };
+}
+
+test(`short prompts over q4 (${INT8_PASS_TOKENS + 1}…${INT8_MAX_TOKENS_Q4} tokens) take int8 passes of ${INT8_PASS_TOKENS} tokens, each as a call with those tokens alone; q8 keeps float activations`, { skip: skipReason }, (t) => {
+  const nb = backend();
+  for (const isa of runnableInt8Isas(t, nb)) {
+    nb.useInstructionSet(isa);
+    for (const [label, make] of BATCH_SPECS) {
+      const r = rng(label.length * 7 + 1);
+      const [rows, cols] = [45, 300];
+      const w = make(r, rows, cols);
+      if (w.format !== 'q4') continue; // q8 past one pass: the float bound in native-matmul.test.ts
+      const pn = nb.prepare(w);
+      const bias = randn(r, rows);
+      for (const n of [INT8_PASS_TOKENS + 1, 21, INT8_MAX_TOKENS_Q4]) {
+        assert.ok(usesInt8Activations(isa, n, w), `${isa} ${label} n=${n}: expected int8 passes`);
+        const x = randn(r, n * cols);
+        const got = nb.matmul(x, n, pn, bias);
+        for (let t0 = 0; t0 < n; t0 += INT8_PASS_TOKENS) {
+          const m = Math.min(INT8_PASS_TOKENS, n - t0);
+          const pass = nb.matmul(x.subarray(t0 * cols, (t0 + m) * cols), m, pn, bias);
+          const a = new Uint32Array(got.buffer, got.byteOffset + t0 * rows * 4, m * rows);
+          const bad = a.findIndex((v, i) => v !== new Uint32Array(pass.buffer, pass.byteOffset, m * rows)[i]);
+          assert.equal(bad, -1, `${isa} ${label} n=${n} pass at token ${t0}: y[${bad}] differs from the ${m}-token call`);
+        }
       }
     }
   }

@@ -15,7 +15,7 @@ const SHAPES: Array<[number, number]> = [
   [25, 257],
   [50, 129],
 ];
-const TOKENS = [1, 2, 3, 5, 6, 17, 64];
+const TOKENS = [1, 2, 3, 5, 6, 17, 64, 65];
 
 test('native matmul agrees with the oracle for every format, shape, token count and ISA', { skip: skipReason }, () => {
   const nb = backend();

@@ -113,13 +113,18 @@ export const WEIGHT_SPECS: WeightSpec[] = [
   },
 ];
 
+/** Tokens per int8 GEMV pass, and the most tokens that take int8 passes over q4 weights (native/kernels.h). */
+export const INT8_PASS_TOKENS = 8;
+export const INT8_MAX_TOKENS_Q4 = 64;
+
 /** Whether the kernels quantize the activations to int8 for this call (see native/gemv_int8.inc). */
 export function usesInt8Activations(isa: string, n: number, w: WeightData): boolean {
-  if (isa === 'scalar' || n > 8) return false;
+  if (isa === 'scalar' || n > (w.format === 'q4' ? INT8_MAX_TOKENS_Q4 : INT8_PASS_TOKENS)) return false;
   if (w.format === 'q8') return true;
   if (w.format !== 'q4' || w.gIdx) return false;
-  // AVX2 reads one scale per 64 columns, AVX-512 per 128
-  return w.groupSize === 32 || w.groupSize === 64 || w.groupSize % (isa.startsWith('avx512') ? 128 : 64) === 0;
+  // AVX2 reads one scale per 64 columns, AVX-512 per 128 (the mixed set's int8 GEMV is AVX2's)
+  const wide = isa.startsWith('avx512') && !isa.endsWith('+avx2vnni-int8');
+  return w.groupSize === 32 || w.groupSize === 64 || w.groupSize % (wide ? 128 : 64) === 0;
 }
 
 const U = 2 ** -24;
