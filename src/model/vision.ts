@@ -82,7 +82,7 @@ export class VisionTower {
     const deepstack: Float32Array[] = [];
     let h = x;
     for (let i = 0; i < cfg.depth; i++) {
-      h = this.block(h, n, this.w.blocks[i], rot, seg);
+      h = yield* this.block(h, n, this.w.blocks[i], rot, seg);
       // Features are injected in vision-block order; the merger is the one listed for this block.
       const tap = cfg.deepstackVisualIndexes.indexOf(i);
       if (tap >= 0) deepstack.push(this.merge(h, n, this.w.deepstack[tap], true));
@@ -96,7 +96,8 @@ export class VisionTower {
     return { embeds, deepstack, tokens };
   }
 
-  private block(x: Float32Array, n: number, w: VisionBlockWeights, rot: { cos: Float32Array; sin: Float32Array }, segments: Int32Array): Float32Array {
+  /** One block; it pauses between its attention and MLP halves, so a running stream waits for half a block, not a whole one. */
+  private *block(x: Float32Array, n: number, w: VisionBlockWeights, rot: { cos: Float32Array; sin: Float32Array }, segments: Int32Array): Generator<void, Float32Array, void> {
     const { cfg, backend: be } = this;
     const D = cfg.hiddenSize;
     const eps = cfg.layerNormEps;
@@ -125,6 +126,7 @@ export class VisionTower {
     });
     const y = be.matmul(att, n, w.proj.w, w.proj.b);
     be.addInPlace(y, x);
+    yield;
     const b = be.layerNorm(y, D, w.norm2.w, w.norm2.b!, eps);
     const hid = be.matmul(b, n, w.fc1.w, w.fc1.b);
     be.gelu(hid, cfg.hiddenAct === 'gelu' ? 'erf' : 'tanh');
