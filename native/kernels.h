@@ -21,8 +21,12 @@ constexpr int64_t kInt8MaxTokens = 8;
  * prompt costs a few passes over the packed bytes instead of decoding every weight to float32
  * for the GEMM (about 2 s per 4B-model forward on 2 cores, whatever the token count). Not q8:
  * its prompts keep float activations, which is what keeps q8 answers those of the float model.
+ * This is the AVX-512 sets' limit, past which their GEMM is faster; the AVX2 sets' float GEMM
+ * (6×16 tiles in 16 registers) is slower than the passes at any length, so they take every q4
+ * prompt through them (kInt8PassMaxTokensAvx2).
  */
 constexpr int64_t kInt8PassMaxTokens = 64;
+constexpr int64_t kInt8PassMaxTokensAvx2 = INT64_MAX;
 
 /** A weight matrix [rows, cols] in the caller's memory (see src/kernels/weight.ts). */
 struct WeightDesc {
@@ -46,8 +50,13 @@ enum KvType : int32_t { KV_F32 = 0, KV_BF16 = 1, KV_F16 = 2, KV_Q8 = 3 };
  * head-major, [kvHead][token][headDim] (src/kernels/kv.ts), so that one head's rows are
  * contiguous for streaming; float32 arrays are one token-major block [token][kvHead][headDim].
  */
-/** The most tokens for which a matmul over w takes the int8 GEMV (when w's layout allows it). */
-inline int64_t int8_max_tokens(const WeightDesc* w) { return w->format == FMT_Q4 ? kInt8PassMaxTokens : kInt8MaxTokens; }
+/**
+ * The most tokens for which a matmul over w takes the int8 GEMV (when w's layout allows it):
+ * q4 up to `q4Max` (kInt8PassMaxTokens, or kInt8PassMaxTokensAvx2 in the AVX2 sets).
+ */
+inline int64_t int8_max_tokens(const WeightDesc* w, int64_t q4Max = kInt8PassMaxTokens) {
+  return w->format == FMT_Q4 ? q4Max : kInt8MaxTokens;
+}
 
 struct KvSource {
   int32_t type;

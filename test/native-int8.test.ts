@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { TsBackend } from '../src/kernels/ts/backend.ts';
 import type { WeightData } from '../src/kernels/weight.ts';
-import { backend, firstViolation, INT8_MAX_TOKENS_Q4, INT8_PASS_TOKENS, isas, matmulBounds, q4 as randomQ4, randn, rng, skipReason, usesInt8Activations } from './native-util.ts';
+import { backend, firstViolation, INT8_MAX_TOKENS_Q4, INT8_PASS_TOKENS, int8MaxTokensQ4, isas, matmulBounds, q4 as randomQ4, randn, rng, skipReason, usesInt8Activations } from './native-util.ts';
 
 // The int8-activation GEMV (native/gemv_int8.inc, gemv_int8_avx2.inc) on every kernel set that
 // has one, forced one at a time. Shapes: odd K (a q4 row ends mid-byte), K just under / over the
@@ -212,7 +212,7 @@ function bf16(r: () => number, rows: number, cols: number): WeightData {
   return { format: 'bf16', rows, cols, data: new Uint16Array(f.buffer).filter((_, i) => i % 2 === 1) };
 }
 
-test(`short prompts over q4 (${INT8_PASS_TOKENS + 1}…${INT8_MAX_TOKENS_Q4} tokens) take int8 passes of ${INT8_PASS_TOKENS} tokens, each as a call with those tokens alone; q8 keeps float activations`, { skip: skipReason }, (t) => {
+test(`prompts over q4 (${INT8_PASS_TOKENS + 1}…${INT8_MAX_TOKENS_Q4} tokens; any length in the AVX2 sets) take int8 passes of ${INT8_PASS_TOKENS} tokens, each as a call with those tokens alone; q8 keeps float activations`, { skip: skipReason }, (t) => {
   const nb = backend();
   for (const isa of runnableInt8Isas(t, nb)) {
     nb.useInstructionSet(isa);
@@ -223,7 +223,8 @@ test(`short prompts over q4 (${INT8_PASS_TOKENS + 1}…${INT8_MAX_TOKENS_Q4} tok
       if (w.format !== 'q4') continue; // q8 past one pass: the float bound in native-matmul.test.ts
       const pn = nb.prepare(w);
       const bias = randn(r, rows);
-      for (const n of [INT8_PASS_TOKENS + 1, 21, INT8_MAX_TOKENS_Q4]) {
+      const long = int8MaxTokensQ4(isa) > INT8_MAX_TOKENS_Q4 ? [INT8_MAX_TOKENS_Q4 + 13] : [];
+      for (const n of [INT8_PASS_TOKENS + 1, 21, INT8_MAX_TOKENS_Q4, ...long]) {
         assert.ok(usesInt8Activations(isa, n, w), `${isa} ${label} n=${n}: expected int8 passes`);
         const x = randn(r, n * cols);
         const got = nb.matmul(x, n, pn, bias);

@@ -113,13 +113,21 @@ export const WEIGHT_SPECS: WeightSpec[] = [
   },
 ];
 
-/** Tokens per int8 GEMV pass, and the most tokens that take int8 passes over q4 weights (native/kernels.h). */
+/**
+ * Tokens per int8 GEMV pass, and the most tokens that take int8 passes over q4 weights in the
+ * AVX-512 sets and the mixed one (native/kernels.h); the AVX2 sets take every q4 matmul there.
+ */
 export const INT8_PASS_TOKENS = 8;
 export const INT8_MAX_TOKENS_Q4 = 64;
 
+/** The most tokens for which `isa` runs a q4 matmul as int8 passes. */
+export function int8MaxTokensQ4(isa: string): number {
+  return isa === 'avx2' || isa === 'avx2vnni' ? Infinity : INT8_MAX_TOKENS_Q4;
+}
+
 /** Whether the kernels quantize the activations to int8 for this call (see native/gemv_int8.inc). */
 export function usesInt8Activations(isa: string, n: number, w: WeightData): boolean {
-  if (isa === 'scalar' || n > (w.format === 'q4' ? INT8_MAX_TOKENS_Q4 : INT8_PASS_TOKENS)) return false;
+  if (isa === 'scalar' || n > (w.format === 'q4' ? int8MaxTokensQ4(isa) : INT8_PASS_TOKENS)) return false;
   if (w.format === 'q8') return true;
   if (w.format !== 'q4' || w.gIdx) return false;
   // AVX2 reads one scale per 64 columns, AVX-512 per 128 (the mixed set's int8 GEMV is AVX2's)
