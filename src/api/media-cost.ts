@@ -19,9 +19,8 @@ export type CostRequest =
   | ({ kind: 'video'; source: MediaSource } & VideoOptions)
   | ({ kind: 'pdf'; source: MediaSource } & PixelBudgetOptions & Pick<PdfRenderOptions, 'dpi' | 'maxPagePixels' | 'pages'>);
 
-export interface CostItem {
-  /** "image", "video", "page 3" */
-  what: string;
+/** One image or video as the model will see it: sizes, patch grid, tokens. */
+export interface MediaGeometry {
   /** size of the decoded input (a PDF page: as rendered) */
   width: number;
   height: number;
@@ -29,8 +28,14 @@ export interface CostItem {
   resized: { width: number; height: number };
   grid: GridThw;
   tokens: number;
-  /** videos: frames that will be decoded, and the source's frame count and rate */
+  /** videos: the frames that will be decoded */
   frames?: number;
+}
+
+export interface CostItem extends MediaGeometry {
+  /** "image", "video", "page 3" */
+  what: string;
+  /** videos: the source's frame count and rate */
   totalFrames?: number;
   fps?: number;
   /** videos: the text before each temporal group, e.g. "<0.2 seconds>" (tokenize it for the exact prompt length) */

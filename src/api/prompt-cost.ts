@@ -2,22 +2,16 @@
  * What a request will cost in prompt tokens, without running the model or decoding pixels: the
  * request's plan (request-plan.ts), which `prepare` then follows, so the counts are equal.
  */
-import type { GridThw } from '../processor/index.ts';
+import type { MediaGeometry } from './media-cost.ts';
 import type { PdfPartOptions } from './pdf-parts.ts';
 import type { PromptOptions, PromptParts } from './prompt.ts';
 import { planRequest } from './request-plan.ts';
 
-export interface PromptCostItem {
+export interface PromptCostItem extends MediaGeometry {
   kind: 'image' | 'video';
   /** names the source: a path, a URL without its query, "data URI (…)", "PDF page 2" */
   source: string;
-  width: number;
-  height: number;
-  resized: { width: number; height: number };
-  grid: GridThw;
-  tokens: number;
-  /** videos: frames used, and the time of each temporal group in seconds */
-  frames?: number;
+  /** videos: the time of each temporal group in seconds */
   timestamps?: number[];
 }
 
