@@ -15,8 +15,12 @@ export interface Backend {
   /** Makes a weight usable by this backend (may repack, may keep a reference to `w`). */
   prepare(w: WeightData): PreparedWeight;
 
-  /** y[n, w.rows] = x[n, w.cols] · Wᵀ (+ bias[w.rows]). */
-  matmul(x: Float32Array, n: number, w: PreparedWeight, bias?: Float32Array | null): Float32Array;
+  /**
+   * y[n, w.rows] = x[n, w.cols] · Wᵀ (+ bias[w.rows]), written into `out` when given (exactly
+   * n·w.rows values, not overlapping x) and returned. Reusing one large `out` across layers
+   * spares the page faults of a fresh buffer at every call.
+   */
+  matmul(x: Float32Array, n: number, w: PreparedWeight, bias?: Float32Array | null, out?: Float32Array): Float32Array;
 
   /** Rows `ids` of a [vocab, dim] table, as float32 ([ids.length, dim]). */
   gatherRows(w: PreparedWeight, ids: ArrayLike<number>): Float32Array;

@@ -57,10 +57,17 @@ export function checkAttentionKv(q: Float32Array, kv: KvView, o: KvAttentionOpti
   }
 }
 
-export function checkMatmul(x: Float32Array, n: number, w: PreparedWeight, bias?: Float32Array | null): void {
+export function checkMatmul(x: Float32Array, n: number, w: PreparedWeight, bias?: Float32Array | null, out?: Float32Array): void {
   checkInt('matmul', 'n', n);
   if (x.length !== n * w.cols) throw shapeError('matmul', `x has ${x.length} values, expected ${n}×${w.cols}`, { n, cols: w.cols, length: x.length });
   if (bias && bias.length !== w.rows) throw shapeError('matmul', `bias has ${bias.length} values, expected ${w.rows}`, { rows: w.rows, length: bias.length });
+  if (out !== undefined) {
+    if (!(out instanceof Float32Array)) throw shapeError('matmul', 'out must be a Float32Array', {});
+    if (out.length !== n * w.rows) throw shapeError('matmul', `out has ${out.length} values, expected ${n}×${w.rows}`, { n, rows: w.rows, length: out.length });
+    if (out.buffer === x.buffer && out.byteOffset < x.byteOffset + x.byteLength && x.byteOffset < out.byteOffset + out.byteLength) {
+      throw shapeError('matmul', 'out overlaps x', {});
+    }
+  }
 }
 
 /** The ids as an Int32Array, each checked to name a row. */

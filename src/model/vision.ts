@@ -16,6 +16,19 @@ export interface VisionOutput {
 }
 
 /**
+ * Activations that every block of one encode overwrites: the largest ones (qkv is 3·D wide, the
+ * MLP's hidden layer 4·D; 50 and 67 MB for a 1024² image) reused instead of allocated at each
+ * block, whose fresh pages cost more than a quarter of the tower's GEMM time on 2 cores.
+ */
+interface BlockScratch {
+  qkv: Float32Array;
+  q: Float32Array;
+  k: Float32Array;
+  v: Float32Array;
+  hid: Float32Array;
+}
+
+/**
  * The Qwen3-VL ViT: Conv3d patch embedding (a linear map on 1536-wide rows), resampled learned
  * positions, blocks with 2-D rotary attention restricted to each frame, and the mergers.
  * Several images (or videos) run in one pass; attention stays block-diagonal.
@@ -80,9 +93,16 @@ export class VisionTower {
     const seg = Int32Array.from(segments);
 
     const deepstack: Float32Array[] = [];
+    const scratch: BlockScratch = {
+      qkv: new Float32Array(n * 3 * D),
+      q: new Float32Array(n * D),
+      k: new Float32Array(n * D),
+      v: new Float32Array(n * D),
+      hid: new Float32Array(n * (this.w.blocks[0]?.fc1.w.rows ?? 0)),
+    };
     let h = x;
     for (let i = 0; i < cfg.depth; i++) {
-      h = yield* this.block(h, n, this.w.blocks[i], rot, seg);
+      h = yield* this.block(h, n, this.w.blocks[i], rot, seg, scratch);
       // Features are injected in vision-block order; the merger is the one listed for this block.
       const tap = cfg.deepstackVisualIndexes.indexOf(i);
       if (tap >= 0) deepstack.push(this.merge(h, n, this.w.deepstack[tap], true));
@@ -97,15 +117,20 @@ export class VisionTower {
   }
 
   /** One block; it pauses between its attention and MLP halves, so a running stream waits for half a block, not a whole one. */
-  private *block(x: Float32Array, n: number, w: VisionBlockWeights, rot: { cos: Float32Array; sin: Float32Array }, segments: Int32Array): Generator<void, Float32Array, void> {
+  private *block(
+    x: Float32Array,
+    n: number,
+    w: VisionBlockWeights,
+    rot: { cos: Float32Array; sin: Float32Array },
+    segments: Int32Array,
+    s: BlockScratch,
+  ): Generator<void, Float32Array, void> {
     const { cfg, backend: be } = this;
     const D = cfg.hiddenSize;
     const eps = cfg.layerNormEps;
     const a = be.layerNorm(x, D, w.norm1.w, w.norm1.b!, eps);
-    const qkv = be.matmul(a, n, w.qkv.w, w.qkv.b);
-    const q = new Float32Array(n * D);
-    const k = new Float32Array(n * D);
-    const v = new Float32Array(n * D);
+    const qkv = be.matmul(a, n, w.qkv.w, w.qkv.b, s.qkv);
+    const { q, k, v } = s;
     for (let i = 0; i < n; i++) {
       const o = i * 3 * D;
       q.set(qkv.subarray(o, o + D), i * D);
@@ -128,7 +153,7 @@ export class VisionTower {
     be.addInPlace(y, x);
     yield;
     const b = be.layerNorm(y, D, w.norm2.w, w.norm2.b!, eps);
-    const hid = be.matmul(b, n, w.fc1.w, w.fc1.b);
+    const hid = be.matmul(b, n, w.fc1.w, w.fc1.b, s.hid);
     be.gelu(hid, cfg.hiddenAct === 'gelu' ? 'erf' : 'tanh');
     const z = be.matmul(hid, n, w.fc2.w, w.fc2.b);
     be.addInPlace(z, y);

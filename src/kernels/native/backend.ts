@@ -82,9 +82,9 @@ export class NativeBackend implements Backend {
     (w.impl as NativeImpl).handle = null;
   }
 
-  matmul(x: Float32Array, n: number, w: PreparedWeight, bias?: Float32Array | null): Float32Array {
-    checkMatmul(x, n, w, bias);
-    const y = new Float32Array(n * w.rows);
+  matmul(x: Float32Array, n: number, w: PreparedWeight, bias?: Float32Array | null, out?: Float32Array): Float32Array {
+    checkMatmul(x, n, w, bias, out);
+    const y = out ?? new Float32Array(n * w.rows);
     const h = this.#handle(w, 'matmul');
     this.#call('matmul', () => this.#addon.matmul(x, n, h, bias ?? null, y));
     return y;

@@ -16,11 +16,11 @@ export class TsBackend implements Backend {
     return { rows: w.rows, cols: w.cols, format: w.format, impl: w };
   }
 
-  matmul(x: Float32Array, n: number, pw: PreparedWeight, bias?: Float32Array | null): Float32Array {
+  matmul(x: Float32Array, n: number, pw: PreparedWeight, bias?: Float32Array | null, out?: Float32Array): Float32Array {
     const w = pw.impl as WeightData;
-    checkMatmul(x, n, pw, bias);
+    checkMatmul(x, n, pw, bias, out);
     const { rows, cols } = w;
-    const y = new Float32Array(n * rows);
+    const y = out ?? new Float32Array(n * rows);
     const row = new Float32Array(cols);
     for (let r = 0; r < rows; r++) {
       dequantRow(w, r, row);
