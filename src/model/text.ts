@@ -26,6 +26,12 @@ function drain<T>(g: Generator<void, T, void>): T {
   }
 }
 
+/** The MLP's gate and up outputs [n, intermediate], reused by every layer of one pass. */
+interface MlpScratch {
+  gate: Float32Array;
+  up: Float32Array;
+}
+
 /** Consecutive rows of one forward pass that belong to one sequence. */
 interface SequenceRows {
   cache: KVCache;
@@ -77,10 +83,15 @@ export class TextModel {
     const { cfg, backend: be } = this;
     const H = cfg.hiddenSize;
     const { cos, sin } = this.rotary.tables(pos.t, pos.h, pos.w);
+    // the MLP's gate and up projections, overwritten by every layer: the widest activations
+    // (a 512-token prompt at the 4B shape: 20 MB each), whose fresh pages would be faulted in
+    // again at each layer
+    const I = this.w.layers[0]?.gate.rows ?? 0;
+    const mlp: MlpScratch = { gate: new Float32Array(n * I), up: new Float32Array(n * I) };
     let h = x;
     for (let l = 0; l < cfg.numLayers; l++) {
       trace?.(`text.layer_input.${l}`, h, [n, H]);
-      h = this.layer(h, n, l, this.w.layers[l], cos, sin, seqs);
+      h = this.layer(h, n, l, this.w.layers[l], cos, sin, seqs, mlp);
       const feat = deepstack?.features[l];
       if (feat) {
         for (let r = 0; r < deepstack.rows.length; r++) {
@@ -108,6 +119,7 @@ export class TextModel {
     cos: Float32Array,
     sin: Float32Array,
     seqs: readonly SequenceRows[],
+    mlp: MlpScratch,
   ): Float32Array {
     const { cfg, backend: be } = this;
     const H = cfg.hiddenSize;
@@ -123,7 +135,7 @@ export class TextModel {
     const y = be.matmul(att, n, w.o, w.oBias);
     be.addInPlace(y, x);
     const b = be.rmsNorm(y, H, w.postNorm, cfg.rmsNormEps);
-    const act = be.siluMul(be.matmul(b, n, w.gate), be.matmul(b, n, w.up));
+    const act = be.siluMul(be.matmul(b, n, w.gate, null, mlp.gate), be.matmul(b, n, w.up, null, mlp.up));
     const z = be.matmul(act, n, w.down);
     be.addInPlace(z, y);
     return z;
