@@ -51,8 +51,11 @@ export interface Backend {
    */
   attentionKv(q: Float32Array, kv: KvView, opts: KvAttentionOptions): Float32Array;
 
-  /** silu(gate) ⊙ up, element-wise. */
-  siluMul(gate: Float32Array, up: Float32Array): Float32Array;
+  /**
+   * silu(gate) ⊙ up, element-wise; written into `out` when given (the same length; it may be
+   * `gate` or `up` itself, each element being read before it is written) and returned.
+   */
+  siluMul(gate: Float32Array, up: Float32Array, out?: Float32Array): Float32Array;
 
   /** In place GELU: 'tanh' = PyTorch approximate='tanh', 'erf' = exact. */
   gelu(x: Float32Array, kind: 'tanh' | 'erf'): void;

@@ -26,7 +26,7 @@ function drain<T>(g: Generator<void, T, void>): T {
   }
 }
 
-/** The MLP's gate and up outputs [n, intermediate], reused by every layer of one pass. */
+/** The MLP's gate and up outputs [n, intermediate] (gate then silu(gate)·up), reused by every layer of one pass. */
 interface MlpScratch {
   gate: Float32Array;
   up: Float32Array;
@@ -135,7 +135,7 @@ export class TextModel {
     const y = be.matmul(att, n, w.o, w.oBias);
     be.addInPlace(y, x);
     const b = be.rmsNorm(y, H, w.postNorm, cfg.rmsNormEps);
-    const act = be.siluMul(be.matmul(b, n, w.gate, null, mlp.gate), be.matmul(b, n, w.up, null, mlp.up));
+    const act = be.siluMul(be.matmul(b, n, w.gate, null, mlp.gate), be.matmul(b, n, w.up, null, mlp.up), mlp.gate);
     const z = be.matmul(act, n, w.down);
     be.addInPlace(z, y);
     return z;

@@ -139,9 +139,10 @@ export class NativeBackend implements Backend {
     return out;
   }
 
-  siluMul(gate: Float32Array, up: Float32Array): Float32Array {
+  siluMul(gate: Float32Array, up: Float32Array, into?: Float32Array): Float32Array {
     checkSameLength('siluMul', gate, up, ['gate', 'up']);
-    const out = new Float32Array(gate.length);
+    if (into) checkSameLength('siluMul', gate, into, ['gate', 'out']);
+    const out = into ?? new Float32Array(gate.length);
     this.#call('siluMul', () => this.#addon.siluMul(gate, up, out));
     return out;
   }

@@ -115,9 +115,10 @@ export class TsBackend implements Backend {
     });
   }
 
-  siluMul(gate: Float32Array, up: Float32Array): Float32Array {
+  siluMul(gate: Float32Array, up: Float32Array, into?: Float32Array): Float32Array {
     checkSameLength('siluMul', gate, up, ['gate', 'up']);
-    const out = new Float32Array(gate.length);
+    if (into) checkSameLength('siluMul', gate, into, ['gate', 'out']);
+    const out = into ?? new Float32Array(gate.length);
     for (let i = 0; i < gate.length; i++) {
       const g = gate[i];
       out[i] = (g / (1 + Math.exp(-g))) * up[i];

@@ -1,7 +1,7 @@
 /**
- * `matmul(x, n, w, bias, out)`: the result is written into `out` (the model reuses its largest
- * activations across layers that way) and is the same as a fresh one; a wrong size or an `out`
- * that overlaps x is refused before anything is written.
+ * `matmul(x, n, w, bias, out)` and `siluMul(gate, up, out)`: the result is written into `out`
+ * (the model reuses its largest activations across layers that way) and is the same as a fresh
+ * one; a wrong size, or a matmul `out` that overlaps x, is refused before anything is written.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -33,5 +33,25 @@ function checkOut(be: Backend): void {
   assert.deepEqual([...be.matmul(shared.subarray(0, 16), 2, w, null, shared.subarray(16, 24))], new Array(8).fill(0), 'an out next to x (not overlapping) is accepted');
 }
 
-test('TypeScript matmul writes into out', () => checkOut(new TsBackend()));
-test('native matmul writes into out', { skip: skipReason }, () => checkOut(backend()));
+function checkSiluMulOut(be: Backend): void {
+  const r = rng(11);
+  const gate = randn(r, 37);
+  const up = randn(r, 37);
+  const fresh = be.siluMul(gate, up);
+  const g2 = gate.slice();
+  assert.equal(be.siluMul(g2, up, g2), g2, `${be.name}: the result is out itself`);
+  assert.deepEqual(g2, fresh, `${be.name}: silu(gate)·up computed in place over gate equals a fresh result`);
+  const u2 = up.slice();
+  be.siluMul(gate, u2, u2);
+  assert.deepEqual(u2, fresh, `${be.name}: in place over up too`);
+  assert.throws(() => be.siluMul(gate, up, new Float32Array(36)), (e) => isQvlError(e, 'TENSOR_SHAPE') && /gate has 37 values, out has 36/.test(e.message));
+}
+
+test('TypeScript matmul and siluMul write into out', () => {
+  checkOut(new TsBackend());
+  checkSiluMulOut(new TsBackend());
+});
+test('native matmul and siluMul write into out', { skip: skipReason }, () => {
+  checkOut(backend());
+  checkSiluMulOut(backend());
+});
