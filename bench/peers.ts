@@ -98,9 +98,8 @@ function parseArgs(argv: string[]): Args {
 
 /**
  * Drops a file from the page cache (GNU dd: `iflag=nocache count=0` advises it away whole), so
- * that a peer's GGUF pages do not crowd out the checkpoint qvl maps next: the 4B BF16 files
- * together (~17 GB) are close to a 24 GB machine's memory, and a qvl decode that re-reads
- * evicted pages from disk measured 1.37 tok/s against 3.12 alone.
+ * that a peer's GGUF pages cannot crowd out the checkpoint qvl maps next: the 4B BF16 files
+ * together (~17 GB) are close to a 24 GB machine's memory.
  */
 function dropFromPageCache(file: string): void {
   spawnSync('dd', [`if=${file}`, 'iflag=nocache', 'count=0', 'status=none']);
