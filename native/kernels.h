@@ -21,12 +21,10 @@ constexpr int64_t kInt8MaxTokens = 8;
  * prompt costs a few passes over the packed bytes instead of decoding every weight to float32
  * for the GEMM (about 2 s per 4B-model forward on 2 cores, whatever the token count). Not q8:
  * its prompts keep float activations, which is what keeps q8 answers those of the float model.
- * This is the AVX-512 sets' limit, past which their GEMM is faster; the AVX2 sets' float GEMM
- * (6×16 tiles in 16 registers) is slower than the passes at any length, so they take every q4
- * prompt through them (kInt8PassMaxTokensAvx2).
+ * This is the AVX-512 sets' limit, past which their GEMM is faster; the AVX2 sets have none
+ * (kQ4Int8MaxTokens in gemm.inc).
  */
 constexpr int64_t kInt8PassMaxTokens = 64;
-constexpr int64_t kInt8PassMaxTokensAvx2 = INT64_MAX;
 
 /** A weight matrix [rows, cols] in the caller's memory (see src/kernels/weight.ts). */
 struct WeightDesc {
@@ -52,7 +50,7 @@ enum KvType : int32_t { KV_F32 = 0, KV_BF16 = 1, KV_F16 = 2, KV_Q8 = 3 };
  */
 /**
  * The most tokens for which a matmul over w takes the int8 GEMV (when w's layout allows it):
- * q4 up to `q4Max` (kInt8PassMaxTokens, or kInt8PassMaxTokensAvx2 in the AVX2 sets).
+ * q4 up to `q4Max` (the kernel set's own limit: kInt8PassMaxTokens by default).
  */
 inline int64_t int8_max_tokens(const WeightDesc* w, int64_t q4Max = kInt8PassMaxTokens) {
   return w->format == FMT_Q4 ? q4Max : kInt8MaxTokens;

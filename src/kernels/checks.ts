@@ -116,6 +116,12 @@ export function checkSameLength(op: string, a: Float32Array, b: Float32Array, na
   throw shapeError(op, names ? `${names[0]} has ${a.length} values, ${names[1]} has ${b.length}` : `lengths ${a.length} and ${b.length} differ`, {});
 }
 
+/** siluMul's operands: gate, up and (when given) out of one length. */
+export function checkSiluMul(gate: Float32Array, up: Float32Array, out?: Float32Array): void {
+  checkSameLength('siluMul', gate, up, ['gate', 'up']);
+  if (out) checkSameLength('siluMul', gate, out, ['gate', 'out']);
+}
+
 export function checkGeluKind(kind: string): void {
   if (kind !== 'tanh' && kind !== 'erf') throw new QvlError('OPTION_INVALID', `gelu: kind must be 'tanh' or 'erf', got '${String(kind)}'`, { kind });
 }

@@ -11,6 +11,7 @@ import {
   checkRope,
   checkRowIds,
   checkSameLength,
+  checkSiluMul,
 } from '../checks.ts';
 import { KV_TYPE_CODE, type KvView } from '../kv.ts';
 import type { WeightData } from '../weight.ts';
@@ -140,8 +141,7 @@ export class NativeBackend implements Backend {
   }
 
   siluMul(gate: Float32Array, up: Float32Array, into?: Float32Array): Float32Array {
-    checkSameLength('siluMul', gate, up, ['gate', 'up']);
-    if (into) checkSameLength('siluMul', gate, into, ['gate', 'out']);
+    checkSiluMul(gate, up, into);
     const out = into ?? new Float32Array(gate.length);
     this.#call('siluMul', () => this.#addon.siluMul(gate, up, out));
     return out;

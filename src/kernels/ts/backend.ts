@@ -1,5 +1,5 @@
 import type { AttentionOptions, Backend, KvAttentionOptions, PreparedWeight } from '../backend.ts';
-import { checkAttention, checkAttentionKv, checkGeluKind, checkLayerNorm, checkMatmul, checkRmsNorm, checkRope, checkRowIds, checkSameLength } from '../checks.ts';
+import { checkAttention, checkAttentionKv, checkGeluKind, checkLayerNorm, checkMatmul, checkRmsNorm, checkRope, checkRowIds, checkSameLength, checkSiluMul } from '../checks.ts';
 import { KvRowReader, type KvView } from '../kv.ts';
 import type { WeightData } from '../weight.ts';
 import { dequantRow } from './dequant.ts';
@@ -116,8 +116,7 @@ export class TsBackend implements Backend {
   }
 
   siluMul(gate: Float32Array, up: Float32Array, into?: Float32Array): Float32Array {
-    checkSameLength('siluMul', gate, up, ['gate', 'up']);
-    if (into) checkSameLength('siluMul', gate, into, ['gate', 'out']);
+    checkSiluMul(gate, up, into);
     const out = into ?? new Float32Array(gate.length);
     for (let i = 0; i < gate.length; i++) {
       const g = gate[i];
