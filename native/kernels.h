@@ -56,6 +56,34 @@ inline int64_t int8_max_tokens(const WeightDesc* w, int64_t q4Max = kInt8PassMax
   return w->format == FMT_Q4 ? q4Max : kInt8MaxTokens;
 }
 
+/** Bytes of one weight row, with its share of scales and zero points (GEMV task sizing). */
+inline int64_t weight_row_bytes(const WeightDesc* w) {
+  switch (w->format) {
+    case FMT_F32: return 4 * w->cols;
+    case FMT_BF16:
+    case FMT_F16: return 2 * w->cols;
+    case FMT_Q8: return w->cols + 4 * ((w->cols + kQ8Block - 1) / kQ8Block);
+    case FMT_Q4: return (w->cols + 1) / 2 + int64_t(w->nGroups) * (w->zeros ? 5 : 4);
+    default: return w->cols;  // fp8: one block scale per blockRows·blockCols weights, negligible
+  }
+}
+
+/**
+ * Rows per GEMV task. Each task starts cold (the rows after it usually go to the other thread,
+ * so its row streams were not prefetched), so a task covers at least 256 KiB of weights; at
+ * 32 rows a 2560-column q4 matrix paid that start every 52 KiB and 2 threads were barely faster
+ * than 1. At most rows / (4 · threads), so that a thread that starts late still finds work.
+ * A multiple of 8 (the kernels take rows in blocks of up to 4).
+ */
+inline int64_t gemv_rows_per_task(const WeightDesc* w, int threads) {
+  const int64_t rowBytes = weight_row_bytes(w) > 0 ? weight_row_bytes(w) : 1;
+  int64_t r = ((256 << 10) + rowBytes - 1) / rowBytes;
+  const int64_t cap = w->rows / (4 * int64_t(threads > 0 ? threads : 1));
+  if (r > cap) r = cap;
+  r = (r + 7) / 8 * 8;
+  return r < 8 ? 8 : r;
+}
+
 struct KvSource {
   int32_t type;
   int32_t headMajor;

@@ -6,7 +6,8 @@ import { backend, firstViolation, isas, matmulBounds, randn, rng, skipReason, us
 
 const ts = new TsBackend();
 // (rows, cols) pairs with sizes off every block: 32-col q8 blocks, 32/128 q4 groups, the
-// 64-byte int8 chunks, the GEMM's 12/6/4-row tiles and 256-col slices, fp8 16×24 test blocks.
+// 64-byte int8 chunks, the GEMM's 12/6/4-row tiles and 256-col slices, fp8 16×24 test blocks;
+// 2053 rows: the GEMVs split them into several tasks of 256 rows and a last one of 5.
 const SHAPES: Array<[number, number]> = [
   [1, 1],
   [3, 31],
@@ -14,6 +15,7 @@ const SHAPES: Array<[number, number]> = [
   [37, 300],
   [25, 257],
   [50, 129],
+  [2053, 150],
 ];
 const TOKENS = [1, 2, 3, 5, 6, 17, 64, 65];
 
