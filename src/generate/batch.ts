@@ -150,15 +150,19 @@ export class DecodeBatcher {
   /**
    * One round: admit, prefill, one decode step for everyone ready; then yield to I/O. While other
    * sequences are decoding, prefill gets a slice of time (whole steps: a decoder layer of a chunk,
-   * a vision block) before their next step, so their tokens keep coming; alone, it runs through.
+   * half a vision block, a DeepStack merger) before their next step, so their tokens keep coming; alone, it runs through.
    */
   private loop(): void {
     try {
-      this.admit();
+      // the slice counts admission too (hashing an image's pixels for the caches), and ends
+      // before a step that would likely overrun it (one as long as the last)
       const t0 = performance.now();
+      this.admit();
       while (this.running.some((x) => x.prefill)) {
+        const t1 = performance.now();
         this.prefillOne();
-        if (this.running.some((x) => x.logits) && performance.now() - t0 >= this.prefillSliceMs) break;
+        const t2 = performance.now();
+        if (this.running.some((x) => x.logits) && t2 - t0 + (t2 - t1) >= this.prefillSliceMs) break;
       }
       this.step();
     } catch (e) {
