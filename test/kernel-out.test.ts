@@ -28,9 +28,11 @@ function checkOut(be: Backend): void {
   const short = new Float32Array(7).fill(5);
   assert.throws(() => be.matmul(x, 2, w, null, short), (e) => isQvlError(e, 'TENSOR_SHAPE') && /out has 7 values, expected 2×4/.test(e.message));
   assert.deepEqual([...short], new Array(7).fill(5), 'a refused out is left as it was');
-  const shared = new Float32Array(24);
+  // x = 0, 1, …, 15 (two tokens) and all-ones weights: each token's outputs are the sum of its 8 values
+  const shared = new Float32Array(24).map((_, i) => (i < 16 ? i : Number.NaN));
   assert.throws(() => be.matmul(shared.subarray(0, 16), 2, w, null, shared.subarray(12, 20)), (e) => isQvlError(e, 'TENSOR_SHAPE') && /out overlaps x/.test(e.message));
-  assert.deepEqual([...be.matmul(shared.subarray(0, 16), 2, w, null, shared.subarray(16, 24))], new Array(8).fill(0), 'an out next to x (not overlapping) is accepted');
+  assert.deepEqual([...be.matmul(shared.subarray(0, 16), 2, w, null, shared.subarray(16, 24))], [28, 28, 28, 28, 92, 92, 92, 92], 'an out next to x (not overlapping) is accepted');
+  assert.deepEqual([...shared.subarray(0, 16)], Array.from({ length: 16 }, (_, i) => i), 'x is left as it was');
 }
 
 function checkSiluMulOut(be: Backend): void {
