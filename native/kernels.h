@@ -76,7 +76,7 @@ inline int64_t weight_row_bytes(const WeightDesc* w) {
  * A multiple of 8 (the kernels take rows in blocks of up to 4).
  */
 inline int64_t gemv_rows_per_task(const WeightDesc* w, int threads) {
-  const int64_t rowBytes = weight_row_bytes(w) > 0 ? weight_row_bytes(w) : 1;
+  const int64_t rowBytes = weight_row_bytes(w) > 0 ? weight_row_bytes(w) : 1;  // cols ≥ 1 here
   int64_t r = ((256 << 10) + rowBytes - 1) / rowBytes;
   const int64_t cap = w->rows / (4 * int64_t(threads > 0 ? threads : 1));
   if (r > cap) r = cap;

@@ -150,7 +150,8 @@ export class DecodeBatcher {
   /**
    * One round: admit, prefill, one decode step for everyone ready; then yield to I/O. While other
    * sequences are decoding, prefill gets a slice of time (whole steps: a decoder layer of a chunk,
-   * half a vision block, a DeepStack merger) before their next step, so their tokens keep coming; alone, it runs through.
+   * half a vision block, a DeepStack merger) before their next step, so their tokens keep
+   * coming; alone, it runs through.
    */
   private loop(): void {
     try {

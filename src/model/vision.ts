@@ -109,7 +109,7 @@ export class VisionTower {
       // Features are injected in vision-block order; the merger is the one listed for this block.
       const tap = cfg.deepstackVisualIndexes.indexOf(i);
       if (tap >= 0) {
-        yield; // a DeepStack merger costs about a half block: a step of its own
+        yield; // a DeepStack merger (two matmuls over the merged tokens) is a step of its own
         deepstack.push(this.merge(h, n, this.w.deepstack[tap], true));
       }
       yield;
