@@ -50,6 +50,23 @@ test('native matmul agrees with the oracle for every format, shape, token count 
   nb.useInstructionSet('best');
 });
 
+test('native matmul over zero columns gives the bias on every ISA', { skip: skipReason }, () => {
+  // the kernels size their prefetch and task plans from the row length: 0 must not trip them
+  const nb = backend();
+  const bias = Float32Array.of(1, -2, 3, -4, 5);
+  for (const isa of isas(nb)) {
+    nb.useInstructionSet(isa);
+    for (const spec of WEIGHT_SPECS.filter((s) => !s.label.startsWith('q4'))) {
+      const p = nb.prepare(spec.make(rng(1), bias.length, 0));
+      for (const n of [1, 3, 9]) {
+        const y = nb.matmul(new Float32Array(0), n, p, bias);
+        for (let i = 0; i < y.length; i++) assert.equal(y[i], bias[i % bias.length], `${isa} ${spec.label} n=${n}: y[${i}]`);
+      }
+    }
+  }
+  nb.useInstructionSet('best');
+});
+
 test('native int8-activation GEMV stays close to the exact product, not just within the bound', { skip: skipReason }, () => {
   // the bound above allows ~1/254 relative error per block; typical error is far smaller
   const nb = backend();
