@@ -1,10 +1,10 @@
 /**
  * Side by side with llama.cpp (`npm run bench:peers`): qvl's model benchmark and llama.cpp's
- * `llama-bench` (decode, prefill) and `llama-mtmd-cli` (vision tower) on GGUF files of the same
- * shape, one after the other in the same run, printing qvl / llama.cpp per line.
+ * `llama-bench` (decode, prefill) and `llama-mtmd-cli` (vision tower, first token) on GGUF files
+ * of the same shape, one after the other in the same run, printing qvl / llama.cpp per line.
  *
  *   npm run bench:peers -- --llama-bin DIR [--gguf-dir DIR | --q4 F --q8 F --bf16 F --mmproj F]
- *        [--threads 2] [--isa avx2] [--quant q4,q8,bf16] [--only decode,prefill,vision]
+ *        [--threads 2] [--isa avx2] [--quant q4,q8,bf16] [--only decode,prefill,vision,ttft]
  *        [--prefill 512] [--images 448,1024] [--decode-tokens 16] [--reps 3] [--cache-dir DIR]
  *
  * `--gguf-dir` picks `*Q4_0*.gguf`, `*Q8_0*.gguf`, `*bf16*.gguf` and `mmproj*.gguf` from one
@@ -14,8 +14,12 @@
  * builds use; pass `best` to compare the widest set this CPU has.
  *
  * Ratios: decode and prefill are qvl tok/s ÷ llama.cpp tok/s (higher is better for qvl);
- * vision is qvl seconds ÷ llama.cpp seconds (lower is better for qvl). qvl's vision time is
- * the tower only (preprocessing excluded), as is llama.cpp's "encoding done" time.
+ * vision and first token are qvl seconds ÷ llama.cpp seconds (lower is better for qvl). qvl's
+ * vision time is the tower only (preprocessing excluded), as is llama.cpp's "encoding done" time.
+ * First token (`ttft`): a 1024×1024 image (1024 image tokens) and a short question, from pixels
+ * to the first token's logits; llama.cpp's is its "prompt eval time" (image encoding, the image
+ * tokens' prefill and the text's), without its image decoding and preprocessing, which qvl's
+ * figure includes. Each weight type runs with its own GGUF, the mmproj beside it.
  */
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -26,7 +30,9 @@ import sharp from 'sharp';
 import { ensureCheckpoint, type ModelSize } from './model-checkpoint.ts';
 import type { Quant, RunResult } from './model-run.ts';
 
-type Part = 'decode' | 'prefill' | 'vision';
+type Part = 'decode' | 'prefill' | 'vision' | 'ttft';
+const PARTS: Part[] = ['decode', 'prefill', 'vision', 'ttft'];
+const TTFT_SIDE = 1024; // bench/model-run.ts's first-token image
 const GGUF_TYPE: Record<Quant, string> = { q4: 'Q4_0', q8: 'Q8_0', bf16: 'BF16' };
 
 interface Args {
@@ -52,7 +58,7 @@ function parseArgs(argv: string[]): Args {
     threads: 2,
     isa: 'avx2',
     quants: ['q4', 'q8', 'bf16'],
-    only: ['decode', 'prefill', 'vision'],
+    only: [...PARTS],
     prefill: 512,
     images: [448, 1024],
     decodeTokens: 16,
@@ -93,6 +99,7 @@ function parseArgs(argv: string[]): Args {
   }
   if (!a.llamaBin) throw new Error('--llama-bin DIR (the folder with llama-bench and llama-mtmd-cli) is required');
   for (const q of a.quants) if (!(q in GGUF_TYPE)) throw new Error(`--quant: '${q}' is not one of q4, q8, bf16`);
+  for (const p of a.only) if (!PARTS.includes(p)) throw new Error(`--only: '${p}' is not one of ${PARTS.join(', ')}`);
   return a;
 }
 
@@ -121,28 +128,50 @@ function llamaBench(a: Args, model: string): { prefill?: number; decode?: number
   return out;
 }
 
-/** Seconds llama-mtmd-cli spends encoding one side×side image (its own "encoding done" line). */
-async function llamaVision(a: Args, model: string, mmproj: string, side: number, tmp: string): Promise<number | string> {
+interface MtmdRun {
+  /** seconds encoding the image ("encoding done") */
+  encode: number;
+  /** seconds from the image's encoding to the first token ("prompt eval time") */
+  firstToken: number;
+}
+
+/**
+ * One llama-mtmd-cli run on a side×side image and a short question, 1 token generated, with
+ * its verbose timings. Runs are kept by model and side: the vision rows and the first-token row
+ * of the same model and image share one.
+ */
+const mtmdRuns = new Map<string, MtmdRun | string>();
+async function llamaMtmd(a: Args, model: string, mmproj: string, side: number, tmp: string): Promise<MtmdRun | string> {
+  const key = `${model}|${side}`;
+  const known = mtmdRuns.get(key);
+  if (known) return known;
   const img = path.join(tmp, `img${side}.png`);
-  const px = Buffer.alloc(side * side * 3);
-  for (let y = 0; y < side; y++)
-    for (let x = 0; x < side; x++) {
-      const o = (y * side + x) * 3;
-      px[o] = (x * 255) / side;
-      px[o + 1] = (y * 255) / side;
-      px[o + 2] = (x ^ y) & 255;
-    }
-  await sharp(px, { raw: { width: side, height: side, channels: 3 } }).png().toFile(img);
+  if (!fs.existsSync(img)) {
+    const px = Buffer.alloc(side * side * 3);
+    for (let y = 0; y < side; y++)
+      for (let x = 0; x < side; x++) {
+        const o = (y * side + x) * 3;
+        px[o] = (x * 255) / side;
+        px[o + 1] = (y * 255) / side;
+        px[o + 2] = (x ^ y) & 255;
+      }
+    await sharp(px, { raw: { width: side, height: side, channels: 3 } }).png().toFile(img);
+  }
   const tokens = String((side / 32) ** 2);
   const args = ['-m', model, '--mmproj', mmproj, '--image', img, '-p', 'Describe.', '-n', '1', '-t', String(a.threads),
-    '--image-min-tokens', tokens, '--image-max-tokens', tokens, '-c', String(Number(tokens) + 1024), '--temp', '0'];
-  const p = spawnSync(path.join(a.llamaBin, 'llama-mtmd-cli'), args, { encoding: 'utf8', maxBuffer: 1 << 26 });
+    '--image-min-tokens', tokens, '--image-max-tokens', tokens, '-c', String(Number(tokens) + 1024), '--temp', '0', '-v'];
+  const p = spawnSync(path.join(a.llamaBin, 'llama-mtmd-cli'), args, { encoding: 'utf8', maxBuffer: 1 << 28 });
   dropFromPageCache(model);
   dropFromPageCache(mmproj);
   const text = `${p.stdout}\n${p.stderr}`;
-  const m = /encoding done in (\d+(?:\.\d+)?) ms/.exec(text) ?? /image slice encoded in (\d+(?:\.\d+)?) ms/.exec(text);
-  if (!m) return `llama-mtmd-cli exit ${p.status}, no encoding time in its output`;
-  return Number(m[1]) / 1000;
+  const enc = /encoding done in (\d+(?:\.\d+)?) ms/.exec(text) ?? /image slice encoded in (\d+(?:\.\d+)?) ms/.exec(text);
+  const eval_ = /prompt eval time =\s*(\d+(?:\.\d+)?) ms/.exec(text);
+  const run: MtmdRun | string =
+    enc && eval_
+      ? { encode: Number(enc[1]) / 1000, firstToken: Number(eval_[1]) / 1000 }
+      : `llama-mtmd-cli exit ${p.status}, no ${enc ? 'prompt eval' : 'encoding'} time in its output`;
+  mtmdRuns.set(key, run);
+  return run;
 }
 
 /** One qvl weight type in its own process (bench/model.ts --child): the JSON RunResult. */
@@ -180,8 +209,6 @@ async function main(): Promise<void> {
   };
   console.log(`qvl vs llama.cpp: Qwen3-VL-${a.size} shape, random weights, ${a.threads} threads, qvl kernels --isa ${a.isa}`);
   console.log(`load average at start: ${os.loadavg().map(f2).join(' ')}`);
-  let llamaVisionDone = false;
-  const visionLlama: Record<number, number | string> = {};
   for (const q of a.quants) {
     const r = qvlRun(a, q);
     const model = a.gguf[q];
@@ -198,17 +225,20 @@ async function main(): Promise<void> {
       const t = res?.prefill[String(a.prefill)];
       row(`prefill ${a.prefill} ${q} / ${peer}`, t ? a.prefill / t.wall : undefined, lb.prefill, 'tok/s', true);
     }
+    const mm = a.gguf.mmproj;
     if (a.only.includes('vision') && a.images.length) {
-      const mm = a.gguf.mmproj;
+      // the tower is the same for every weight type on llama.cpp's side: one text model runs it
       const text = a.gguf.q4 ?? a.gguf.q8 ?? a.gguf.bf16;
-      if (!llamaVisionDone && mm && text) {
-        for (const side of a.images) visionLlama[side] = await llamaVision(a, text, mm, side, tmp);
-        llamaVisionDone = true;
-      }
       for (const side of a.images) {
         const t = res?.vision[String(side)];
-        row(`vision ${side}×${side} (qvl ${q} tower / mmproj)`, t?.wall, mm ? visionLlama[side] : 'no mmproj given', 's', false);
+        const l = mm && text ? await llamaMtmd(a, text, mm, side, tmp) : 'no mmproj given';
+        row(`vision ${side}×${side} (qvl ${q} tower / mmproj)`, t?.wall, typeof l === 'string' ? l : l.encode, 's', false);
       }
+    }
+    if (a.only.includes('ttft')) {
+      const l = mm && model ? await llamaMtmd(a, model, mm, TTFT_SIDE, tmp) : `no ${mm ? GGUF_TYPE[q] : 'mmproj'} given`;
+      const label = `first token, ${TTFT_SIDE}² image + question, ${q} / ${peer}`;
+      row(label, res?.ttft?.wall, typeof l === 'string' ? l : l.firstToken, 's', false);
     }
   }
   fs.rmSync(tmp, { recursive: true, force: true });
