@@ -5,7 +5,7 @@
  *
  *   npm run bench:peers -- --llama-bin DIR [--gguf-dir DIR | --q4 F --q8 F --bf16 F --mmproj F]
  *        [--threads 2] [--isa avx2] [--quant q4,q8,bf16] [--only decode,prefill,vision,ttft]
- *        [--prefill 512] [--images 448,1024] [--decode-tokens 16] [--reps 3] [--cache-dir DIR]
+ *        [--prefill 512] [--images 448,1024] [--decode-tokens 16] [--reps 3] [--rounds 1] [--cache-dir DIR]
  *
  * `--gguf-dir` picks `*Q4_0*.gguf`, `*Q8_0*.gguf`, `*bf16*.gguf` and `mmproj*.gguf` from one
  * folder. The GGUF files should hold the same shape as qvl's checkpoint (`--size 4B`, random
@@ -16,6 +16,9 @@
  * Ratios: decode and prefill are qvl tok/s ÷ llama.cpp tok/s (higher is better for qvl);
  * vision and first token are qvl seconds ÷ llama.cpp seconds (lower is better for qvl). qvl's
  * vision time is the tower only (preprocessing excluded), as is llama.cpp's "encoding done" time.
+ * `--rounds N` runs the whole comparison N times, qvl and llama.cpp alternating, and prints each
+ * side's median with the median of the N per-round ratios: on a shared machine the memory
+ * bandwidth moves with other tenants, and one round can favour either engine.
  * First token (`ttft`): a 1024×1024 image (1024 image tokens) and a short question, from pixels
  * to the first token's logits; llama.cpp's is its "prompt eval time" (image encoding, the image
  * tokens' prefill and the text's), without its image decoding and preprocessing, which qvl's
@@ -46,6 +49,7 @@ interface Args {
   images: number[];
   decodeTokens: number;
   reps: number;
+  rounds: number;
   size: ModelSize;
   cacheDir: string;
 }
@@ -63,6 +67,7 @@ function parseArgs(argv: string[]): Args {
     images: [448, 1024],
     decodeTokens: 16,
     reps: 3,
+    rounds: 1,
     size: '4B',
     cacheDir: path.join(root, '.tmp', 'bench-cache'),
   };
@@ -85,6 +90,7 @@ function parseArgs(argv: string[]): Args {
     else if (k === '--images') a.images = v().split(',').map(Number);
     else if (k === '--decode-tokens') a.decodeTokens = Number(v());
     else if (k === '--reps') a.reps = Number(v());
+    else if (k === '--rounds') a.rounds = Number(v());
     else if (k === '--size') a.size = v() as ModelSize;
     else if (k === '--cache-dir') a.cacheDir = v();
     else throw new Error(`unknown option ${k} (see the header of bench/peers.ts)`);
@@ -99,6 +105,7 @@ function parseArgs(argv: string[]): Args {
   }
   if (!a.llamaBin) throw new Error('--llama-bin DIR (the folder with llama-bench and llama-mtmd-cli) is required');
   for (const q of a.quants) if (!(q in GGUF_TYPE)) throw new Error(`--quant: '${q}' is not one of q4, q8, bf16`);
+  if (!Number.isInteger(a.rounds) || a.rounds < 1) throw new Error(`--rounds: a positive integer, got ${a.rounds}`);
   for (const p of a.only) if (!PARTS.includes(p)) throw new Error(`--only: '${p}' is not one of ${PARTS.join(', ')}`);
   return a;
 }
@@ -137,12 +144,12 @@ interface MtmdRun {
 
 /**
  * One llama-mtmd-cli run on a side×side image and a short question, 1 token generated, with
- * its verbose timings. Runs are kept by model and side: the vision rows and the first-token row
- * of the same model and image share one.
+ * its verbose timings. Runs are kept by model, side and round: the vision rows and the
+ * first-token row of the same model and image share one.
  */
 const mtmdRuns = new Map<string, MtmdRun | string>();
-async function llamaMtmd(a: Args, model: string, mmproj: string, side: number, tmp: string): Promise<MtmdRun | string> {
-  const key = `${model}|${side}`;
+async function llamaMtmd(a: Args, model: string, mmproj: string, side: number, tmp: string, round: number): Promise<MtmdRun | string> {
+  const key = `${model}|${side}|${round}`;
   const known = mtmdRuns.get(key);
   if (known) return known;
   const img = path.join(tmp, `img${side}.png`);
@@ -190,6 +197,10 @@ function qvlRun(a: Args, quant: Quant): RunResult | string {
 }
 
 const f2 = (x: number) => x.toFixed(2);
+const median = (v: number[]) => {
+  const s = [...v].sort((x, y) => x - y);
+  return s.length % 2 ? s[s.length >> 1] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+};
 
 async function main(): Promise<void> {
   let a: Args;
@@ -201,50 +212,68 @@ async function main(): Promise<void> {
   }
   ensureCheckpoint(path.join(a.cacheDir, a.size), a.size, (s) => console.log(s));
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'qvl-peers-'));
-  const lines: Array<[string, string, string, string]> = [];
+  // each row's values over the rounds (a string: why a side has no number)
+  const rows = new Map<string, { q: Array<number | undefined>; l: Array<number | string | undefined>; unit: string; higherBetter: boolean }>();
   const row = (label: string, q: number | undefined, l: number | string | undefined, unit: string, higherBetter: boolean) => {
-    const fmt = (v: number | string | undefined) => (typeof v === 'number' ? `${f2(v)} ${unit}` : (v ?? '—'));
-    const ratio = typeof q === 'number' && typeof l === 'number' ? `${f2(q / l)}×${higherBetter ? '' : ' (time)'}` : '';
-    lines.push([label, fmt(q), fmt(l), ratio]);
+    const r = rows.get(label) ?? { q: [], l: [], unit, higherBetter };
+    r.q.push(q);
+    r.l.push(l);
+    rows.set(label, r);
   };
   console.log(`qvl vs llama.cpp: Qwen3-VL-${a.size} shape, random weights, ${a.threads} threads, qvl kernels --isa ${a.isa}`);
   console.log(`load average at start: ${os.loadavg().map(f2).join(' ')}`);
-  for (const q of a.quants) {
-    const r = qvlRun(a, q);
-    const model = a.gguf[q];
-    const lb = model && (a.only.includes('decode') || a.only.includes('prefill')) ? llamaBench(a, model) : {};
-    if (typeof r === 'string') console.log(`${q}: ${r}`);
-    if ('error' in lb && lb.error) console.log(`${GGUF_TYPE[q]}: ${lb.error}`);
-    const res = typeof r === 'string' ? undefined : r;
-    const peer = model ? GGUF_TYPE[q] : `${GGUF_TYPE[q]} (no GGUF given)`;
-    if (a.only.includes('decode')) {
-      const label = `decode ${q} / ${peer}` + (res ? ` (qvl streams ${f2(res.decodeBytes / 1e9)} GB/token)` : '');
-      row(label, res?.decode ? 1 / res.decode.perToken.wall : undefined, lb.decode, 'tok/s', true);
-    }
-    if (a.only.includes('prefill')) {
-      const t = res?.prefill[String(a.prefill)];
-      row(`prefill ${a.prefill} ${q} / ${peer}`, t ? a.prefill / t.wall : undefined, lb.prefill, 'tok/s', true);
-    }
-    const mm = a.gguf.mmproj;
-    if (a.only.includes('vision') && a.images.length) {
-      // the tower is the same for every weight type on llama.cpp's side: one text model runs it
-      const text = a.gguf.q4 ?? a.gguf.q8 ?? a.gguf.bf16;
-      for (const side of a.images) {
-        const t = res?.vision[String(side)];
-        const l = mm && text ? await llamaMtmd(a, text, mm, side, tmp) : 'no mmproj given';
-        row(`vision ${side}×${side} (qvl ${q} tower / mmproj)`, t?.wall, typeof l === 'string' ? l : l.encode, 's', false);
+  for (let round = 0; round < a.rounds; round++) {
+    for (const q of a.quants) {
+      if (a.rounds > 1) console.log(`round ${round + 1} of ${a.rounds}: ${q}`);
+      const r = qvlRun(a, q);
+      const model = a.gguf[q];
+      const lb = model && (a.only.includes('decode') || a.only.includes('prefill')) ? llamaBench(a, model) : {};
+      if (typeof r === 'string') console.log(`${q}: ${r}`);
+      if ('error' in lb && lb.error) console.log(`${GGUF_TYPE[q]}: ${lb.error}`);
+      const res = typeof r === 'string' ? undefined : r;
+      const peer = model ? GGUF_TYPE[q] : `${GGUF_TYPE[q]} (no GGUF given)`;
+      if (a.only.includes('decode')) {
+        const label = `decode ${q} / ${peer}` + (res ? ` (qvl streams ${f2(res.decodeBytes / 1e9)} GB/token)` : '');
+        row(label, res?.decode ? 1 / res.decode.perToken.wall : undefined, lb.decode, 'tok/s', true);
       }
-    }
-    if (a.only.includes('ttft')) {
-      const l = mm && model ? await llamaMtmd(a, model, mm, TTFT_SIDE, tmp) : `no ${mm ? GGUF_TYPE[q] : 'mmproj'} given`;
-      const label = `first token, ${TTFT_SIDE}² image + question, ${q} / ${peer}`;
-      row(label, res?.ttft?.wall, typeof l === 'string' ? l : l.firstToken, 's', false);
+      if (a.only.includes('prefill')) {
+        const t = res?.prefill[String(a.prefill)];
+        row(`prefill ${a.prefill} ${q} / ${peer}`, t ? a.prefill / t.wall : undefined, lb.prefill, 'tok/s', true);
+      }
+      const mm = a.gguf.mmproj;
+      if (a.only.includes('vision') && a.images.length) {
+        // the tower is the same for every weight type on llama.cpp's side: one text model runs it
+        const text = a.gguf.q4 ?? a.gguf.q8 ?? a.gguf.bf16;
+        for (const side of a.images) {
+          const t = res?.vision[String(side)];
+          const l = mm && text ? await llamaMtmd(a, text, mm, side, tmp, round) : 'no mmproj given';
+          row(`vision ${side}×${side} (qvl ${q} tower / mmproj)`, t?.wall, typeof l === 'string' ? l : l.encode, 's', false);
+        }
+      }
+      if (a.only.includes('ttft')) {
+        const l = mm && model ? await llamaMtmd(a, model, mm, TTFT_SIDE, tmp, round) : `no ${mm ? GGUF_TYPE[q] : 'mmproj'} given`;
+        const label = `first token, ${TTFT_SIDE}² image + question, ${q} / ${peer}`;
+        row(label, res?.ttft?.wall, typeof l === 'string' ? l : l.firstToken, 's', false);
+      }
     }
   }
   fs.rmSync(tmp, { recursive: true, force: true });
+  const lines: Array<[string, string, string, string]> = [];
+  for (const [label, r] of rows) {
+    const nums = (v: Array<number | string | undefined>) => v.filter((x): x is number => typeof x === 'number');
+    const fmt = (v: Array<number | string | undefined>) => {
+      const n = nums(v);
+      return n.length ? `${f2(median(n))} ${r.unit}` : String(v.find((x) => typeof x === 'string') ?? '—');
+    };
+    const ratios = r.q.flatMap((q, i) => (typeof q === 'number' && typeof r.l[i] === 'number' ? [q / (r.l[i] as number)] : []));
+    let ratio = ratios.length ? `${f2(median(ratios))}×${r.higherBetter ? '' : ' (time)'}` : '';
+    if (ratios.length > 1) ratio += ` [${ratios.map(f2).join(', ')}]`;
+    lines.push([label, fmt(r.q), fmt(r.l), ratio]);
+  }
   const w = [0, 1, 2, 3].map((i) => Math.max(...lines.map((l) => l[i].length), ['', 'qvl', 'llama.cpp', 'qvl/llama.cpp'][i].length));
   console.log('');
-  console.log(`${''.padEnd(w[0])}  ${'qvl'.padStart(w[1])}  ${'llama.cpp'.padStart(w[2])}  qvl/llama.cpp`);
+  const sides = a.rounds > 1 ? ` (medians of ${a.rounds} rounds; the ratio is the median of the rounds' ratios, each listed)` : '';
+  console.log(`${''.padEnd(w[0])}  ${'qvl'.padStart(w[1])}  ${'llama.cpp'.padStart(w[2])}  qvl/llama.cpp${sides}`);
   for (const l of lines) console.log(`${l[0].padEnd(w[0])}  ${l[1].padStart(w[1])}  ${l[2].padStart(w[2])}  ${l[3]}`);
   console.log(`load average at end: ${os.loadavg().map(f2).join(' ')}`);
 }
