@@ -212,12 +212,15 @@ async function main(): Promise<void> {
   }
   ensureCheckpoint(path.join(a.cacheDir, a.size), a.size, (s) => console.log(s));
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'qvl-peers-'));
-  // each row's values over the rounds (a string: why a side has no number)
-  const rows = new Map<string, { q: Array<number | undefined>; l: Array<number | string | undefined>; unit: string; higherBetter: boolean }>();
-  const row = (label: string, q: number | undefined, l: number | string | undefined, unit: string, higherBetter: boolean) => {
+  // each row's values over the rounds (a string: why a side has no number); `detail` joins the
+  // label once a round has it, so that a round whose qvl run failed stays on the same row
+  type Row = { q: Array<number | undefined>; l: Array<number | string | undefined>; unit: string; higherBetter: boolean; detail?: string };
+  const rows = new Map<string, Row>();
+  const row = (label: string, q: number | undefined, l: number | string | undefined, unit: string, higherBetter: boolean, detail?: string) => {
     const r = rows.get(label) ?? { q: [], l: [], unit, higherBetter };
     r.q.push(q);
     r.l.push(l);
+    r.detail ??= detail;
     rows.set(label, r);
   };
   console.log(`qvl vs llama.cpp: Qwen3-VL-${a.size} shape, random weights, ${a.threads} threads, qvl kernels --isa ${a.isa}`);
@@ -233,8 +236,8 @@ async function main(): Promise<void> {
       const res = typeof r === 'string' ? undefined : r;
       const peer = model ? GGUF_TYPE[q] : `${GGUF_TYPE[q]} (no GGUF given)`;
       if (a.only.includes('decode')) {
-        const label = `decode ${q} / ${peer}` + (res ? ` (qvl streams ${f2(res.decodeBytes / 1e9)} GB/token)` : '');
-        row(label, res?.decode ? 1 / res.decode.perToken.wall : undefined, lb.decode, 'tok/s', true);
+        const streams = res ? ` (qvl streams ${f2(res.decodeBytes / 1e9)} GB/token)` : undefined;
+        row(`decode ${q} / ${peer}`, res?.decode ? 1 / res.decode.perToken.wall : undefined, lb.decode, 'tok/s', true, streams);
       }
       if (a.only.includes('prefill')) {
         const t = res?.prefill[String(a.prefill)];
@@ -268,7 +271,7 @@ async function main(): Promise<void> {
     const ratios = r.q.flatMap((q, i) => (typeof q === 'number' && typeof r.l[i] === 'number' ? [q / (r.l[i] as number)] : []));
     let ratio = ratios.length ? `${f2(median(ratios))}×${r.higherBetter ? '' : ' (time)'}` : '';
     if (ratios.length > 1) ratio += ` [${ratios.map(f2).join(', ')}]`;
-    lines.push([label, fmt(r.q), fmt(r.l), ratio]);
+    lines.push([label + (r.detail ?? ''), fmt(r.q), fmt(r.l), ratio]);
   }
   const w = [0, 1, 2, 3].map((i) => Math.max(...lines.map((l) => l[i].length), ['', 'qvl', 'llama.cpp', 'qvl/llama.cpp'][i].length));
   console.log('');
