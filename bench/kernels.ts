@@ -4,6 +4,7 @@
  * for GEMV). Run: node --import tsx bench/kernels.ts [--threads N] [--quick]
  *   [--isa best|all|avx512vnni,avx512,avx2vnni,avx2,scalar] [--only gemm,gemv,attention]
  *   [--formats bf16,q4,q8,fp8,f32,f16] [--q4-group 32|128] [--tokens 1,2,4,8]
+ *   [--q4-layout q4x8|row-major|both]
  * `--tokens`: GEMV passes of that many tokens at once (batched decode reads the weights once
  * per pass); each count after the first is also printed as a multiple of the first one's time.
  * `--isa all` runs every kernel set this CPU can execute, one after the other (the narrower
@@ -11,7 +12,7 @@
  */
 import { performance } from 'node:perf_hooks';
 import { loadAddon } from '../src/kernels/native/addon.ts';
-import { loadNativeBackend, type InstructionSet } from '../src/kernels/native/index.ts';
+import { loadNativeBackend, NativeBackend, type InstructionSet } from '../src/kernels/native/index.ts';
 import type { AttentionOptions } from '../src/kernels/backend.ts';
 import { weightBytes, type WeightData, type WeightFormat } from '../src/kernels/weight.ts';
 
@@ -24,10 +25,14 @@ const isaArg = argOf('--isa', 'best');
 const only = argOf('--only', 'gemm,gemv,attention').split(',');
 const q4Group = Number(argOf('--q4-group', '128'));
 const tokenCounts = argOf('--tokens', '1').split(',').map(Number);
+const q4Layout = argOf('--q4-layout', 'q4x8');
+if (!['q4x8', 'row-major', 'both'].includes(q4Layout)) throw new Error(`--q4-layout: q4x8, row-major or both, got ${q4Layout}`);
 if (tokenCounts.some((n) => !Number.isInteger(n) || n < 1)) throw new Error(`--tokens: positive integers, got ${argOf('--tokens', '')}`);
 
 const nb = loadNativeBackend(threads ? { threads } : {});
 const addon = loadAddon();
+// q4 as prepare repacks it by default (native/q4x8.h), or in the caller's row-major arrays
+const nbRowMajor = new NativeBackend(addon, { packQ4: false });
 const ALL_ISAS: InstructionSet[] = ['avx512vnni', 'avx512', 'avx2vnni', 'avx2', 'scalar'];
 const isaList = (isaArg === 'all' ? ALL_ISAS : (isaArg.split(',') as InstructionSet[])).filter((i) => {
   try {
@@ -124,6 +129,15 @@ console.log(`load average at start: ${(await import('node:os')).loadavg().map((l
 
 // ---- GEMM (prefill / vision) ----
 const formats = argOf('--formats', 'bf16,q4,q8,fp8,f32,f16').split(',') as WeightFormat[];
+/** Each format with the backend that prepares it, q4 once per layout asked for. */
+const cases = formats.flatMap((f): Array<{ f: WeightFormat; label: string; be: NativeBackend }> =>
+  f !== 'q4'
+    ? [{ f, label: f, be: nb }]
+    : [
+        ...(q4Layout !== 'row-major' ? [{ f, label: q4Layout === 'both' ? 'q4 q4x8' : 'q4', be: nb }] : []),
+        ...(q4Layout !== 'q4x8' ? [{ f, label: q4Layout === 'both' ? 'q4 row-major' : 'q4', be: nbRowMajor }] : []),
+      ],
+);
 
 function benchGemm(): void {
   const M = quick ? 128 : 512;
@@ -131,13 +145,13 @@ function benchGemm(): void {
   console.log(`\nGEMM, ${M} tokens: GFLOP/s (share of the ${nb.threads}-thread FMA peak)`);
   for (const [label, rows, cols] of gemmShapes) {
     const cells: string[] = [];
-    for (const f of formats) {
+    for (const { f, label: fl, be } of cases) {
       const w = makeWeight(f, rows, cols);
-      const pw = nb.prepare(w);
+      const pw = be.prepare(w);
       const x = fill(new Float32Array(M * cols), () => rand() - 0.5);
-      const s = time(() => nb.matmul(x, M, pw), quick ? 1 : 3);
+      const s = time(() => be.matmul(x, M, pw), quick ? 1 : 3);
       const gflops = (t: number) => (2 * M * rows * cols) / t / 1e9;
-      cells.push(`${f} ${gflops(s).toFixed(1)} (${pct(gflops(s) / fmaN)})${idle(s, (t) => `${gflops(t).toFixed(1)} (${pct(gflops(t) / fmaN)})`)}`);
+      cells.push(`${fl} ${gflops(s).toFixed(1)} (${pct(gflops(s) / fmaN)})${idle(s, (t) => `${gflops(t).toFixed(1)} (${pct(gflops(t) / fmaN)})`)}`);
     }
     console.log(`  ${label.padEnd(22)} ${cells.join('\n' + ' '.repeat(25))}`);
   }
@@ -152,22 +166,22 @@ function benchGemv(): void {
   if (!quick) gemvShapes.push(['head 2560→151936', 151936, 2560]);
   for (const [label, rows, cols] of gemvShapes) {
     const cells: string[] = [];
-    for (const f of formats) {
+    for (const { f, label: fl, be } of cases) {
       if (label.startsWith('head') && (f === 'f32' || f === 'f16' || f === 'fp8')) continue;
       const first = makeWeight(f, rows, cols);
       const copies = Math.max(1, Math.ceil(((quick ? 256 : 512) << 20) / weightBytes(first)));
-      const pws = [nb.prepare(first)];
-      for (let i = 1; i < copies; i++) pws.push(nb.prepare(makeWeight(f, rows, cols)));
+      const pws = [be.prepare(first)];
+      for (let i = 1; i < copies; i++) pws.push(be.prepare(makeWeight(f, rows, cols)));
       let firstTime = 0;
       for (const n of tokenCounts) {
         const x = fill(new Float32Array(cols * n), () => rand() - 0.5);
         let next = 0;
-        const s = time(() => nb.matmul(x, n, pws[next++ % copies]), label.startsWith('head') ? 6 : 30);
+        const s = time(() => be.matmul(x, n, pws[next++ % copies]), label.startsWith('head') ? 6 : 30);
         if (n === tokenCounts[0]) firstTime = s;
         const gbs = (t: number) => weightBytes(first) / t / 1e9;
         const cell = (t: number) => `${(t * 1e3).toFixed(2)} ms ${gbs(t).toFixed(1)} GB/s (${pct(gbs(t) / bw)})`;
         const times = n === tokenCounts[0] ? '' : ` ${(s / firstTime).toFixed(2)}× the ${tokenCounts[0]}-token time`;
-        cells.push(`${f}${tokenCounts.length > 1 ? ` ×${n}` : ''} ${cell(s)}${times}${idle(s, cell)}`);
+        cells.push(`${fl}${tokenCounts.length > 1 ? ` ×${n}` : ''} ${cell(s)}${times}${idle(s, cell)}`);
       }
     }
     console.log(`  ${label.padEnd(18)} ${cells.join('\n' + ' '.repeat(21))}`);

@@ -122,14 +122,13 @@ function modelWeightBytes(model: Qwen3VLModel): { total: number; decode: number 
       return;
     }
     if ('impl' in o && 'rows' in o) {
-      const impl = (o as PreparedWeight).impl as { weight?: WeightData };
-      if (impl?.weight) total += weightBytes(impl.weight);
+      total += (o as PreparedWeight).bytes;
       return;
     }
     for (const v of Object.values(o)) walk(v);
   };
   walk(model.weights);
-  const bytesOf = (p: PreparedWeight) => weightBytes((p.impl as { weight: WeightData }).weight);
+  const bytesOf = (p: PreparedWeight) => p.bytes;
   let decode = bytesOf(model.weights.text.lmHead);
   for (const l of model.weights.text.layers) for (const m of [l.q, l.k, l.v, l.o, l.gate, l.up, l.down]) decode += bytesOf(m);
   return { total, decode };

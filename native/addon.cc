@@ -14,6 +14,7 @@
 
 #include "kernels.h"
 #include "mmap.h"
+#include "q4x8.h"
 #include "platform.h"
 
 namespace {
@@ -117,6 +118,25 @@ Napi::Value SetThreads(const Napi::CallbackInfo& info) {
 
 // ---- weights ----
 
+// Repacks a q4 weight into the eight-row layout (q4x8.h) that every q4 kernel then reads; the
+// row-major arrays are no longer referenced, and where they lie in a file mapping their pages
+// are released (they come back from the file if read again), so the weights stay in memory once.
+void packQ4x8(Napi::Env env, WeightDesc* w) {
+  const qvl::Q4x8Layout l = qvl::q4x8_layout(w->rows, w->cols, w->groupSize, w->zeros != nullptr);
+  const size_t bytes = size_t(qvl::q4x8_bytes(l));
+  void* out = aligned_alloc(64, (bytes + 63) / 64 * 64);
+  if (!out) fail(env, "prepare: cannot allocate " + std::to_string(bytes) + " bytes for the repacked q4 weight");
+  qvl::q4x8_pack(w, (uint8_t*)out);
+  qvl::advise_dontneed_at(w->data, size_t(w->rows) * size_t((w->cols + 1) / 2));
+  qvl::advise_dontneed_at(w->scales, size_t(w->rows) * size_t(w->nGroups) * 4);
+  if (w->zeros) qvl::advise_dontneed_at(w->zeros, size_t(w->rows) * size_t(w->nGroups));
+  w->q4x8 = (const uint8_t*)out;
+  w->q4x8Zeros = w->zeros != nullptr;
+  w->data = nullptr;
+  w->scales = nullptr;
+  w->zeros = nullptr;
+}
+
 Napi::Value Prepare(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Object d = info[0].As<Napi::Object>();
@@ -198,7 +218,17 @@ Napi::Value Prepare(const Napi::CallbackInfo& info) {
     default:
       fail(env, "unknown weight format code " + std::to_string(w->format));
   }
-  return Napi::External<WeightDesc>::New(env, w.release(), [](Napi::Env, WeightDesc* p) { delete p; });
+  Napi::Value pack = d.Get("pack");
+  if (pack.IsBoolean() && pack.As<Napi::Boolean>().Value() && qvl::q4x8_eligible(w.get())) packQ4x8(env, w.get());
+  return Napi::External<WeightDesc>::New(env, w.release(), [](Napi::Env, WeightDesc* p) {
+    free((void*)p->q4x8);
+    delete p;
+  });
+}
+
+// The layout a prepared weight is kept in: 'q4x8' (repacked by prepare) or 'row-major'.
+Napi::Value WeightLayout(const Napi::CallbackInfo& info) {
+  return Napi::String::New(info.Env(), handle(info[0])->q4x8 ? "q4x8" : "row-major");
 }
 
 // ---- ops ----
@@ -595,6 +625,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setIsa", Napi::Function::New(env, SetIsa));
   exports.Set("setThreads", Napi::Function::New(env, SetThreads));
   exports.Set("prepare", Napi::Function::New(env, Prepare));
+  exports.Set("weightLayout", Napi::Function::New(env, WeightLayout));
   exports.Set("matmul", Napi::Function::New(env, Matmul));
   exports.Set("gatherRows", Napi::Function::New(env, GatherRows));
   exports.Set("rmsNorm", Napi::Function::New(env, RmsNorm));

@@ -78,4 +78,19 @@ int64_t advise_dontneed(void* base, size_t size, int64_t off, int64_t len) {
   return int64_t(e - s);
 }
 
+int64_t advise_dontneed_at(const void* p, size_t len) {
+  void* base = nullptr;
+  size_t size = 0;
+  {
+    std::lock_guard<std::mutex> lk(g_mu);
+    auto it = g_maps.upper_bound(uintptr_t(p));  // the first mapping after p; the one before may hold it
+    if (it == g_maps.begin()) return -1;
+    --it;
+    if (uintptr_t(p) + len > it->first + it->second) return -1;
+    base = (void*)it->first;
+    size = it->second;
+  }
+  return advise_dontneed(base, size, int64_t(uintptr_t(p) - uintptr_t(base)), int64_t(len));
+}
+
 }  // namespace qvl

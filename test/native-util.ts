@@ -125,11 +125,16 @@ export function int8MaxTokensQ4(isa: string): number {
   return isa === 'avx2' || isa === 'avx2vnni' ? Infinity : INT8_MAX_TOKENS_Q4;
 }
 
-/** Whether the kernels quantize the activations to int8 for this call (see native/gemv_int8.inc). */
-export function usesInt8Activations(isa: string, n: number, w: WeightData): boolean {
+/**
+ * Whether the kernels quantize the activations to int8 for this call (see native/gemv_int8.inc);
+ * `packed`: the weight was prepared with packQ4 (the default), which every group size that is a
+ * multiple of 32 takes (native/q4x8.h).
+ */
+export function usesInt8Activations(isa: string, n: number, w: WeightData, packed = true): boolean {
   if (isa === 'scalar' || n > (w.format === 'q4' ? int8MaxTokensQ4(isa) : INT8_PASS_TOKENS)) return false;
   if (w.format === 'q8') return true;
   if (w.format !== 'q4' || w.gIdx) return false;
+  if (packed && w.groupSize % 32 === 0) return true;
   // AVX2 reads one scale per 64 columns, AVX-512 per 128 (the mixed set's int8 GEMV is AVX2's)
   const wide = isa.startsWith('avx512') && !isa.endsWith('+avx2vnni-int8');
   return w.groupSize === 32 || w.groupSize === 64 || w.groupSize % (wide ? 128 : 64) === 0;

@@ -100,6 +100,8 @@ export interface PreparedWeight {
   readonly rows: number;
   readonly cols: number;
   readonly format: WeightData['format'];
+  /** bytes of the weight in its storage format (weightBytes of what was prepared) */
+  readonly bytes: number;
   /** the backend's own representation */
   readonly impl: unknown;
 }

@@ -13,6 +13,8 @@ export interface NativeAddon {
   setIsa(name: 'best' | 'avx512vnni' | 'avx512' | 'avx2vnni' | 'avx2' | 'scalar'): string;
   setThreads(n: number): number;
   prepare(desc: NativeWeightDesc): NativeWeightHandle;
+  /** 'q4x8' when prepare repacked the weight (native/q4x8.h), else 'row-major'. */
+  weightLayout(w: NativeWeightHandle): 'q4x8' | 'row-major';
   matmul(x: Float32Array, n: number, w: NativeWeightHandle, bias: Float32Array | null, y: Float32Array): void;
   gatherRows(w: NativeWeightHandle, ids: Int32Array, out: Float32Array): void;
   rmsNorm(x: Float32Array, dim: number, weight: Float32Array, eps: number, out: Float32Array): void;
@@ -58,6 +60,8 @@ export interface NativeWeightDesc {
   scales?: Float32Array;
   zeros?: Uint8Array;
   gIdx?: Int32Array;
+  /** q4: repack into the eight-row layout (native/q4x8.h) where the weight allows it */
+  pack?: boolean;
   groupSize?: number;
   nGroups?: number;
   blockRows?: number;

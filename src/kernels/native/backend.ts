@@ -14,15 +14,24 @@ import {
   checkSiluMul,
 } from '../checks.ts';
 import { KV_TYPE_CODE, type KvView } from '../kv.ts';
-import type { WeightData } from '../weight.ts';
+import { weightBytes, type WeightData } from '../weight.ts';
 import { loadAddon, type NativeAddon, type NativeWeightHandle } from './addon.ts';
 import { describeWeight } from './weights.ts';
 
 /** What a native PreparedWeight keeps: the addon's handle and the arrays it points into. */
 interface NativeImpl {
   handle: NativeWeightHandle | null;
-  /** keeps the caller's typed arrays alive while the addon reads them in place */
-  weight: WeightData;
+  /** keeps the caller's typed arrays alive while the addon reads them in place (null: it keeps a repacked copy) */
+  weight: WeightData | null;
+}
+
+export interface NativeBackendOptions {
+  /**
+   * Repack q4 weights at `prepare` into the eight-row layout the int8 GEMV streams (native/
+   * q4x8.h; default true). The addon then holds the only copy the kernels read: the caller's
+   * arrays can be dropped. false keeps the row-major arrays in place (tests compare the two).
+   */
+  packQ4?: boolean;
 }
 
 /**
@@ -44,8 +53,11 @@ export class NativeBackend implements Backend {
   readonly name = 'native';
   readonly #addon: NativeAddon;
 
-  constructor(addon: NativeAddon = loadAddon()) {
+  readonly #packQ4: boolean;
+
+  constructor(addon: NativeAddon = loadAddon(), opts: NativeBackendOptions = {}) {
     this.#addon = addon;
+    this.#packQ4 = opts.packQ4 ?? true;
   }
 
   /** Instruction set in use ('avx512vnni' | 'avx512' | 'avx2vnni' | 'avx2' | 'scalar'). */
@@ -73,10 +85,15 @@ export class NativeBackend implements Backend {
   }
 
   prepare(w: WeightData): PreparedWeight {
-    const desc = describeWeight(w);
+    const desc = { ...describeWeight(w), pack: this.#packQ4 };
     const handle = this.#call('prepare', () => this.#addon.prepare(desc));
-    const impl: NativeImpl = { handle, weight: w };
-    return { rows: w.rows, cols: w.cols, format: w.format, impl };
+    const impl: NativeImpl = { handle, weight: this.#addon.weightLayout(handle) === 'q4x8' ? null : w };
+    return { rows: w.rows, cols: w.cols, format: w.format, bytes: weightBytes(w), impl };
+  }
+
+  /** How the addon keeps a prepared weight: 'q4x8' (repacked q4) or 'row-major' (the caller's arrays). */
+  layoutOf(w: PreparedWeight): 'q4x8' | 'row-major' {
+    return this.#addon.weightLayout(this.#handle(w, 'layoutOf'));
   }
 
   release(w: PreparedWeight): void {

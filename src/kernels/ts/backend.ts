@@ -1,7 +1,7 @@
 import type { AttentionOptions, Backend, KvAttentionOptions, PreparedWeight } from '../backend.ts';
 import { checkAttention, checkAttentionKv, checkGeluKind, checkLayerNorm, checkMatmul, checkRmsNorm, checkRope, checkRowIds, checkSameLength, checkSiluMul } from '../checks.ts';
 import { KvRowReader, type KvView } from '../kv.ts';
-import type { WeightData } from '../weight.ts';
+import { weightBytes, type WeightData } from '../weight.ts';
 import { dequantRow } from './dequant.ts';
 
 /**
@@ -13,7 +13,7 @@ export class TsBackend implements Backend {
   readonly name = 'ts';
 
   prepare(w: WeightData): PreparedWeight {
-    return { rows: w.rows, cols: w.cols, format: w.format, impl: w };
+    return { rows: w.rows, cols: w.cols, format: w.format, bytes: weightBytes(w), impl: w };
   }
 
   matmul(x: Float32Array, n: number, pw: PreparedWeight, bias?: Float32Array | null, out?: Float32Array): Float32Array {

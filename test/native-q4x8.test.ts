@@ -1,0 +1,139 @@
+// The eight-row q4 layout (native/q4x8.h): which weights prepare repacks, that every reader of
+// the repacked stream (int8 GEMV, GEMM decode, gatherRows) sees the weight the oracle sees, and
+// that repacking a weight that lies in a file mapping releases the mapping's pages.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { TsBackend } from '../src/kernels/ts/backend.ts';
+import { loadAddon } from '../src/kernels/native/addon.ts';
+import { mmapFile, NativeBackend } from '../src/kernels/native/index.ts';
+import type { Q4Weight } from '../src/kernels/weight.ts';
+import { backend, firstViolation, isas, matmulBounds, q4, randn, rng, skipReason, usesInt8Activations } from './native-util.ts';
+
+const ts = new TsBackend();
+// rows around the 8-row groups; columns off the 32-column blocks, odd (a row ends mid-byte)
+const ROWS = [1, 7, 8, 9, 13, 17];
+const COLS = [1, 31, 33, 63, 65, 150, 300];
+// 96: a multiple of 32 that the row-major int8 kernels do not take
+const GROUPS = [32, 64, 96, 128];
+
+test('prepare repacks q4 whose group size is a multiple of 32; act-order, other sizes and packQ4: false stay row-major', { skip: skipReason }, () => {
+  const nb = backend();
+  const rowMajor = new NativeBackend(loadAddon(), { packQ4: false });
+  const r = rng(5);
+  for (const gs of GROUPS) {
+    assert.equal(nb.layoutOf(nb.prepare(q4(r, 9, 70, gs, true, false))), 'q4x8', `g${gs}`);
+    assert.equal(rowMajor.layoutOf(rowMajor.prepare(q4(r, 9, 70, gs, true, false))), 'row-major', `g${gs} packQ4: false`);
+  }
+  assert.equal(nb.layoutOf(nb.prepare(q4(r, 9, 70, 32, true, true))), 'row-major', 'act-order');
+  assert.equal(nb.layoutOf(nb.prepare(q4(r, 9, 70, 48, false, false))), 'row-major', 'group size 48');
+  assert.equal(nb.layoutOf(nb.prepare({ format: 'q8', rows: 2, cols: 32, qs: new Int8Array(64), scales: new Float32Array(2) })), 'row-major');
+});
+
+test('gatherRows from repacked q4 gives the oracle dequantization bit for bit, every shape and kernel set', { skip: skipReason }, () => {
+  const nb = backend();
+  const r = rng(17);
+  for (const isa of isas(nb)) {
+    nb.useInstructionSet(isa);
+    for (const gs of GROUPS)
+      for (const zeros of [false, true])
+        for (const rows of ROWS)
+          for (const cols of COLS) {
+            const w = q4(r, rows, cols, gs, zeros, false, 16);
+            const ids = Array.from({ length: rows }, (_, i) => rows - 1 - i);
+            const got = nb.gatherRows(nb.prepare(w), ids);
+            const want = ts.gatherRows(ts.prepare(w), ids);
+            const bad = firstViolation(got, want, () => 0);
+            assert.equal(bad, -1, `${isa} g${gs}${zeros ? ' zeros' : ''} [${rows}×${cols}]: value ${bad} is ${got[bad]}, oracle ${want[bad]}`);
+          }
+  }
+  nb.useInstructionSet('best');
+});
+
+test('matmul over repacked q4 agrees with the oracle within its bound: GEMV passes, several passes and the GEMM', { skip: skipReason }, () => {
+  const nb = backend();
+  const r = rng(23);
+  for (const isa of isas(nb)) {
+    nb.useInstructionSet(isa);
+    for (const gs of GROUPS)
+      for (const [rows, cols] of [
+        [13, 33],
+        [17, 300],
+        [40, 129],
+      ] as const) {
+        const w = q4(r, rows, cols, gs, gs !== 64, false, 16);
+        const pn = nb.prepare(w);
+        const pt = ts.prepare(w);
+        const bias = randn(r, rows);
+        for (const n of [1, 2, 5, 8, 9, 17, 65]) {
+          const x = randn(r, n * cols);
+          const got = nb.matmul(x, n, pn, n % 2 ? bias : null);
+          const want = ts.matmul(x, n, pt, n % 2 ? bias : null);
+          const bound = matmulBounds(x, n, w, usesInt8Activations(isa, n, w));
+          const bad = firstViolation(got, want, (i) => bound[i] + Math.abs(want[i]) * 2 ** -22);
+          assert.equal(bad, -1, `${isa} g${gs} [${rows}×${cols}] n=${n}: y[${bad}] = ${got[bad]}, oracle ${want[bad]}, bound ${bound[bad]}`);
+        }
+      }
+  }
+  nb.useInstructionSet('best');
+});
+
+/** Resident KiB of the mapping of `file` in this process (/proc/self/smaps), or null off Linux. */
+function residentKiB(file: string): number | null {
+  let smaps: string;
+  try {
+    smaps = readFileSync('/proc/self/smaps', 'utf8');
+  } catch {
+    return null;
+  }
+  const at = smaps.indexOf(file);
+  if (at < 0) return null;
+  const m = /\nRss:\s+(\d+) kB/.exec(smaps.slice(at));
+  return m ? Number(m[1]) : null;
+}
+
+test('repacking a q4 weight held in a file mapping releases its pages; the arrays still read the file', { skip: skipReason }, () => {
+  const dir = mkdtempSync(join(tmpdir(), 'qvl-q4x8-'));
+  try {
+    const rows = 256;
+    const cols = 1024;
+    const w = q4(rng(3), rows, cols, 32, true, false) as Q4Weight;
+    const file = join(dir, 'q4.bin');
+    // qs, then scales, then zeros, each at a 4-byte boundary (the Float32Array view needs it)
+    const parts = [w.qs, new Uint8Array(w.scales.buffer), w.zeros!];
+    const size = parts.reduce((s, p) => s + p.byteLength, 0);
+    const bytes = new Uint8Array(size);
+    let off = 0;
+    for (const p of parts) {
+      bytes.set(p, off);
+      off += p.byteLength;
+    }
+    writeFileSync(file, bytes);
+    const ab = mmapFile(file);
+    const mapped: Q4Weight = {
+      ...w,
+      qs: new Uint8Array(ab, 0, w.qs.length),
+      scales: new Float32Array(ab, w.qs.length, w.scales.length),
+      zeros: new Uint8Array(ab, w.qs.length + w.scales.byteLength, w.zeros!.length),
+    };
+    const nb = backend();
+    const x = randn(rng(4), 3 * cols);
+    const want = nb.matmul(x, 3, new NativeBackend(loadAddon(), { packQ4: false }).prepare(mapped));
+    const before = residentKiB(file);
+    const p = nb.prepare(mapped);
+    const after = residentKiB(file);
+    if (before !== null && after !== null) {
+      assert.ok(before >= (size >> 10) - 8, `the row-major kernel read the whole mapping (${before} KiB resident)`);
+      assert.ok(after <= 8, `${after} KiB of the mapping stay resident after repacking`);
+    }
+    assert.deepEqual(new Uint8Array(ab), bytes, 'released pages come back from the file');
+    const got = nb.matmul(x, 3, p);
+    const bound = matmulBounds(x, 3, w, true);
+    const bad = firstViolation(got, want, (i) => 2 * bound[i]);
+    assert.equal(bad, -1, `y[${bad}] = ${got[bad]}, row-major kernels ${want[bad]}`);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
