@@ -8,7 +8,7 @@ import { performance } from 'node:perf_hooks';
 import { loadModelFromDir } from '../src/api/load-model.ts';
 import { argmax } from '../src/generate/sampler.ts';
 import type { PreparedWeight } from '../src/kernels/backend.ts';
-import { adviseDontNeed, loadNativeBackend, mmapFile, type InstructionSet } from '../src/kernels/native/index.ts';
+import { loadNativeBackend, mmapFile, releaseMappedWeight, type InstructionSet } from '../src/kernels/native/index.ts';
 import { weightBytes, type WeightData } from '../src/kernels/weight.ts';
 import type { Qwen3VLModel } from '../src/model/qwen3vl.ts';
 import { DEFAULT_IMAGE_CONFIG, preprocessImage } from '../src/processor/index.ts';
@@ -134,30 +134,15 @@ function modelWeightBytes(model: Qwen3VLModel): { total: number; decode: number 
   return { total, decode };
 }
 
-/** The source matrix's pages are not needed once it was quantized: drop them from this process. */
-function releaseMapped(w: WeightData): void {
-  const arr = w.format === 'q8' || w.format === 'q4' || w.format === 'fp8' ? w.qs : w.data;
-  try {
-    adviseDontNeed(arr.buffer as ArrayBuffer, arr.byteOffset, arr.byteLength);
-  } catch {
-    // not a mapping (already copied): nothing to release
-  }
-}
-
 export function runModel(opts: RunOptions, log: (s: string) => void): RunResult {
   const backend = loadNativeBackend({ threads: opts.threads });
   const isa = backend.useInstructionSet(opts.isa);
   let convert: ((w: WeightData, name: string) => WeightData) | undefined;
   if (opts.quant !== 'bf16') {
-    const quantize = makeQuantConvert({ mode: opts.quant, head: opts.head });
-    convert = (w, name) => {
-      const out = quantize(w, name);
-      if (out !== w) releaseMapped(w);
-      return out;
-    };
+    convert = makeQuantConvert({ mode: opts.quant, head: opts.head });
   }
   log(`[${opts.quant}] loading …`);
-  const [model, load] = timed(() => loadModelFromDir(opts.dir, { backend, map: mmapFile, convert }));
+  const [model, load] = timed(() => loadModelFromDir(opts.dir, { backend, map: mmapFile, release: releaseMappedWeight, convert }));
   const bytes = modelWeightBytes(model);
   gc();
   const result: RunResult = {

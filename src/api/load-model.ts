@@ -11,6 +11,8 @@ export interface LoadModelOptions {
   /** memory-map weight files instead of reading them (native backend) */
   map?: MapFile;
   convert?: (w: WeightData, name: string) => WeightData;
+  /** called with each source weight that `convert` replaced (releases mapped pages: BackendChoice.release) */
+  release?: (w: WeightData) => void;
   onProgress?: (done: number, total: number) => void;
   config?: Qwen3VLConfig;
   kv?: KvOptions;
@@ -22,7 +24,16 @@ export function loadModelFromDir(dir: string, opts: LoadModelOptions): Qwen3VLMo
   const cfg = opts.config ?? loadConfig(dir);
   const ck = SafetensorsCheckpoint.open(dir, { map: opts.map });
   try {
-    const weights = loadModelWeights(canonicalView(ck), cfg, opts.backend, { convert: opts.convert, onProgress: opts.onProgress });
+    const { convert, release } = opts;
+    const convertAndRelease =
+      convert && release
+        ? (w: WeightData, name: string) => {
+            const out = convert(w, name);
+            if (out !== w) release(w);
+            return out;
+          }
+        : convert;
+    const weights = loadModelWeights(canonicalView(ck), cfg, opts.backend, { convert: convertAndRelease, onProgress: opts.onProgress });
     return new Qwen3VLModel(cfg, weights, opts.backend, opts.kv, opts.reuse);
   } finally {
     // Unmapped readers copy what they need; mapped tensors stay alive through their ArrayBuffer.

@@ -161,9 +161,9 @@ export class Qwen3VL {
     const plan = planMemory(dir, cfg, { kvType, context: opts.context, quant: opts.quant });
     opts.onPlan?.(plan);
     const convert = loadTimeConvert(opts.quant, opts.convert);
-    const choice = typeof opts.backend === 'object' ? { backend: opts.backend, map: undefined } : await selectBackend(opts.backend ?? 'auto', { threads: opts.threads });
+    const choice = typeof opts.backend === 'object' ? { backend: opts.backend, map: undefined, release: undefined } : await selectBackend(opts.backend ?? 'auto', { threads: opts.threads });
     const [tokenizer, template] = await Promise.all([loadTokenizer(dir), loadChatTemplate(dir)]);
-    const model = loadModelFromDir(dir, { backend: choice.backend, map: choice.map, config: cfg, convert, onProgress: opts.onProgress, kv: { type: kvType, context: plan.context }, reuse: { prefixCacheBytes: opts.prefixCacheBytes, visionCacheBytes: opts.visionCacheBytes } });
+    const model = loadModelFromDir(dir, { backend: choice.backend, map: choice.map, release: choice.release, config: cfg, convert, onProgress: opts.onProgress, kv: { type: kvType, context: plan.context }, reuse: { prefixCacheBytes: opts.prefixCacheBytes, visionCacheBytes: opts.visionCacheBytes } });
     return new Qwen3VL(dir, model, tokenizer, template, loadProcessorConfig(dir), loadGenerationDefaults(dir), opts.parallel);
   }
 

@@ -1,5 +1,6 @@
 import { QvlError } from '../errors.ts';
 import type { Backend } from './backend.ts';
+import type { WeightData } from './weight.ts';
 import { TsBackend } from './ts/backend.ts';
 
 export type BackendName = 'ts' | 'native' | 'auto';
@@ -8,6 +9,8 @@ export interface BackendChoice {
   backend: Backend;
   /** maps a weight file into memory (native backend), so tensors are read from the page cache */
   map?: (file: string) => ArrayBuffer;
+  /** releases the mapped pages of a source weight once it was converted at load */
+  release?: (w: WeightData) => void;
 }
 
 let fallbackNoticed = false;
@@ -32,7 +35,7 @@ export async function selectBackend(name: BackendName = 'auto', opts: { threads?
   try {
     const native = await import('./native/index.ts');
     const backend = native.loadNativeBackend({ threads: opts.threads });
-    return { backend, map: native.mmapFile };
+    return { backend, map: native.mmapFile, release: native.releaseMappedWeight };
   } catch (e) {
     if (name === 'native') {
       if (e instanceof QvlError) throw e;

@@ -3,7 +3,7 @@ import { addonAvailable, loadAddon } from './addon.ts';
 import { NativeBackend } from './backend.ts';
 
 export { NativeBackend, type InstructionSet } from './backend.ts';
-export { adviseDontNeed, mmapFile } from './mmap.ts';
+export { adviseDontNeed, mmapFile, releaseMappedWeight } from './mmap.ts';
 
 /** True when the compiled addon is present and loads on this machine. */
 export function nativeAvailable(): boolean {
