@@ -122,16 +122,18 @@ Napi::Value SetThreads(const Napi::CallbackInfo& info) {
 // row-major arrays are no longer referenced, and where they lie in a file mapping their pages
 // are released (they come back from the file if read again), so the weights stay in memory once.
 void packQ4x8(Napi::Env env, WeightDesc* w) {
-  const qvl::Q4x8Layout l = qvl::q4x8_layout(w->rows, w->cols, w->groupSize, w->zeros != nullptr);
+  const bool f16 = qvl::q4x8_scales_fit_f16(w);
+  const qvl::Q4x8Layout l = qvl::q4x8_layout(w->rows, w->cols, w->groupSize, w->zeros != nullptr, f16);
   const size_t bytes = size_t(qvl::q4x8_bytes(l));
   void* out = aligned_alloc(64, (bytes + 63) / 64 * 64);
   if (!out) fail(env, "prepare: cannot allocate " + std::to_string(bytes) + " bytes for the repacked q4 weight");
-  qvl::q4x8_pack(w, (uint8_t*)out);
+  qvl::q4x8_pack(w, f16, (uint8_t*)out);
   qvl::advise_dontneed_at(w->data, size_t(w->rows) * size_t((w->cols + 1) / 2));
   qvl::advise_dontneed_at(w->scales, size_t(w->rows) * size_t(w->nGroups) * 4);
   if (w->zeros) qvl::advise_dontneed_at(w->zeros, size_t(w->rows) * size_t(w->nGroups));
   w->q4x8 = (const uint8_t*)out;
   w->q4x8Zeros = w->zeros != nullptr;
+  w->q4x8F16 = f16;
   w->data = nullptr;
   w->scales = nullptr;
   w->zeros = nullptr;
@@ -226,9 +228,15 @@ Napi::Value Prepare(const Napi::CallbackInfo& info) {
   });
 }
 
-// The layout a prepared weight is kept in: 'q4x8' (repacked by prepare) or 'row-major'.
+// How a prepared weight is kept: {layout: 'q4x8' or 'q4x8-f16' (repacked by prepare, float32 or
+// binary16 scales), bytes: of the repacked stream} or {layout: 'row-major'} (the caller's arrays).
 Napi::Value WeightLayout(const Napi::CallbackInfo& info) {
-  return Napi::String::New(info.Env(), handle(info[0])->q4x8 ? "q4x8" : "row-major");
+  Napi::Env env = info.Env();
+  const WeightDesc* w = handle(info[0]);
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("layout", !w->q4x8 ? "row-major" : w->q4x8F16 ? "q4x8-f16" : "q4x8");
+  if (w->q4x8) o.Set("bytes", double(qvl::q4x8_bytes(qvl::q4x8_layout(w))));
+  return o;
 }
 
 // ---- ops ----

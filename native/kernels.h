@@ -43,6 +43,7 @@ struct WeightDesc {
   // and zeros are then null, and every q4 reader takes this stream instead
   const uint8_t* q4x8;
   int32_t q4x8Zeros;  // whether the stream holds zero points (else 8)
+  int32_t q4x8F16;    // whether its scales are binary16 (else float32)
 };
 
 enum KvType : int32_t { KV_F32 = 0, KV_BF16 = 1, KV_F16 = 2, KV_Q8 = 3 };
@@ -68,7 +69,8 @@ inline int64_t weight_row_bytes(const WeightDesc* w) {
     case FMT_F16: return 2 * w->cols;
     case FMT_Q8: return w->cols + 4 * ((w->cols + kQ8Block - 1) / kQ8Block);
     case FMT_Q4:
-      if (w->q4x8) return (w->cols + 31) / 32 * 16 + (w->cols + w->groupSize - 1) / w->groupSize * (w->q4x8Zeros ? 5 : 4);
+      if (w->q4x8)
+        return (w->cols + 31) / 32 * 16 + (w->cols + w->groupSize - 1) / w->groupSize * ((w->q4x8F16 ? 2 : 4) + (w->q4x8Zeros ? 1 : 0));
       return (w->cols + 1) / 2 + int64_t(w->nGroups) * (w->zeros ? 5 : 4);
     default: return w->cols;  // fp8: one block scale per blockRows·blockCols weights, negligible
   }

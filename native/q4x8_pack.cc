@@ -15,6 +15,26 @@ struct PackCtx {
   int64_t rowGroupsPerTask;
 };
 
+uint32_t bits(float f) {
+  uint32_t u;
+  memcpy(&u, &f, 4);
+  return u;
+}
+
+/** Whether f is a binary16 value: ±0, or normal in binary16 with no bits below its 10-bit mantissa. */
+bool fits_f16(float f) {
+  const uint32_t a = bits(f) & 0x7fffffffu;
+  return a == 0 || (a >= 0x38800000u && a <= 0x477fe000u && (a & 0x1fffu) == 0);
+}
+
+/** f (fits_f16) as binary16 bits. */
+uint16_t f16_bits(float f) {
+  const uint32_t u = bits(f), a = u & 0x7fffffffu;
+  const uint16_t sign = uint16_t((u >> 16) & 0x8000u);
+  if (a == 0) return sign;
+  return uint16_t(sign | (((a >> 23) - 112) << 10) | ((a >> 13) & 0x3ffu));
+}
+
 void pack_row_group(const WeightDesc* w, const Q4x8Layout& l, int64_t rg, uint8_t* dst) {
   const int64_t rowBytes = (w->cols + 1) / 2;
   const uint8_t* q = (const uint8_t*)w->data;
@@ -38,14 +58,20 @@ void pack_row_group(const WeightDesc* w, const Q4x8Layout& l, int64_t rg, uint8_
           for (int k = 0; k < 4; k++) blk[j * 32 + i * 4 + k] = uint8_t(v[4 * j + k] | (v[16 + 4 * j + k] << 4));
       }
     }
-    float* s = (float*)(dst + nbg * 128);
-    uint8_t* z = dst + nbg * 128 + 32;
+    uint8_t* s = dst + nbg * 128;
+    uint8_t* z = s + 8 * l.scaleBytes;
     for (int i = 0; i < kQ4x8Rows; i++) {
       const int64_t r = rg * kQ4x8Rows + i;
-      s[i] = r < w->rows ? w->scales[r * w->nGroups + g] : 0.0f;
+      const float sc = r < w->rows ? w->scales[r * w->nGroups + g] : 0.0f;
+      if (l.scaleBytes == 2) {
+        const uint16_t h = f16_bits(sc);
+        memcpy(s + 2 * i, &h, 2);
+      } else {
+        memcpy(s + 4 * i, &sc, 4);
+      }
       if (l.zeroBytes) z[i] = r < w->rows ? w->zeros[r * w->nGroups + g] : 0;
     }
-    dst += nbg * 128 + 32 + l.zeroBytes;
+    dst += nbg * 128 + 8 * l.scaleBytes + l.zeroBytes;
   }
 }
 
@@ -58,8 +84,16 @@ void pack_task(void* p, int64_t task, int) {
 
 }  // namespace
 
-void q4x8_pack(const WeightDesc* w, uint8_t* out) {
-  PackCtx c{w, q4x8_layout(w->rows, w->cols, w->groupSize, w->zeros != nullptr), out, 0};
+bool q4x8_scales_fit_f16(const WeightDesc* w) {
+  const int64_t groups = (w->cols + w->groupSize - 1) / w->groupSize;
+  for (int64_t r = 0; r < w->rows; r++)
+    for (int64_t g = 0; g < groups; g++)
+      if (!fits_f16(w->scales[r * w->nGroups + g])) return false;
+  return true;
+}
+
+void q4x8_pack(const WeightDesc* w, bool f16, uint8_t* out) {
+  PackCtx c{w, q4x8_layout(w->rows, w->cols, w->groupSize, w->zeros != nullptr, f16), out, 0};
   c.rowGroupsPerTask = (256 << 10) / (c.l.rowGroupBytes > 0 ? c.l.rowGroupBytes : 1) + 1;
   parallel_for((c.l.rowGroups + c.rowGroupsPerTask - 1) / c.rowGroupsPerTask, pack_task, &c);
 }

@@ -10,6 +10,7 @@ import { TsBackend } from '../src/kernels/ts/backend.ts';
 import { loadAddon } from '../src/kernels/native/addon.ts';
 import { mmapFile, NativeBackend } from '../src/kernels/native/index.ts';
 import type { Q4Weight } from '../src/kernels/weight.ts';
+import { halfExactScale } from '../src/weights/convert.ts';
 import { backend, firstViolation, isas, matmulBounds, q4, randn, rng, skipReason, usesInt8Activations } from './native-util.ts';
 
 const ts = new TsBackend();
@@ -19,14 +20,31 @@ const COLS = [1, 31, 33, 63, 65, 150, 300];
 // 96: a multiple of 32 that the row-major int8 kernels do not take
 const GROUPS = [32, 64, 96, 128];
 
+/** A random q4 weight; halfScales: its scales rounded to binary16 (what qvl's quantizer makes). */
+function randomQ4(r: () => number, rows: number, cols: number, gs: number, zeros: boolean, halfScales: boolean): Q4Weight {
+  const w = q4(r, rows, cols, gs, zeros, false, 16) as Q4Weight;
+  if (halfScales) w.scales = w.scales.map(halfExactScale);
+  return w;
+}
+
 test('prepare repacks q4 whose group size is a multiple of 32; act-order, other sizes and packQ4: false stay row-major', { skip: skipReason }, () => {
   const nb = backend();
   const rowMajor = new NativeBackend(loadAddon(), { packQ4: false });
   const r = rng(5);
   for (const gs of GROUPS) {
     assert.equal(nb.layoutOf(nb.prepare(q4(r, 9, 70, gs, true, false))), 'q4x8', `g${gs}`);
+    assert.equal(nb.layoutOf(nb.prepare(randomQ4(r, 9, 70, gs, true, true))), 'q4x8-f16', `g${gs}, binary16 scales`);
     assert.equal(rowMajor.layoutOf(rowMajor.prepare(q4(r, 9, 70, gs, true, false))), 'row-major', `g${gs} packQ4: false`);
   }
+  // what the kernels stream: nibbles, then 2 (binary16) or 4 bytes of scale and 1 of zero per group
+  assert.equal(nb.prepare(randomQ4(r, 16, 64, 32, true, true)).bytes, 16 * 32 + 16 * 2 * 3);
+  assert.equal(nb.prepare(randomQ4(r, 16, 64, 32, false, false)).bytes, 16 * 32 + 16 * 2 * 4);
+  // one scale that binary16 cannot hold (below its normal range) keeps the matrix's scales float32
+  const tiny = randomQ4(r, 9, 70, 32, false, true);
+  tiny.scales[5] = 1e-6;
+  assert.equal(nb.layoutOf(nb.prepare(tiny)), 'q4x8');
+  tiny.scales[5] = 0;
+  assert.equal(nb.layoutOf(nb.prepare(tiny)), 'q4x8-f16', 'a zero scale is a binary16 value');
   assert.equal(nb.layoutOf(nb.prepare(q4(r, 9, 70, 32, true, true))), 'row-major', 'act-order');
   assert.equal(nb.layoutOf(nb.prepare(q4(r, 9, 70, 48, false, false))), 'row-major', 'group size 48');
   assert.equal(nb.layoutOf(nb.prepare({ format: 'q8', rows: 2, cols: 32, qs: new Int8Array(64), scales: new Float32Array(2) })), 'row-major');
@@ -41,12 +59,12 @@ test('gatherRows from repacked q4 gives the oracle dequantization bit for bit, e
       for (const zeros of [false, true])
         for (const rows of ROWS)
           for (const cols of COLS) {
-            const w = q4(r, rows, cols, gs, zeros, false, 16);
+            const w = randomQ4(r, rows, cols, gs, zeros, (rows + cols) % 2 === 0);
             const ids = Array.from({ length: rows }, (_, i) => rows - 1 - i);
             const got = nb.gatherRows(nb.prepare(w), ids);
             const want = ts.gatherRows(ts.prepare(w), ids);
             const bad = firstViolation(got, want, () => 0);
-            assert.equal(bad, -1, `${isa} g${gs}${zeros ? ' zeros' : ''} [${rows}×${cols}]: value ${bad} is ${got[bad]}, oracle ${want[bad]}`);
+            assert.equal(bad, -1, `${isa} g${gs}${zeros ? ' zeros' : ''}${(rows + cols) % 2 === 0 ? ' f16' : ''} [${rows}×${cols}]: value ${bad} is ${got[bad]}, oracle ${want[bad]}`);
           }
   }
   nb.useInstructionSet('best');
@@ -63,7 +81,7 @@ test('matmul over repacked q4 agrees with the oracle within its bound: GEMV pass
         [17, 300],
         [40, 129],
       ] as const) {
-        const w = q4(r, rows, cols, gs, gs !== 64, false, 16);
+        const w = randomQ4(r, rows, cols, gs, gs !== 64, rows !== 17);
         const pn = nb.prepare(w);
         const pt = ts.prepare(w);
         const bias = randn(r, rows);

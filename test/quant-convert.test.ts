@@ -4,7 +4,9 @@ import path from 'node:path';
 import { isQvlError } from '../src/errors.ts';
 import { dequantize } from '../src/kernels/ts/dequant.ts';
 import type { WeightData } from '../src/kernels/weight.ts';
-import { quantizeQ4, quantizeQ8 } from '../src/weights/convert.ts';
+import { f16ToF32, f32ToF16 } from '../src/kernels/dtypes.ts';
+import { rng } from './helpers/rng.ts';
+import { halfExactScale, quantizeQ4, quantizeQ8 } from '../src/weights/convert.ts';
 import { makeQuantConvert, quantTarget, quantizeForPlan } from '../src/weights/quant-plan.ts';
 import { SafetensorsFile } from '../src/weights/safetensors.ts';
 import { readF32, readMatrix } from '../src/weights/tensor-reader.ts';
@@ -102,8 +104,10 @@ test('zero rows, partial groups and odd widths', () => {
   w.data.fill(0.5, 37); // second row constant
   for (const q of [quantizeQ8(w), quantizeQ4(w, { groupSize: 32 }), quantizeQ4(w, { groupSize: 32, symmetric: true })]) {
     const y = dequantize(q);
+    // q4 scales are rounded up to binary16: up to 15 steps of a scale at most 2^-10 too large
+    const tol = q.format === 'q4' ? 0.5 * 2 ** -10 : 1e-6;
     for (let c = 0; c < 37; c++) assert.equal(y[c], 0, `${q.format} zero row`);
-    for (let c = 37; c < 74; c++) assert.ok(Math.abs(y[c] - 0.5) < 1e-6, `${q.format} constant row [${c - 37}] = ${y[c]}`);
+    for (let c = 37; c < 74; c++) assert.ok(Math.abs(y[c] - 0.5) <= tol, `${q.format} constant row [${c - 37}] = ${y[c]}`);
   }
   const q4 = quantizeQ4(w, { groupSize: 32 });
   assert.equal(q4.nGroups, 2);
@@ -112,6 +116,25 @@ test('zero rows, partial groups and odd widths', () => {
   const ties = quantizeQ8({ format: 'f32', rows: 1, cols: 6, data: new Float32Array([127, -2.5, 2.5, -0.5, 0.5, -126.5]) });
   assert.deepEqual(Array.from(ties.qs), [127, -3, 3, -1, 1, -127]);
   assert.equal(ties.scales[0], 1);
+});
+
+test('q4 scales: binary16 values no smaller in magnitude, within one binary16 step; kept outside its normal range', () => {
+  const r = rng(41);
+  for (let i = 0; i < 20000; i++) {
+    const d = Math.fround((r() - 0.5) * 2 ** Math.floor(r() * 40 - 20));
+    const h = halfExactScale(d);
+    const a = Math.abs(d);
+    if (a < 2 ** -14 || a > 65504) {
+      assert.ok(Object.is(h, d), `${d} kept`);
+      continue;
+    }
+    assert.equal(f16ToF32(f32ToF16(h)), h, `${d} → ${h} is a binary16 value`);
+    assert.ok(Math.abs(h) >= a && Math.sign(h) === Math.sign(d), `${d} → ${h} rounded up in magnitude`);
+    assert.ok(Math.abs(h) - a < a * 2 ** -10, `${d} → ${h} within one step`);
+    assert.equal(halfExactScale(h), h, 'idempotent');
+  }
+  assert.equal(halfExactScale(65504), 65504);
+  assert.equal(halfExactScale(2 ** -14), 2 ** -14);
 });
 
 test('non-finite weights and bad group sizes are refused', () => {

@@ -100,7 +100,7 @@ export interface PreparedWeight {
   readonly rows: number;
   readonly cols: number;
   readonly format: WeightData['format'];
-  /** bytes of the weight in its storage format (weightBytes of what was prepared) */
+  /** bytes the backend reads for the weight (weightBytes of what was prepared, or of its repacked form) */
   readonly bytes: number;
   /** the backend's own representation */
   readonly impl: unknown;

@@ -59,9 +59,27 @@ export interface Q4Options {
    * false (default): asymmetric min/max — scale = (max − min) / 15 over the group's range
    * widened to include 0, integer zero point = round(−min / scale), q = round(w / scale) + zero.
    * true: symmetric like GGML Q4_0 — scale = m / −8 with m the value of largest magnitude,
-   * zero 8, q = round(w / scale) + 8. Both clamp q to 0..15.
+   * zero 8, q = round(w / scale) + 8. Both clamp q to 0..15, and round the scale up to binary16
+   * first where it can hold it (halfExactScale).
    */
   symmetric?: boolean;
+}
+
+const scaleF32 = new Float32Array(1);
+const scaleU32 = new Uint32Array(scaleF32.buffer);
+
+/**
+ * A q4 scale within binary16's normal range (2^-14 … 65504 in magnitude), its magnitude rounded
+ * up to the next binary16 value; others are kept. The kernels then stream the scales of a
+ * matrix in 2 bytes each (native/q4x8.h), as GGML's Q4_0 does, while they stay float32 in every
+ * file and array. Up, not to nearest: a step no smaller keeps the group's range on the grid.
+ */
+export function halfExactScale(d: number): number {
+  scaleF32[0] = d;
+  const a = scaleU32[0] & 0x7fffffff;
+  if (a < 0x38800000 || a > 0x477fe000 || (a & 0x1fff) === 0) return scaleF32[0];
+  scaleU32[0] = (scaleU32[0] & 0x80000000) | ((a & ~0x1fff) + 0x2000);
+  return scaleF32[0];
 }
 
 export function quantizeQ4(w: WeightData, opts: Q4Options = {}): Q4Weight {
@@ -96,7 +114,7 @@ export function quantizeQ4(w: WeightData, opts: Q4Options = {}): Q4Weight {
           }
         }
         if (!Number.isFinite(sum)) checkFinite(row, r, c0, c1);
-        d = big === 0 ? 0 : Math.fround(big / -8);
+        d = big === 0 ? 0 : halfExactScale(Math.fround(big / -8));
         z = 8;
       } else {
         let mn = 0;
@@ -109,7 +127,7 @@ export function quantizeQ4(w: WeightData, opts: Q4Options = {}): Q4Weight {
           else if (v > mx) mx = v;
         }
         if (!Number.isFinite(sum)) checkFinite(row, r, c0, c1);
-        d = Math.fround((mx - mn) / 15);
+        d = halfExactScale(Math.fround((mx - mn) / 15));
         z = d === 0 ? 0 : Math.min(15, Math.max(0, roundAway(-mn * (1 / d))));
         zeros![r * nG + gi] = z;
       }

@@ -262,6 +262,16 @@ def rtn_q8(w):
     return qs, sc
 
 
+def half_exact_scale(d):
+    """qvl's q4 scales: within binary16's normal range, the float32 magnitude rounded up to the
+    next binary16 value (low 13 mantissa bits cleared, one unit added if any was set)."""
+    u = np.asarray(d, dtype=np.float32).copy().view(np.uint32)
+    a = u & np.uint32(0x7fffffff)
+    inside = (a >= 0x38800000) & (a <= 0x477fe000) & ((a & 0x1fff) != 0)
+    up = (u & np.uint32(0x80000000)) | ((a & ~np.uint32(0x1fff)) + np.uint32(0x2000))
+    return np.where(inside, up, u).astype(np.uint32).view(np.float32)
+
+
 def rtn_q4(w, g, sym):
     rows, cols = w.shape
     ng = -(-cols // g)
@@ -272,12 +282,12 @@ def rtn_q4(w, g, sym):
         x = w[:, j * g:(j + 1) * g].astype(np.float64)
         if sym:
             big = x[np.arange(rows), np.abs(x).argmax(1)]
-            d = np.where(big == 0, 0.0, big / -8).astype(np.float32).astype(np.float64)
+            d = half_exact_scale(np.where(big == 0, 0.0, big / -8).astype(np.float32)).astype(np.float64)
             z = np.full(rows, 8.0)
         else:
             mn = np.minimum(x.min(1), 0)
             mx = np.maximum(x.max(1), 0)
-            d = ((mx - mn) / 15).astype(np.float32).astype(np.float64)
+            d = half_exact_scale(((mx - mn) / 15).astype(np.float32)).astype(np.float64)
             with np.errstate(divide='ignore', invalid='ignore'):
                 z = np.where(d == 0, 0, np.clip(round_away(-mn * (1 / d)), 0, 15))
         sc[:, j] = d

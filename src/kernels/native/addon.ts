@@ -4,6 +4,9 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { QvlError } from '../../errors.ts';
 
+/** How the addon keeps a prepared weight (see native/q4x8.h). */
+export type NativeWeightLayout = 'q4x8' | 'q4x8-f16' | 'row-major';
+
 /** Handle of a weight prepared by the addon (opaque). */
 export type NativeWeightHandle = { readonly __nativeWeight: unique symbol };
 
@@ -13,8 +16,8 @@ export interface NativeAddon {
   setIsa(name: 'best' | 'avx512vnni' | 'avx512' | 'avx2vnni' | 'avx2' | 'scalar'): string;
   setThreads(n: number): number;
   prepare(desc: NativeWeightDesc): NativeWeightHandle;
-  /** 'q4x8' when prepare repacked the weight (native/q4x8.h), else 'row-major'. */
-  weightLayout(w: NativeWeightHandle): 'q4x8' | 'row-major';
+  /** 'q4x8' / 'q4x8-f16' when prepare repacked the weight (native/q4x8.h; scales float32 / binary16) with the stream's bytes, else 'row-major'. */
+  weightLayout(w: NativeWeightHandle): { layout: NativeWeightLayout; bytes?: number };
   matmul(x: Float32Array, n: number, w: NativeWeightHandle, bias: Float32Array | null, y: Float32Array): void;
   gatherRows(w: NativeWeightHandle, ids: Int32Array, out: Float32Array): void;
   rmsNorm(x: Float32Array, dim: number, weight: Float32Array, eps: number, out: Float32Array): void;

@@ -15,7 +15,7 @@ import {
 } from '../checks.ts';
 import { KV_TYPE_CODE, type KvView } from '../kv.ts';
 import { weightBytes, type WeightData } from '../weight.ts';
-import { loadAddon, type NativeAddon, type NativeWeightHandle } from './addon.ts';
+import { loadAddon, type NativeAddon, type NativeWeightHandle, type NativeWeightLayout } from './addon.ts';
 import { describeWeight } from './weights.ts';
 
 /** What a native PreparedWeight keeps: the addon's handle and the arrays it points into. */
@@ -87,13 +87,14 @@ export class NativeBackend implements Backend {
   prepare(w: WeightData): PreparedWeight {
     const desc = { ...describeWeight(w), pack: this.#packQ4 };
     const handle = this.#call('prepare', () => this.#addon.prepare(desc));
-    const impl: NativeImpl = { handle, weight: this.#addon.weightLayout(handle) === 'q4x8' ? null : w };
-    return { rows: w.rows, cols: w.cols, format: w.format, bytes: weightBytes(w), impl };
+    const kept = this.#addon.weightLayout(handle);
+    const impl: NativeImpl = { handle, weight: kept.layout === 'row-major' ? w : null };
+    return { rows: w.rows, cols: w.cols, format: w.format, bytes: kept.bytes ?? weightBytes(w), impl };
   }
 
-  /** How the addon keeps a prepared weight: 'q4x8' (repacked q4) or 'row-major' (the caller's arrays). */
-  layoutOf(w: PreparedWeight): 'q4x8' | 'row-major' {
-    return this.#addon.weightLayout(this.#handle(w, 'layoutOf'));
+  /** How the addon keeps a prepared weight: 'q4x8' / 'q4x8-f16' (repacked q4) or 'row-major' (the caller's arrays). */
+  layoutOf(w: PreparedWeight): NativeWeightLayout {
+    return this.#addon.weightLayout(this.#handle(w, 'layoutOf')).layout;
   }
 
   release(w: PreparedWeight): void {
