@@ -4,7 +4,7 @@
  * for GEMV). Run: node --import tsx bench/kernels.ts [--threads N] [--quick]
  *   [--isa best|all|avx512vnni,avx512,avx2vnni,avx2,scalar] [--only gemm,gemv,attention]
  *   [--formats bf16,q4,q8,fp8,f32,f16] [--q4-group 32|128] [--tokens 1,2,4,8]
- *   [--q4-layout q4x8|row-major|both]
+ *   [--layout repacked|row-major|both]   (q4 and q8: as prepare repacks them, or row-major)
  * `--tokens`: GEMV passes of that many tokens at once (batched decode reads the weights once
  * per pass); each count after the first is also printed as a multiple of the first one's time.
  * `--isa all` runs every kernel set this CPU can execute, one after the other (the narrower
@@ -25,14 +25,14 @@ const isaArg = argOf('--isa', 'best');
 const only = argOf('--only', 'gemm,gemv,attention').split(',');
 const q4Group = Number(argOf('--q4-group', '128'));
 const tokenCounts = argOf('--tokens', '1').split(',').map(Number);
-const q4Layout = argOf('--q4-layout', 'q4x8');
-if (!['q4x8', 'row-major', 'both'].includes(q4Layout)) throw new Error(`--q4-layout: q4x8, row-major or both, got ${q4Layout}`);
+const layout = argOf('--layout', 'repacked');
+if (!['repacked', 'row-major', 'both'].includes(layout)) throw new Error(`--layout: repacked, row-major or both, got ${layout}`);
 if (tokenCounts.some((n) => !Number.isInteger(n) || n < 1)) throw new Error(`--tokens: positive integers, got ${argOf('--tokens', '')}`);
 
 const nb = loadNativeBackend(threads ? { threads } : {});
 const addon = loadAddon();
-// q4 as prepare repacks it by default (native/q4x8.h), or in the caller's row-major arrays
-const nbRowMajor = new NativeBackend(addon, { packQ4: false });
+// q4 and q8 as prepare repacks them by default (native/q4x8.h, q8x8.h), or in the caller's row-major arrays
+const nbRowMajor = new NativeBackend(addon, { repack: false });
 const ALL_ISAS: InstructionSet[] = ['avx512vnni', 'avx512', 'avx2vnni', 'avx2', 'scalar'];
 const isaList = (isaArg === 'all' ? ALL_ISAS : (isaArg.split(',') as InstructionSet[])).filter((i) => {
   try {
@@ -129,13 +129,13 @@ console.log(`load average at start: ${(await import('node:os')).loadavg().map((l
 
 // ---- GEMM (prefill / vision) ----
 const formats = argOf('--formats', 'bf16,q4,q8,fp8,f32,f16').split(',') as WeightFormat[];
-/** Each format with the backend that prepares it, q4 once per layout asked for. */
+/** Each format with the backend that prepares it, q4 and q8 once per layout asked for. */
 const cases = formats.flatMap((f): Array<{ f: WeightFormat; label: string; be: NativeBackend }> =>
-  f !== 'q4'
+  f !== 'q4' && f !== 'q8'
     ? [{ f, label: f, be: nb }]
     : [
-        ...(q4Layout !== 'row-major' ? [{ f, label: q4Layout === 'both' ? 'q4 q4x8' : 'q4', be: nb }] : []),
-        ...(q4Layout !== 'q4x8' ? [{ f, label: q4Layout === 'both' ? 'q4 row-major' : 'q4', be: nbRowMajor }] : []),
+        ...(layout !== 'row-major' ? [{ f, label: layout === 'both' ? `${f} repacked` : f, be: nb }] : []),
+        ...(layout !== 'repacked' ? [{ f, label: layout === 'both' ? `${f} row-major` : f, be: nbRowMajor }] : []),
       ],
 );
 

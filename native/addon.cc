@@ -15,6 +15,7 @@
 #include "kernels.h"
 #include "mmap.h"
 #include "q4x8.h"
+#include "q8x8.h"
 #include "platform.h"
 
 namespace {
@@ -139,6 +140,19 @@ void packQ4x8(Napi::Env env, WeightDesc* w) {
   w->zeros = nullptr;
 }
 
+// The same for q8 (q8x8.h).
+void packQ8x8(Napi::Env env, WeightDesc* w) {
+  const size_t bytes = size_t(qvl::q8x8_bytes(w->rows, w->cols));
+  void* out = aligned_alloc(64, (bytes + 63) / 64 * 64);
+  if (!out) fail(env, "prepare: cannot allocate " + std::to_string(bytes) + " bytes for the repacked q8 weight");
+  qvl::q8x8_pack(w, (uint8_t*)out);
+  qvl::advise_dontneed_at(w->data, size_t(w->rows) * size_t(w->cols));
+  qvl::advise_dontneed_at(w->scales, size_t(w->rows) * size_t(qvl::q8x8_blocks(w->cols)) * 4);
+  w->q8x8 = (const uint8_t*)out;
+  w->data = nullptr;
+  w->scales = nullptr;
+}
+
 Napi::Value Prepare(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Object d = info[0].As<Napi::Object>();
@@ -221,21 +235,27 @@ Napi::Value Prepare(const Napi::CallbackInfo& info) {
       fail(env, "unknown weight format code " + std::to_string(w->format));
   }
   Napi::Value pack = d.Get("pack");
-  if (pack.IsBoolean() && pack.As<Napi::Boolean>().Value() && qvl::q4x8_eligible(w.get())) packQ4x8(env, w.get());
+  if (pack.IsBoolean() && pack.As<Napi::Boolean>().Value()) {
+    if (qvl::q4x8_eligible(w.get())) packQ4x8(env, w.get());
+    else if (qvl::q8x8_eligible(w.get())) packQ8x8(env, w.get());
+  }
   return Napi::External<WeightDesc>::New(env, w.release(), [](Napi::Env, WeightDesc* p) {
     free((void*)p->q4x8);
+    free((void*)p->q8x8);
     delete p;
   });
 }
 
-// How a prepared weight is kept: {layout: 'q4x8' or 'q4x8-f16' (repacked by prepare, float32 or
-// binary16 scales), bytes: of the repacked stream} or {layout: 'row-major'} (the caller's arrays).
+// How a prepared weight is kept: {layout: 'q4x8', 'q4x8-f16' (float32 or binary16 scales) or
+// 'q8x8' (repacked by prepare), bytes: of the repacked stream} or {layout: 'row-major'} (the
+// caller's arrays).
 Napi::Value WeightLayout(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const WeightDesc* w = handle(info[0]);
   Napi::Object o = Napi::Object::New(env);
-  o.Set("layout", !w->q4x8 ? "row-major" : w->q4x8F16 ? "q4x8-f16" : "q4x8");
+  o.Set("layout", w->q8x8 ? "q8x8" : !w->q4x8 ? "row-major" : w->q4x8F16 ? "q4x8-f16" : "q4x8");
   if (w->q4x8) o.Set("bytes", double(qvl::q4x8_bytes(qvl::q4x8_layout(w))));
+  if (w->q8x8) o.Set("bytes", double(qvl::q8x8_bytes(w->rows, w->cols)));
   return o;
 }
 

@@ -44,6 +44,8 @@ struct WeightDesc {
   const uint8_t* q4x8;
   int32_t q4x8Zeros;  // whether the stream holds zero points (else 8)
   int32_t q4x8F16;    // whether its scales are binary16 (else float32)
+  // q8 repacked likewise (native/q8x8.h); data and scales are then null
+  const uint8_t* q8x8;
 };
 
 enum KvType : int32_t { KV_F32 = 0, KV_BF16 = 1, KV_F16 = 2, KV_Q8 = 3 };

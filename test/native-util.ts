@@ -127,7 +127,7 @@ export function int8MaxTokensQ4(isa: string): number {
 
 /**
  * Whether the kernels quantize the activations to int8 for this call (see native/gemv_int8.inc);
- * `packed`: the weight was prepared with packQ4 (the default), which every group size that is a
+ * `packed`: the weight was prepared with repack (the default), which every group size that is a
  * multiple of 32 takes (native/q4x8.h).
  */
 export function usesInt8Activations(isa: string, n: number, w: WeightData, packed = true): boolean {

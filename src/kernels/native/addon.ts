@@ -5,7 +5,7 @@ import { fileURLToPath } from 'node:url';
 import { QvlError } from '../../errors.ts';
 
 /** How the addon keeps a prepared weight (see native/q4x8.h). */
-export type NativeWeightLayout = 'q4x8' | 'q4x8-f16' | 'row-major';
+export type NativeWeightLayout = 'q4x8' | 'q4x8-f16' | 'q8x8' | 'row-major';
 
 /** Handle of a weight prepared by the addon (opaque). */
 export type NativeWeightHandle = { readonly __nativeWeight: unique symbol };
@@ -16,7 +16,7 @@ export interface NativeAddon {
   setIsa(name: 'best' | 'avx512vnni' | 'avx512' | 'avx2vnni' | 'avx2' | 'scalar'): string;
   setThreads(n: number): number;
   prepare(desc: NativeWeightDesc): NativeWeightHandle;
-  /** 'q4x8' / 'q4x8-f16' when prepare repacked the weight (native/q4x8.h; scales float32 / binary16) with the stream's bytes, else 'row-major'. */
+  /** 'q4x8' / 'q4x8-f16' / 'q8x8' when prepare repacked the weight (native/q4x8.h, q8x8.h) with the stream's bytes, else 'row-major'. */
   weightLayout(w: NativeWeightHandle): { layout: NativeWeightLayout; bytes?: number };
   matmul(x: Float32Array, n: number, w: NativeWeightHandle, bias: Float32Array | null, y: Float32Array): void;
   gatherRows(w: NativeWeightHandle, ids: Int32Array, out: Float32Array): void;
@@ -63,7 +63,7 @@ export interface NativeWeightDesc {
   scales?: Float32Array;
   zeros?: Uint8Array;
   gIdx?: Int32Array;
-  /** q4: repack into the eight-row layout (native/q4x8.h) where the weight allows it */
+  /** q4, q8: repack into the eight-row layouts (native/q4x8.h, q8x8.h) where the weight allows it */
   pack?: boolean;
   groupSize?: number;
   nGroups?: number;

@@ -27,11 +27,11 @@ interface NativeImpl {
 
 export interface NativeBackendOptions {
   /**
-   * Repack q4 weights at `prepare` into the eight-row layout the int8 GEMV streams (native/
-   * q4x8.h; default true). The addon then holds the only copy the kernels read: the caller's
-   * arrays can be dropped. false keeps the row-major arrays in place (tests compare the two).
+   * Repack q4 and q8 weights at `prepare` into the eight-row layouts the int8 GEMV streams
+   * (native/q4x8.h, native/q8x8.h; default true). The addon then holds the only copy the kernels
+   * read: the caller's arrays can be dropped. false keeps them row-major (the tests compare both).
    */
-  packQ4?: boolean;
+  repack?: boolean;
 }
 
 /**
@@ -53,11 +53,11 @@ export class NativeBackend implements Backend {
   readonly name = 'native';
   readonly #addon: NativeAddon;
 
-  readonly #packQ4: boolean;
+  readonly #repack: boolean;
 
   constructor(addon: NativeAddon = loadAddon(), opts: NativeBackendOptions = {}) {
     this.#addon = addon;
-    this.#packQ4 = opts.packQ4 ?? true;
+    this.#repack = opts.repack ?? true;
   }
 
   /** Instruction set in use ('avx512vnni' | 'avx512' | 'avx2vnni' | 'avx2' | 'scalar'). */
@@ -85,14 +85,14 @@ export class NativeBackend implements Backend {
   }
 
   prepare(w: WeightData): PreparedWeight {
-    const desc = { ...describeWeight(w), pack: this.#packQ4 };
+    const desc = { ...describeWeight(w), pack: this.#repack };
     const handle = this.#call('prepare', () => this.#addon.prepare(desc));
     const kept = this.#addon.weightLayout(handle);
     const impl: NativeImpl = { handle, weight: kept.layout === 'row-major' ? w : null };
     return { rows: w.rows, cols: w.cols, format: w.format, bytes: kept.bytes ?? weightBytes(w), impl };
   }
 
-  /** How the addon keeps a prepared weight: 'q4x8' / 'q4x8-f16' (repacked q4) or 'row-major' (the caller's arrays). */
+  /** How the addon keeps a prepared weight: 'q4x8' / 'q4x8-f16' / 'q8x8' (repacked) or 'row-major' (the caller's arrays). */
   layoutOf(w: PreparedWeight): NativeWeightLayout {
     return this.#addon.weightLayout(this.#handle(w, 'layoutOf')).layout;
   }

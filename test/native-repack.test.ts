@@ -1,6 +1,6 @@
-// The eight-row q4 layout (native/q4x8.h): which weights prepare repacks, that every reader of
-// the repacked stream (int8 GEMV, GEMM decode, gatherRows) sees the weight the oracle sees, and
-// that repacking a weight that lies in a file mapping releases the mapping's pages.
+// The eight-row q4 and q8 layouts (native/q4x8.h, q8x8.h): which weights prepare repacks, that
+// every reader of a repacked stream (int8 GEMV, GEMM decode, gatherRows) sees the weight the
+// oracle sees, and that repacking a weight that lies in a file mapping releases its pages.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -11,7 +11,7 @@ import { loadAddon } from '../src/kernels/native/addon.ts';
 import { mmapFile, NativeBackend } from '../src/kernels/native/index.ts';
 import type { Q4Weight } from '../src/kernels/weight.ts';
 import { halfExactScale } from '../src/weights/convert.ts';
-import { backend, firstViolation, isas, matmulBounds, q4, randn, rng, skipReason, usesInt8Activations } from './native-util.ts';
+import { backend, firstViolation, isas, matmulBounds, q4, randn, rng, skipReason, usesInt8Activations, WEIGHT_SPECS } from './native-util.ts';
 
 const ts = new TsBackend();
 // rows around the 8-row groups; columns off the 32-column blocks, odd (a row ends mid-byte)
@@ -27,14 +27,14 @@ function randomQ4(r: () => number, rows: number, cols: number, gs: number, zeros
   return w;
 }
 
-test('prepare repacks q4 whose group size is a multiple of 32; act-order, other sizes and packQ4: false stay row-major', { skip: skipReason }, () => {
+test('prepare repacks q8, and q4 whose group size is a multiple of 32; act-order, other q4 sizes, other formats and repack: false stay row-major', { skip: skipReason }, () => {
   const nb = backend();
-  const rowMajor = new NativeBackend(loadAddon(), { packQ4: false });
+  const rowMajor = new NativeBackend(loadAddon(), { repack: false });
   const r = rng(5);
   for (const gs of GROUPS) {
     assert.equal(nb.layoutOf(nb.prepare(q4(r, 9, 70, gs, true, false))), 'q4x8', `g${gs}`);
     assert.equal(nb.layoutOf(nb.prepare(randomQ4(r, 9, 70, gs, true, true))), 'q4x8-f16', `g${gs}, binary16 scales`);
-    assert.equal(rowMajor.layoutOf(rowMajor.prepare(q4(r, 9, 70, gs, true, false))), 'row-major', `g${gs} packQ4: false`);
+    assert.equal(rowMajor.layoutOf(rowMajor.prepare(q4(r, 9, 70, gs, true, false))), 'row-major', `g${gs} repack: false`);
   }
   // what the kernels stream: nibbles, then 2 (binary16) or 4 bytes of scale and 1 of zero per group
   assert.equal(nb.prepare(randomQ4(r, 16, 64, 32, true, true)).bytes, 16 * 32 + 16 * 2 * 3);
@@ -47,7 +47,11 @@ test('prepare repacks q4 whose group size is a multiple of 32; act-order, other 
   assert.equal(nb.layoutOf(nb.prepare(tiny)), 'q4x8-f16', 'a zero scale is a binary16 value');
   assert.equal(nb.layoutOf(nb.prepare(q4(r, 9, 70, 32, true, true))), 'row-major', 'act-order');
   assert.equal(nb.layoutOf(nb.prepare(q4(r, 9, 70, 48, false, false))), 'row-major', 'group size 48');
-  assert.equal(nb.layoutOf(nb.prepare({ format: 'q8', rows: 2, cols: 32, qs: new Int8Array(64), scales: new Float32Array(2) })), 'row-major');
+  const q8 = { format: 'q8' as const, rows: 2, cols: 32, qs: new Int8Array(64), scales: new Float32Array(2) };
+  assert.equal(nb.layoutOf(nb.prepare(q8)), 'q8x8');
+  assert.equal(nb.prepare(q8).bytes, 8 * (32 + 4), 'a q8 row group of 8 rows, padded');
+  assert.equal(rowMajor.layoutOf(rowMajor.prepare(q8)), 'row-major');
+  assert.equal(nb.layoutOf(nb.prepare({ format: 'bf16', rows: 2, cols: 4, data: new Uint16Array(8) })), 'row-major');
 });
 
 test('gatherRows from repacked q4 gives the oracle dequantization bit for bit, every shape and kernel set', { skip: skipReason }, () => {
@@ -66,6 +70,53 @@ test('gatherRows from repacked q4 gives the oracle dequantization bit for bit, e
             const bad = firstViolation(got, want, () => 0);
             assert.equal(bad, -1, `${isa} g${gs}${zeros ? ' zeros' : ''}${(rows + cols) % 2 === 0 ? ' f16' : ''} [${rows}×${cols}]: value ${bad} is ${got[bad]}, oracle ${want[bad]}`);
           }
+  }
+  nb.useInstructionSet('best');
+});
+
+test('gatherRows from repacked q8 gives the oracle dequantization bit for bit, every shape and kernel set', { skip: skipReason }, () => {
+  const nb = backend();
+  const spec = WEIGHT_SPECS.find((s) => s.label === 'q8')!;
+  const r = rng(19);
+  for (const isa of isas(nb)) {
+    nb.useInstructionSet(isa);
+    for (const rows of ROWS)
+      for (const cols of COLS) {
+        const w = spec.make(r, rows, cols);
+        const ids = Array.from({ length: rows }, (_, i) => rows - 1 - i);
+        const got = nb.gatherRows(nb.prepare(w), ids);
+        const want = ts.gatherRows(ts.prepare(w), ids);
+        const bad = firstViolation(got, want, () => 0);
+        assert.equal(bad, -1, `${isa} q8 [${rows}×${cols}]: value ${bad} is ${got[bad]}, oracle ${want[bad]}`);
+      }
+  }
+  nb.useInstructionSet('best');
+});
+
+test('matmul over repacked q8 agrees with the oracle within its bound: GEMV passes, several passes and the GEMM', { skip: skipReason }, () => {
+  const nb = backend();
+  const spec = WEIGHT_SPECS.find((s) => s.label === 'q8')!;
+  const r = rng(29);
+  for (const isa of isas(nb)) {
+    nb.useInstructionSet(isa);
+    for (const [rows, cols] of [
+      [13, 33],
+      [17, 300],
+      [40, 129],
+    ] as const) {
+      const w = spec.make(r, rows, cols);
+      const pn = nb.prepare(w);
+      const pt = ts.prepare(w);
+      const bias = randn(r, rows);
+      for (const n of [1, 2, 5, 8, 9, 17, 65]) {
+        const x = randn(r, n * cols);
+        const got = nb.matmul(x, n, pn, n % 2 ? bias : null);
+        const want = ts.matmul(x, n, pt, n % 2 ? bias : null);
+        const bound = matmulBounds(x, n, w, usesInt8Activations(isa, n, w));
+        const bad = firstViolation(got, want, (i) => bound[i] + Math.abs(want[i]) * 2 ** -22);
+        assert.equal(bad, -1, `${isa} q8 [${rows}×${cols}] n=${n}: y[${bad}] = ${got[bad]}, oracle ${want[bad]}, bound ${bound[bad]}`);
+      }
+    }
   }
   nb.useInstructionSet('best');
 });
@@ -138,7 +189,7 @@ test('repacking a q4 weight held in a file mapping releases its pages; the array
     };
     const nb = backend();
     const x = randn(rng(4), 3 * cols);
-    const want = nb.matmul(x, 3, new NativeBackend(loadAddon(), { packQ4: false }).prepare(mapped));
+    const want = nb.matmul(x, 3, new NativeBackend(loadAddon(), { repack: false }).prepare(mapped));
     const before = residentKiB(file);
     const p = nb.prepare(mapped);
     const after = residentKiB(file);
