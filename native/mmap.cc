@@ -78,6 +78,14 @@ int64_t advise_dontneed(void* base, size_t size, int64_t off, int64_t len) {
   return int64_t(e - s);
 }
 
+bool is_mapped(const void* p, size_t len) {
+  std::lock_guard<std::mutex> lk(g_mu);
+  auto it = g_maps.upper_bound(uintptr_t(p));
+  if (it == g_maps.begin()) return false;
+  --it;
+  return uintptr_t(p) + len <= it->first + it->second;
+}
+
 int64_t advise_dontneed_at(const void* p, size_t len) {
   void* base = nullptr;
   size_t size = 0;

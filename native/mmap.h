@@ -22,6 +22,8 @@ void unmap(void* base, size_t size);
  * the range are released. Returns the bytes released, or −1 if `base` is not such a mapping.
  */
 int64_t advise_dontneed(void* base, size_t size, int64_t off, int64_t len);
+/** Whether bytes [p, p+len) lie in one map_file mapping. */
+bool is_mapped(const void* p, size_t len);
 /** advise_dontneed for bytes [p, p+len) wherever they lie in a map_file mapping; −1 if in none. */
 int64_t advise_dontneed_at(const void* p, size_t len);
 

@@ -52,6 +52,9 @@ test('prepare repacks q8, and q4 whose group size is a multiple of 32; act-order
   assert.equal(nb.prepare(q8).bytes, 8 * (32 + 4), 'a q8 row group of 8 rows, padded');
   assert.equal(rowMajor.layoutOf(rowMajor.prepare(q8)), 'row-major');
   assert.equal(nb.layoutOf(nb.prepare({ format: 'bf16', rows: 2, cols: 4, data: new Uint16Array(8) })), 'row-major');
+  // over 64 MiB on the JavaScript heap: a copy would leave the arrays resident until V8 collects them
+  const big = { format: 'q8' as const, rows: 8200, cols: 8192, qs: new Int8Array(8200 * 8192), scales: new Float32Array(8200 * 256) };
+  assert.equal(nb.layoutOf(nb.prepare(big)), 'row-major', 'a large q8 weight on the heap');
 });
 
 test('gatherRows from repacked q4 gives the oracle dequantization bit for bit, every shape and kernel set', { skip: skipReason }, () => {
@@ -163,7 +166,7 @@ function residentKiB(file: string): number | null {
   return m ? Number(m[1]) : null;
 }
 
-test('repacking a q4 weight held in a file mapping releases its pages; the arrays still read the file', { skip: skipReason }, () => {
+test('repacking a weight held in a file mapping releases its pages, whatever its size; the arrays still read the file', { skip: skipReason }, () => {
   const dir = mkdtempSync(join(tmpdir(), 'qvl-q4x8-'));
   try {
     const rows = 256;
@@ -188,6 +191,13 @@ test('repacking a q4 weight held in a file mapping releases its pages; the array
       zeros: new Uint8Array(ab, w.qs.length + w.scales.byteLength, w.zeros!.length),
     };
     const nb = backend();
+    // a large weight in a mapping is repacked: its pages are released
+    const bigFile = join(dir, 'q8.bin');
+    const bigRows = 8200;
+    writeFileSync(bigFile, new Uint8Array(bigRows * 8192 + bigRows * 256 * 4));
+    const bigMap = mmapFile(bigFile);
+    const big = { format: 'q8' as const, rows: bigRows, cols: 8192, qs: new Int8Array(bigMap, 0, bigRows * 8192), scales: new Float32Array(bigMap, bigRows * 8192, bigRows * 256) };
+    assert.equal(nb.layoutOf(nb.prepare(big)), 'q8x8', 'a large q8 weight in a mapping');
     const x = randn(rng(4), 3 * cols);
     const want = nb.matmul(x, 3, new NativeBackend(loadAddon(), { repack: false }).prepare(mapped));
     const before = residentKiB(file);
