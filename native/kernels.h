@@ -21,8 +21,8 @@ constexpr int64_t kInt8MaxTokens = 8;
  * prompt costs a few passes over the packed bytes instead of decoding every weight to float32
  * for the GEMM (about 2 s per 4B-model forward on 2 cores, whatever the token count). Not q8:
  * its prompts keep float activations, which is what keeps q8 answers those of the float model.
- * This is the AVX-512 sets' limit, past which their GEMM is faster; the AVX2 sets have none
- * (kQ4Int8MaxTokens in gemm.inc).
+ * This is the AVX-512 sets' limit for row-major q4, past which their GEMM is faster; the AVX2
+ * sets have none (kQ4Int8MaxTokens in gemm.inc), nor does q4 repacked at prepare (q4x8.h).
  */
 constexpr int64_t kInt8PassMaxTokens = 64;
 

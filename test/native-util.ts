@@ -120,9 +120,9 @@ export const WEIGHT_SPECS: WeightSpec[] = [
 export const INT8_PASS_TOKENS = 8;
 export const INT8_MAX_TOKENS_Q4 = 64;
 
-/** The most tokens for which `isa` runs a q4 matmul as int8 passes. */
-export function int8MaxTokensQ4(isa: string): number {
-  return isa === 'avx2' || isa === 'avx2vnni' ? Infinity : INT8_MAX_TOKENS_Q4;
+/** The most tokens for which `isa` runs a q4 matmul as int8 passes (`packed`: repacked at prepare, any length). */
+export function int8MaxTokensQ4(isa: string, packed = false): number {
+  return packed || isa === 'avx2' || isa === 'avx2vnni' ? Infinity : INT8_MAX_TOKENS_Q4;
 }
 
 /**
@@ -131,10 +131,12 @@ export function int8MaxTokensQ4(isa: string): number {
  * multiple of 32 takes (native/q4x8.h).
  */
 export function usesInt8Activations(isa: string, n: number, w: WeightData, packed = true): boolean {
-  if (isa === 'scalar' || n > (w.format === 'q4' ? int8MaxTokensQ4(isa) : INT8_PASS_TOKENS)) return false;
+  if (isa === 'scalar') return false;
+  const repacked = packed && w.format === 'q4' && !w.gIdx && w.groupSize % 32 === 0;
+  if (n > (w.format === 'q4' ? int8MaxTokensQ4(isa, repacked) : INT8_PASS_TOKENS)) return false;
   if (w.format === 'q8') return true;
   if (w.format !== 'q4' || w.gIdx) return false;
-  if (packed && w.groupSize % 32 === 0) return true;
+  if (repacked) return true;
   // AVX2 reads one scale per 64 columns, AVX-512 per 128 (the mixed set's int8 GEMV is AVX2's)
   const wide = isa.startsWith('avx512') && !isa.endsWith('+avx2vnni-int8');
   return w.groupSize === 32 || w.groupSize === 64 || w.groupSize % (wide ? 128 : 64) === 0;
