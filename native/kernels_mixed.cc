@@ -17,7 +17,7 @@ const KernelTable* g_narrow = nullptr;  // avx2vnni
 
 /** The formats and shapes that the 256-bit int8 GEMV accepts (gemv_int8_avx2.inc). */
 bool narrow_int8(const WeightDesc* w, int64_t n) {
-  if (n > int8_max_tokens(w, w->q4x8 ? INT64_MAX : kInt8PassMaxTokens)) return false;
+  if (n > int8_max_tokens(w)) return false;
   if (w->format == FMT_Q8 || w->q4x8) return true;
   return w->format == FMT_Q4 && !w->gIdx && w->groupSize > 0 && (w->groupSize == 32 || w->groupSize % 64 == 0);
 }

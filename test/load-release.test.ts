@@ -2,13 +2,13 @@
 // load-time conversion replaced is handed to `release`, which drops its mapped pages.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { loadModelFromDir } from '../src/api/load-model.ts';
 import { mmapFile, releaseMappedWeight } from '../src/kernels/native/index.ts';
 import { TsBackend } from '../src/kernels/ts/backend.ts';
 import type { WeightData } from '../src/kernels/weight.ts';
 import { makeQuantConvert } from '../src/weights/quant-plan.ts';
+import { residentKiB } from './helpers/smaps.ts';
 import { backend, skipReason } from './native-util.ts';
 
 const DEMO = resolve(import.meta.dirname, '../models/demo');
@@ -30,24 +30,6 @@ test('loadModelFromDir hands release exactly the source weights that convert rep
   assert.equal(released.length, replaced.size);
   for (const w of released) assert.ok(replaced.has(w), 'a weight that convert kept was released');
 });
-
-/** Resident KiB of the mappings of `file` in this process (/proc/self/smaps), or null off Linux. */
-function residentKiB(file: string): number | null {
-  let smaps: string;
-  try {
-    smaps = readFileSync('/proc/self/smaps', 'utf8');
-  } catch {
-    return null;
-  }
-  let total = 0;
-  let found = false;
-  for (const part of smaps.split(/\n(?=[0-9a-f]+-[0-9a-f]+ )/)) {
-    if (!part.split('\n')[0].endsWith(file)) continue;
-    found = true;
-    total += Number(/\nRss:\s+(\d+) kB/.exec(part)?.[1] ?? 0);
-  }
-  return found ? total : null;
-}
 
 test('q8 at load from a mapped checkpoint: the pages of the quantized float weights do not stay resident', { skip: skipReason }, () => {
   const file = resolve(DEMO, 'model.safetensors');

@@ -3,14 +3,15 @@
 // oracle sees, and that repacking a weight that lies in a file mapping releases its pages.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { TsBackend } from '../src/kernels/ts/backend.ts';
 import { loadAddon } from '../src/kernels/native/addon.ts';
 import { mmapFile, NativeBackend } from '../src/kernels/native/index.ts';
-import type { Q4Weight } from '../src/kernels/weight.ts';
+import type { Q4Weight, WeightData } from '../src/kernels/weight.ts';
 import { halfExactScale } from '../src/weights/convert.ts';
+import { residentKiB } from './helpers/smaps.ts';
 import { backend, firstViolation, isas, matmulBounds, q4, randn, rng, skipReason, usesInt8Activations, WEIGHT_SPECS } from './native-util.ts';
 
 const ts = new TsBackend();
@@ -57,85 +58,50 @@ test('prepare repacks q8, and q4 whose group size is a multiple of 32; act-order
   assert.equal(nb.layoutOf(nb.prepare(big)), 'row-major', 'a large q8 weight on the heap');
 });
 
-test('gatherRows from repacked q4 gives the oracle dequantization bit for bit, every shape and kernel set', { skip: skipReason }, () => {
+/** A repacked-weight case: a label and a maker of random weights of any shape. */
+type Case = [string, (r: () => number, rows: number, cols: number) => WeightData];
+
+const q8Spec = WEIGHT_SPECS.find((s) => s.label === 'q8')!;
+
+/** q4 in every group size with and without zero points, binary16 scales when `half(rows, cols)`; then q8. */
+function cases(half: (rows: number, cols: number) => boolean, zeros: (gs: number) => boolean[]): Case[] {
+  const q4Cases = GROUPS.flatMap((gs) =>
+    zeros(gs).map((z): Case => [`g${gs}${z ? ' zeros' : ''}`, (r, rows, cols) => randomQ4(r, rows, cols, gs, z, half(rows, cols))]),
+  );
+  return [...q4Cases, ['q8', q8Spec.make]];
+}
+
+test('gatherRows from repacked q4 and q8 gives the oracle dequantization bit for bit, every shape and kernel set', { skip: skipReason }, () => {
   const nb = backend();
   const r = rng(17);
   for (const isa of isas(nb)) {
     nb.useInstructionSet(isa);
-    for (const gs of GROUPS)
-      for (const zeros of [false, true])
-        for (const rows of ROWS)
-          for (const cols of COLS) {
-            const w = randomQ4(r, rows, cols, gs, zeros, (rows + cols) % 2 === 0);
-            const ids = Array.from({ length: rows }, (_, i) => rows - 1 - i);
-            const got = nb.gatherRows(nb.prepare(w), ids);
-            const want = ts.gatherRows(ts.prepare(w), ids);
-            const bad = firstViolation(got, want, () => 0);
-            assert.equal(bad, -1, `${isa} g${gs}${zeros ? ' zeros' : ''}${(rows + cols) % 2 === 0 ? ' f16' : ''} [${rows}×${cols}]: value ${bad} is ${got[bad]}, oracle ${want[bad]}`);
-          }
+    for (const [label, make] of cases((rows, cols) => (rows + cols) % 2 === 0, () => [false, true]))
+      for (const rows of ROWS)
+        for (const cols of COLS) {
+          const w = make(r, rows, cols);
+          const ids = Array.from({ length: rows }, (_, i) => rows - 1 - i);
+          const got = nb.gatherRows(nb.prepare(w), ids);
+          const want = ts.gatherRows(ts.prepare(w), ids);
+          const bad = firstViolation(got, want, () => 0);
+          assert.equal(bad, -1, `${isa} ${label} [${rows}×${cols}]: value ${bad} is ${got[bad]}, oracle ${want[bad]}`);
+        }
   }
   nb.useInstructionSet('best');
 });
 
-test('gatherRows from repacked q8 gives the oracle dequantization bit for bit, every shape and kernel set', { skip: skipReason }, () => {
-  const nb = backend();
-  const spec = WEIGHT_SPECS.find((s) => s.label === 'q8')!;
-  const r = rng(19);
-  for (const isa of isas(nb)) {
-    nb.useInstructionSet(isa);
-    for (const rows of ROWS)
-      for (const cols of COLS) {
-        const w = spec.make(r, rows, cols);
-        const ids = Array.from({ length: rows }, (_, i) => rows - 1 - i);
-        const got = nb.gatherRows(nb.prepare(w), ids);
-        const want = ts.gatherRows(ts.prepare(w), ids);
-        const bad = firstViolation(got, want, () => 0);
-        assert.equal(bad, -1, `${isa} q8 [${rows}×${cols}]: value ${bad} is ${got[bad]}, oracle ${want[bad]}`);
-      }
-  }
-  nb.useInstructionSet('best');
-});
-
-test('matmul over repacked q8 agrees with the oracle within its bound: GEMV passes, several passes and the GEMM', { skip: skipReason }, () => {
-  const nb = backend();
-  const spec = WEIGHT_SPECS.find((s) => s.label === 'q8')!;
-  const r = rng(29);
-  for (const isa of isas(nb)) {
-    nb.useInstructionSet(isa);
-    for (const [rows, cols] of [
-      [13, 33],
-      [17, 300],
-      [40, 129],
-    ] as const) {
-      const w = spec.make(r, rows, cols);
-      const pn = nb.prepare(w);
-      const pt = ts.prepare(w);
-      const bias = randn(r, rows);
-      for (const n of [1, 2, 5, 8, 9, 17, 65]) {
-        const x = randn(r, n * cols);
-        const got = nb.matmul(x, n, pn, n % 2 ? bias : null);
-        const want = ts.matmul(x, n, pt, n % 2 ? bias : null);
-        const bound = matmulBounds(x, n, w, usesInt8Activations(isa, n, w));
-        const bad = firstViolation(got, want, (i) => bound[i] + Math.abs(want[i]) * 2 ** -22);
-        assert.equal(bad, -1, `${isa} q8 [${rows}×${cols}] n=${n}: y[${bad}] = ${got[bad]}, oracle ${want[bad]}, bound ${bound[bad]}`);
-      }
-    }
-  }
-  nb.useInstructionSet('best');
-});
-
-test('matmul over repacked q4 agrees with the oracle within its bound: GEMV passes, several passes and the GEMM', { skip: skipReason }, () => {
+test('matmul over repacked q4 and q8 agrees with the oracle within its bound: GEMV passes, several passes and the GEMM', { skip: skipReason }, () => {
   const nb = backend();
   const r = rng(23);
   for (const isa of isas(nb)) {
     nb.useInstructionSet(isa);
-    for (const gs of GROUPS)
+    for (const [label, make] of cases((rows) => rows !== 17, (gs) => [gs !== 64]))
       for (const [rows, cols] of [
         [13, 33],
         [17, 300],
         [40, 129],
       ] as const) {
-        const w = randomQ4(r, rows, cols, gs, gs !== 64, rows !== 17);
+        const w = make(r, rows, cols);
         const pn = nb.prepare(w);
         const pt = ts.prepare(w);
         const bias = randn(r, rows);
@@ -145,26 +111,12 @@ test('matmul over repacked q4 agrees with the oracle within its bound: GEMV pass
           const want = ts.matmul(x, n, pt, n % 2 ? bias : null);
           const bound = matmulBounds(x, n, w, usesInt8Activations(isa, n, w));
           const bad = firstViolation(got, want, (i) => bound[i] + Math.abs(want[i]) * 2 ** -22);
-          assert.equal(bad, -1, `${isa} g${gs} [${rows}×${cols}] n=${n}: y[${bad}] = ${got[bad]}, oracle ${want[bad]}, bound ${bound[bad]}`);
+          assert.equal(bad, -1, `${isa} ${label} [${rows}×${cols}] n=${n}: y[${bad}] = ${got[bad]}, oracle ${want[bad]}, bound ${bound[bad]}`);
         }
       }
   }
   nb.useInstructionSet('best');
 });
-
-/** Resident KiB of the mapping of `file` in this process (/proc/self/smaps), or null off Linux. */
-function residentKiB(file: string): number | null {
-  let smaps: string;
-  try {
-    smaps = readFileSync('/proc/self/smaps', 'utf8');
-  } catch {
-    return null;
-  }
-  const at = smaps.indexOf(file);
-  if (at < 0) return null;
-  const m = /\nRss:\s+(\d+) kB/.exec(smaps.slice(at));
-  return m ? Number(m[1]) : null;
-}
 
 test('repacking a weight held in a file mapping releases its pages, whatever its size; the arrays still read the file', { skip: skipReason }, () => {
   const dir = mkdtempSync(join(tmpdir(), 'qvl-q4x8-'));

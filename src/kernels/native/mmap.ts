@@ -35,7 +35,7 @@ export function adviseDontNeed(buffer: ArrayBuffer, offset = 0, length = buffer.
 /**
  * After a weight was converted at load (quantized), releases the pages of its source arrays that
  * lie in a buffer from `mmapFile`; arrays elsewhere are left alone. Without it every BF16 page
- * read by the quantizer stays resident: a 4B model quantized to q4 at load held 12 GB.
+ * read by the quantizer stays resident: a 4B model quantized to q4 at load held 11.5 GiB.
  */
 export function releaseMappedWeight(w: WeightData): void {
   const arrays: ArrayBufferView[] = 'data' in w ? [w.data] : [w.qs, w.scales];
