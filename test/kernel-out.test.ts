@@ -1,13 +1,18 @@
 /**
- * `matmul(x, n, w, bias, out)` and `siluMul(gate, up, out)`: the result is written into `out`
- * (the model reuses its largest activations across layers that way) and is the same as a fresh
- * one; a wrong size, or a matmul `out` that overlaps x, is refused before anything is written.
+ * `matmul(x, n, w, bias, out)`, `siluMul(gate, up, out)`, `rmsNorm(x, dim, w, eps, out)` and
+ * `attentionKv(q, kv, opts, out)`: the result is written into `out` (the model reuses its
+ * activations across layers and decode steps that way) and is the same as a fresh one; a wrong
+ * size, or an `out` that overlaps the input (other than rmsNorm's in place), is refused before
+ * anything is written.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { isQvlError } from '../src/errors.ts';
 import type { Backend } from '../src/kernels/backend.ts';
+import { KvLayout } from '../src/kernels/kv.ts';
 import { TsBackend } from '../src/kernels/ts/backend.ts';
+import { KVCache } from '../src/model/kv-cache.ts';
+import { KvPool } from '../src/model/kv-pool.ts';
 import { backend, randn, rng, skipReason, WEIGHT_SPECS } from './native-util.ts';
 
 function checkOut(be: Backend): void {
@@ -49,11 +54,53 @@ function checkSiluMulOut(be: Backend): void {
   assert.throws(() => be.siluMul(gate, up, new Float32Array(36)), (e) => isQvlError(e, 'TENSOR_SHAPE') && /gate has 37 values, out has 36/.test(e.message));
 }
 
-test('TypeScript matmul and siluMul write into out', () => {
+function checkRmsNormOut(be: Backend): void {
+  const r = rng(17);
+  const [dim, rows] = [24, 5];
+  const x = randn(r, dim * rows, 3);
+  const w = randn(r, dim);
+  const fresh = be.rmsNorm(x, dim, w, 1e-6);
+  const out = new Float32Array(x.length).fill(Number.NaN);
+  assert.equal(be.rmsNorm(x, dim, w, 1e-6, out), out, `${be.name}: the result is out itself`);
+  assert.deepEqual(out, fresh, `${be.name}: out holds the same values as a fresh result`);
+  const inPlace = x.slice();
+  be.rmsNorm(inPlace, dim, w, 1e-6, inPlace);
+  assert.deepEqual(inPlace, fresh, `${be.name}: in place over x too`);
+  assert.throws(() => be.rmsNorm(x, dim, w, 1e-6, new Float32Array(x.length - 1)), (e) => isQvlError(e, 'TENSOR_SHAPE') && /out has 119 values, expected 120/.test(e.message));
+  // a view of the same memory shifted by one row would read rows already overwritten
+  const shared = new Float32Array(x.length + dim);
+  shared.set(x);
+  const before = shared.slice();
+  assert.throws(() => be.rmsNorm(shared.subarray(0, x.length), dim, w, 1e-6, shared.subarray(dim)), (e) => isQvlError(e, 'TENSOR_SHAPE') && /out overlaps x/.test(e.message));
+  assert.deepEqual(shared, before, 'a refused out is left as it was');
+}
+
+function checkAttentionKvOut(be: Backend): void {
+  const r = rng(23);
+  const layout = new KvLayout('bf16', 1, 2, 16, 4);
+  const cache = new KVCache(new KvPool(layout));
+  const n = 9;
+  const view = cache.append(0, randn(r, n * layout.rowElems), randn(r, n * layout.rowElems), n);
+  const o = { nQ: 3, heads: 4, scale: 0.25, qOffset: n - 3 };
+  const q = randn(r, 3 * 4 * 16);
+  const fresh = be.attentionKv(q, view, o);
+  const out = new Float32Array(q.length).fill(Number.NaN);
+  assert.equal(be.attentionKv(q, view, o, out), out, `${be.name}: the result is out itself`);
+  assert.deepEqual(out, fresh, `${be.name}: out holds the same values as a fresh result`);
+  assert.throws(() => be.attentionKv(q, view, o, new Float32Array(q.length + 1)), (e) => isQvlError(e, 'TENSOR_SHAPE') && /out has 193 values, expected 3×4×16/.test(e.message));
+  assert.throws(() => be.attentionKv(q, view, o, q), (e) => isQvlError(e, 'TENSOR_SHAPE') && /out overlaps q/.test(e.message));
+  cache.release();
+}
+
+test('TypeScript matmul, siluMul, rmsNorm and attentionKv write into out', () => {
   checkOut(new TsBackend());
   checkSiluMulOut(new TsBackend());
+  checkRmsNormOut(new TsBackend());
+  checkAttentionKvOut(new TsBackend());
 });
-test('native matmul and siluMul write into out', { skip: skipReason }, () => {
+test('native matmul, siluMul, rmsNorm and attentionKv write into out', { skip: skipReason }, () => {
   checkOut(backend());
   checkSiluMulOut(backend());
+  checkRmsNormOut(backend());
+  checkAttentionKvOut(backend());
 });

@@ -269,7 +269,7 @@ export class DecodeBatcher {
       next.map((s) => s.delta),
     );
     const V = logits.length / next.length;
-    next.forEach((s, i) => (s.logits = next.length === 1 ? logits : logits.slice(i * V, (i + 1) * V)));
+    next.forEach((s, i) => (s.logits = next.length === 1 ? logits : logits.subarray(i * V, (i + 1) * V)));
   }
 
   private finish(s: Sequence, error: unknown, reason: FinishReason = 'length'): void {

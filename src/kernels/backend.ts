@@ -25,8 +25,11 @@ export interface Backend {
   /** Rows `ids` of a [vocab, dim] table, as float32 ([ids.length, dim]). */
   gatherRows(w: PreparedWeight, ids: ArrayLike<number>): Float32Array;
 
-  /** Row-wise RMSNorm over width `dim`: w ⊙ x / sqrt(mean(x²) + eps). */
-  rmsNorm(x: Float32Array, dim: number, weight: Float32Array, eps: number): Float32Array;
+  /**
+   * Row-wise RMSNorm over width `dim`: w ⊙ x / sqrt(mean(x²) + eps); written into `out` when
+   * given (x.length values; it may be `x` itself) and returned.
+   */
+  rmsNorm(x: Float32Array, dim: number, weight: Float32Array, eps: number, out?: Float32Array): Float32Array;
 
   /** Row-wise LayerNorm over width `dim` with affine weight and bias. */
   layerNorm(x: Float32Array, dim: number, weight: Float32Array, bias: Float32Array, eps: number): Float32Array;
@@ -47,9 +50,10 @@ export interface Backend {
   /**
    * Causal attention over a KV cache layer (any KvType), read in place from its blocks: q is
    * [nQ, heads·headDim]; query i sits at absolute position qOffset + i and sees keys
-   * 0..qOffset+i of the view (at most view.length). Returns [nQ, heads·headDim].
+   * 0..qOffset+i of the view (at most view.length). Returns [nQ, heads·headDim], written into
+   * `out` when given (not overlapping q).
    */
-  attentionKv(q: Float32Array, kv: KvView, opts: KvAttentionOptions): Float32Array;
+  attentionKv(q: Float32Array, kv: KvView, opts: KvAttentionOptions, out?: Float32Array): Float32Array;
 
   /**
    * silu(gate) ⊙ up, element-wise; written into `out` when given (the same length; it may be

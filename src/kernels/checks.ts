@@ -44,7 +44,7 @@ export function checkAttention(q: Float32Array, k: Float32Array, v: Float32Array
   }
 }
 
-export function checkAttentionKv(q: Float32Array, kv: KvView, o: KvAttentionOptions): void {
+export function checkAttentionKv(q: Float32Array, kv: KvView, o: KvAttentionOptions, out?: Float32Array): void {
   const { nQ, heads, qOffset } = o;
   const { kvHeads, headDim, blockTokens } = kv.layout;
   checkInt('attentionKv', 'nQ', nQ);
@@ -55,18 +55,25 @@ export function checkAttentionKv(q: Float32Array, kv: KvView, o: KvAttentionOpti
   if (kv.blocks.length * blockTokens < 2 * kv.length) {
     throw shapeError('attentionKv', `${kv.blocks.length / 2} blocks of ${blockTokens} tokens cannot hold ${kv.length} tokens`, { length: kv.length });
   }
+  if (out !== undefined) checkOut('attentionKv', out, q.length, `${nQ}×${heads}×${headDim}`, q, 'q');
 }
 
 export function checkMatmul(x: Float32Array, n: number, w: PreparedWeight, bias?: Float32Array | null, out?: Float32Array): void {
   checkInt('matmul', 'n', n);
   if (x.length !== n * w.cols) throw shapeError('matmul', `x has ${x.length} values, expected ${n}×${w.cols}`, { n, cols: w.cols, length: x.length });
   if (bias && bias.length !== w.rows) throw shapeError('matmul', `bias has ${bias.length} values, expected ${w.rows}`, { rows: w.rows, length: bias.length });
-  if (out !== undefined) {
-    if (!(out instanceof Float32Array)) throw shapeError('matmul', 'out must be a Float32Array', {});
-    if (out.length !== n * w.rows) throw shapeError('matmul', `out has ${out.length} values, expected ${n}×${w.rows}`, { n, rows: w.rows, length: out.length });
-    if (out.buffer === x.buffer && out.byteOffset < x.byteOffset + x.byteLength && x.byteOffset < out.byteOffset + out.byteLength) {
-      throw shapeError('matmul', 'out overlaps x', {});
-    }
+  if (out !== undefined) checkOut('matmul', out, n * w.rows, `${n}×${w.rows}`, x, 'x');
+}
+
+/**
+ * An op's caller-given output: a Float32Array of `length` values that does not overlap its
+ * input (the op reads other values than the one it is writing).
+ */
+function checkOut(op: string, out: Float32Array, length: number, shape: string, input: Float32Array, inputName: string): void {
+  if (!(out instanceof Float32Array)) throw shapeError(op, 'out must be a Float32Array', {});
+  if (out.length !== length) throw shapeError(op, `out has ${out.length} values, expected ${shape}`, { length: out.length });
+  if (out.buffer === input.buffer && out.byteOffset < input.byteOffset + input.byteLength && input.byteOffset < out.byteOffset + out.byteLength) {
+    throw shapeError(op, `out overlaps ${inputName}`, {});
   }
 }
 
@@ -88,9 +95,11 @@ function checkRows(op: string, x: Float32Array, dim: number): void {
   if (x.length % dim) throw shapeError(op, `x has ${x.length} values, not a multiple of dim ${dim}`, { dim, length: x.length });
 }
 
-export function checkRmsNorm(x: Float32Array, dim: number, weight: Float32Array): void {
+export function checkRmsNorm(x: Float32Array, dim: number, weight: Float32Array, out?: Float32Array): void {
   checkRows('rmsNorm', x, dim);
   if (weight.length !== dim) throw shapeError('rmsNorm', `weight has ${weight.length} values, expected ${dim}`, { dim });
+  // out may be x itself (each row is reduced before it is written), not a shifted view of it
+  if (out !== undefined && out !== x) checkOut('rmsNorm', out, x.length, `${x.length}`, x, 'x (other than being x itself)');
 }
 
 export function checkLayerNorm(x: Float32Array, dim: number, weight: Float32Array, bias: Float32Array): void {

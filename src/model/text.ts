@@ -26,10 +26,40 @@ function drain<T>(g: Generator<void, T, void>): T {
   }
 }
 
-/** The MLP's gate and up outputs [n, intermediate] (gate then silu(gate)·up), reused by every layer of one pass. */
-interface MlpScratch {
-  gate: Float32Array;
+/**
+ * One pass's activations, overwritten by every layer. A decode step used to allocate ~15 arrays
+ * per layer; V8 answered that churn of external memory with a major GC every step or two (4
+ * batched sequences on 2 cores: 80 in 32 steps, its marking threads taking a third of a core
+ * from the kernels), and a 512-token prompt's fresh 20 MB MLP pages were faulted in at each layer.
+ */
+interface LayerScratch {
+  a: Float32Array; // the normed input [n, hidden]
+  q: Float32Array;
+  k: Float32Array;
+  v: Float32Array;
+  att: Float32Array;
+  y: Float32Array; // after attention and the residual
+  b: Float32Array; // y normed
+  gate: Float32Array; // gate, then silu(gate)·up [n, intermediate]
   up: Float32Array;
+  /** the layer outputs, alternately: a layer's input stays readable while it writes its output */
+  out: [Float32Array, Float32Array];
+}
+
+function layerScratch(n: number, hidden: number, w: TextLayerWeights | undefined): LayerScratch {
+  const rows = (m: { rows: number } | undefined) => new Float32Array(n * (m?.rows ?? 0));
+  return {
+    a: new Float32Array(n * hidden),
+    q: rows(w?.q),
+    k: rows(w?.k),
+    v: rows(w?.v),
+    att: new Float32Array(n * (w?.o.cols ?? 0)),
+    y: new Float32Array(n * hidden),
+    b: new Float32Array(n * hidden),
+    gate: rows(w?.gate),
+    up: rows(w?.up),
+    out: [new Float32Array(n * hidden), new Float32Array(n * hidden)],
+  };
 }
 
 /** Consecutive rows of one forward pass that belong to one sequence. */
@@ -83,15 +113,11 @@ export class TextModel {
     const { cfg, backend: be } = this;
     const H = cfg.hiddenSize;
     const { cos, sin } = this.rotary.tables(pos.t, pos.h, pos.w);
-    // the MLP's gate and up projections, overwritten by every layer: the widest activations
-    // (a 512-token prompt at the 4B shape: 20 MB each), whose fresh pages would be faulted in
-    // again at each layer
-    const I = this.w.layers[0]?.gate.rows ?? 0;
-    const mlp: MlpScratch = { gate: new Float32Array(n * I), up: new Float32Array(n * I) };
+    const scratch = layerScratch(n, H, this.w.layers[0]);
     let h = x;
     for (let l = 0; l < cfg.numLayers; l++) {
-      trace?.(`text.layer_input.${l}`, h, [n, H]);
-      h = this.layer(h, n, l, this.w.layers[l], cos, sin, seqs, mlp);
+      trace?.(`text.layer_input.${l}`, h.slice(), [n, H]); // a copy: h is overwritten two layers on
+      h = this.layer(h, n, l, this.w.layers[l], cos, sin, seqs, scratch, scratch.out[l & 1]);
       const feat = deepstack?.features[l];
       if (feat) {
         for (let r = 0; r < deepstack.rows.length; r++) {
@@ -119,43 +145,40 @@ export class TextModel {
     cos: Float32Array,
     sin: Float32Array,
     seqs: readonly SequenceRows[],
-    mlp: MlpScratch,
+    s: LayerScratch,
+    out: Float32Array,
   ): Float32Array {
     const { cfg, backend: be } = this;
     const H = cfg.hiddenSize;
     const hd = cfg.headDim;
-    const a = be.rmsNorm(x, H, w.inputNorm, cfg.rmsNormEps);
+    const eps = cfg.rmsNormEps;
+    const a = be.rmsNorm(x, H, w.inputNorm, eps, s.a);
     // q_norm / k_norm act on each head's vector, before the rotation.
-    const q = be.rmsNorm(be.matmul(a, n, w.q, w.qBias), hd, w.qNorm, cfg.rmsNormEps);
-    const k = be.rmsNorm(be.matmul(a, n, w.k, w.kBias), hd, w.kNorm, cfg.rmsNormEps);
-    const v = be.matmul(a, n, w.v, w.vBias);
+    const q = be.rmsNorm(be.matmul(a, n, w.q, w.qBias, s.q), hd, w.qNorm, eps, s.q);
+    const k = be.rmsNorm(be.matmul(a, n, w.k, w.kBias, s.k), hd, w.kNorm, eps, s.k);
+    const v = be.matmul(a, n, w.v, w.vBias, s.v);
     be.rope(q, n, cfg.numHeads, hd, cos, sin);
     be.rope(k, n, cfg.numKvHeads, hd, cos, sin);
-    const att = this.attend(l, q, k, v, seqs);
-    const y = be.matmul(att, n, w.o, w.oBias);
+    const att = this.attend(l, q, k, v, seqs, s.att);
+    const y = be.matmul(att, n, w.o, w.oBias, s.y);
     be.addInPlace(y, x);
-    const b = be.rmsNorm(y, H, w.postNorm, cfg.rmsNormEps);
-    const act = be.siluMul(be.matmul(b, n, w.gate, null, mlp.gate), be.matmul(b, n, w.up, null, mlp.up), mlp.gate);
-    const z = be.matmul(act, n, w.down);
+    const b = be.rmsNorm(y, H, w.postNorm, eps, s.b);
+    const act = be.siluMul(be.matmul(b, n, w.gate, null, s.gate), be.matmul(b, n, w.up, null, s.up), s.gate);
+    const z = be.matmul(act, n, w.down, null, out);
     be.addInPlace(z, y);
     return z;
   }
 
   /** Appends each sequence's keys and values to its cache and attends its rows to it. */
-  private attend(l: number, q: Float32Array, k: Float32Array, v: Float32Array, seqs: readonly SequenceRows[]): Float32Array {
+  private attend(l: number, q: Float32Array, k: Float32Array, v: Float32Array, seqs: readonly SequenceRows[], out: Float32Array): Float32Array {
     const { cfg, backend: be } = this;
     const opts = (rows: number, past: number) => ({ nQ: rows, heads: cfg.numHeads, scale: 1 / Math.sqrt(cfg.headDim), qOffset: past });
-    if (seqs.length === 1) {
-      const { cache, rows, past } = seqs[0];
-      return be.attentionKv(q, cache.append(l, k, v, rows), opts(rows, past));
-    }
     const qw = cfg.numHeads * cfg.headDim;
     const kw = cfg.numKvHeads * cfg.headDim;
-    const out = new Float32Array(q.length);
     let r = 0;
     for (const { cache, rows, past } of seqs) {
       const view = cache.append(l, k.subarray(r * kw, (r + rows) * kw), v.subarray(r * kw, (r + rows) * kw), rows);
-      out.set(be.attentionKv(q.subarray(r * qw, (r + rows) * qw), view, opts(rows, past)), r * qw);
+      be.attentionKv(q.subarray(r * qw, (r + rows) * qw), view, opts(rows, past), out.subarray(r * qw, (r + rows) * qw));
       r += rows;
     }
     return out;

@@ -117,9 +117,9 @@ export class NativeBackend implements Backend {
     return out;
   }
 
-  rmsNorm(x: Float32Array, dim: number, weight: Float32Array, eps: number): Float32Array {
-    checkRmsNorm(x, dim, weight);
-    const out = new Float32Array(x.length);
+  rmsNorm(x: Float32Array, dim: number, weight: Float32Array, eps: number, into?: Float32Array): Float32Array {
+    checkRmsNorm(x, dim, weight, into);
+    const out = into ?? new Float32Array(x.length);
     if (x.length) this.#call('rmsNorm', () => this.#addon.rmsNorm(x, dim, weight, eps, out));
     return out;
   }
@@ -146,12 +146,12 @@ export class NativeBackend implements Backend {
     return out;
   }
 
-  attentionKv(q: Float32Array, kv: KvView, o: KvAttentionOptions): Float32Array {
-    checkAttentionKv(q, kv, o);
+  attentionKv(q: Float32Array, kv: KvView, o: KvAttentionOptions, into?: Float32Array): Float32Array {
+    checkAttentionKv(q, kv, o, into);
     const L = kv.layout;
     const l = kv.layer;
     const layout = new Float64Array([KV_TYPE_CODE[L.type], L.blockTokens, L.blockBytes, L.kOffset(l), L.vOffset(l), L.kScaleOffset(l), L.vScaleOffset(l)]);
-    const out = new Float32Array(o.nQ * o.heads * L.headDim);
+    const out = into ?? new Float32Array(o.nQ * o.heads * L.headDim);
     this.#call('attentionKv', () =>
       this.#addon.attentionKv(q, out, kv.slabs as ArrayBuffer[], kv.blocks, layout, o.nQ, kv.length, o.heads, L.kvHeads, L.headDim, o.scale, true, o.qOffset, null),
     );

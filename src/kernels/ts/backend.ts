@@ -46,9 +46,9 @@ export class TsBackend implements Backend {
     return out;
   }
 
-  rmsNorm(x: Float32Array, dim: number, weight: Float32Array, eps: number): Float32Array {
-    checkRmsNorm(x, dim, weight);
-    const out = new Float32Array(x.length);
+  rmsNorm(x: Float32Array, dim: number, weight: Float32Array, eps: number, into?: Float32Array): Float32Array {
+    checkRmsNorm(x, dim, weight, into);
+    const out = into ?? new Float32Array(x.length);
     for (let off = 0; off < x.length; off += dim) {
       let ss = 0;
       for (let c = 0; c < dim; c++) ss += x[off + c] * x[off + c];
@@ -98,12 +98,12 @@ export class TsBackend implements Backend {
     return sdpa(q, rowOf(k), rowOf(v), o);
   }
 
-  attentionKv(q: Float32Array, kv: KvView, o: KvAttentionOptions): Float32Array {
-    checkAttentionKv(q, kv, o);
+  attentionKv(q: Float32Array, kv: KvView, o: KvAttentionOptions, into?: Float32Array): Float32Array {
+    checkAttentionKv(q, kv, o, into);
     const L = kv.layout;
     const keys = new KvRowReader(kv, 0);
     const values = new KvRowReader(kv, 1);
-    return sdpa(q, (j, kh) => keys.row(j, kh), (j, kh) => values.row(j, kh), {
+    const out = sdpa(q, (j, kh) => keys.row(j, kh), (j, kh) => values.row(j, kh), {
       nQ: o.nQ,
       nKv: kv.length,
       heads: o.heads,
@@ -113,6 +113,9 @@ export class TsBackend implements Backend {
       causal: true,
       qOffset: o.qOffset,
     });
+    if (!into) return out;
+    into.set(out);
+    return into;
   }
 
   siluMul(gate: Float32Array, up: Float32Array, into?: Float32Array): Float32Array {
