@@ -12,6 +12,7 @@
 
 #include <sys/mman.h>
 
+#include "heap.h"
 #include "kernels.h"
 #include "mmap.h"
 #include "q4x8.h"
@@ -657,6 +658,7 @@ void ReleaseEnv(void* arg) {
 }
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  qvl::unmap_large_frees();
   if (!tls_env) {
     tls_env = new EnvState{qvl::pool_new(qvl::physical_cores()), bestKernels()};
     qvl::pool_use(tls_env->pool);

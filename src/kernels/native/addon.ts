@@ -84,7 +84,7 @@ const require = createRequire(import.meta.url);
  * then the prebuilt binary for this platform, architecture and libc (prebuilds/linux-x64/...).
  * QVL_NATIVE_ADDON names a file directly.
  */
-function locateAddon(): string {
+export function locateAddon(): string {
   const override = process.env.QVL_NATIVE_ADDON;
   if (override) return override;
   const nodeGypBuild = require('node-gyp-build') as { resolve(dir: string): string };
