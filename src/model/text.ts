@@ -28,9 +28,10 @@ function drain<T>(g: Generator<void, T, void>): T {
 
 /**
  * One pass's activations, overwritten by every layer. A decode step used to allocate ~15 arrays
- * per layer; V8 answered that churn of external memory with a major GC every step or two (4
- * batched sequences on 2 cores: 80 in 32 steps, its marking threads taking a third of a core
- * from the kernels), and a 512-token prompt's fresh 20 MB MLP pages were faulted in at each layer.
+ * per layer; V8 answered that churn of external memory with GC work at every step (4 batched
+ * sequences on 2 cores: 80 events other than scavenges in 32 steps, its marking threads taking a
+ * third of a core from the kernels), and a 512-token prompt's fresh 20 MB MLP pages were faulted
+ * in at each layer.
  */
 interface LayerScratch {
   a: Float32Array; // the normed input [n, hidden]
