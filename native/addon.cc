@@ -147,13 +147,27 @@ void packQ4x8(Napi::Env env, WeightDesc* w) {
 }
 
 // Whether a repacked copy leaves the weights in memory once. Pages of a file mapping are released
-// (advise_dontneed_at); arrays on the JavaScript heap stay until V8 collects them, which it may
-// put off for long: after a 4B q4 load the row-major copy of the 0.44 GB q8 head was still
-// resident (VmRSS 3.77 GiB, 3.37 GiB after a forced collection). Small ones are collected along the way.
-bool repackPays(const WeightDesc* w) {
+// (advise_dontneed_at), and arrays the caller gives away (`consume`) are detached; other arrays on
+// the JavaScript heap stay until V8 collects them, which it may put off for long: after a 4B q4
+// load the row-major copy of the 0.44 GB q8 head was still resident (VmRSS 3.77 GiB, 3.37 GiB
+// after a forced collection). Small ones are collected along the way.
+bool repackPays(const WeightDesc* w, bool consume) {
   constexpr int64_t kHeapCopyMax = 64 << 20;
   const int64_t bytes = w->format == qvl::FMT_Q4 ? w->rows * ((w->cols + 1) / 2) : w->rows * w->cols;
-  return bytes <= kHeapCopyMax || qvl::is_mapped(w->data, size_t(bytes));
+  return consume || bytes <= kHeapCopyMax || qvl::is_mapped(w->data, size_t(bytes));
+}
+
+// Detaches the ArrayBuffers behind a consumed weight's arrays, so that V8 frees them now rather
+// than at some later collection (the addon's heap policy then unmaps them: heap.h). A buffer
+// that also holds other data (the array is a view of part of it) is left alone.
+void detachWhole(Napi::Object d, std::initializer_list<const char*> keys) {
+  for (const char* k : keys) {
+    Napi::Value v = d.Get(k);
+    if (!v.IsTypedArray()) continue;
+    Napi::TypedArray a = v.As<Napi::TypedArray>();
+    Napi::ArrayBuffer b = a.ArrayBuffer();
+    if (a.ByteOffset() == 0 && a.ByteLength() == b.ByteLength() && !b.IsDetached()) b.Detach();
+  }
 }
 
 // The same for q8 (q8x8.h).
@@ -249,9 +263,13 @@ Napi::Value Prepare(const Napi::CallbackInfo& info) {
       fail(env, "unknown weight format code " + std::to_string(w->format));
   }
   Napi::Value pack = d.Get("pack");
-  if (pack.IsBoolean() && pack.As<Napi::Boolean>().Value() && repackPays(w.get())) {
-    if (qvl::q4x8_eligible(w.get())) packQ4x8(env, w.get());
-    else if (qvl::q8x8_eligible(w.get())) packQ8x8(env, w.get());
+  Napi::Value consume = d.Get("consume");
+  const bool mayConsume = consume.IsBoolean() && consume.As<Napi::Boolean>().Value();
+  if (pack.IsBoolean() && pack.As<Napi::Boolean>().Value() && repackPays(w.get(), mayConsume)) {
+    bool packed = false;
+    if (qvl::q4x8_eligible(w.get())) packQ4x8(env, w.get()), packed = true;
+    else if (qvl::q8x8_eligible(w.get())) packQ8x8(env, w.get()), packed = true;
+    if (packed && mayConsume) detachWhole(d, {"qs", "scales", "zeros"});
   }
   return Napi::External<WeightDesc>::New(env, w.release(), [](Napi::Env, WeightDesc* p) {
     free((void*)p->q4x8);

@@ -56,6 +56,35 @@ test('prepare repacks q8, and q4 whose group size is a multiple of 32; act-order
   // over 64 MiB on the JavaScript heap: a copy would leave the arrays resident until V8 collects them
   const big = { format: 'q8' as const, rows: 8200, cols: 8192, qs: new Int8Array(8200 * 8192), scales: new Float32Array(8200 * 256) };
   assert.equal(nb.layoutOf(nb.prepare(big)), 'row-major', 'a large q8 weight on the heap');
+  assert.equal(big.qs.length, 8200 * 8192, 'kept as the caller gave it');
+  // given away (quantized at load): repacked whatever its size, and its arrays detached at once
+  const given = nb.prepare(big, { consume: true });
+  assert.equal(nb.layoutOf(given), 'q8x8', 'a large q8 weight the caller gives away');
+  assert.equal(big.qs.length, 0, 'its values array is detached');
+  assert.equal(big.scales.length, 0, 'its scales are detached');
+});
+
+test('a consumed weight reads as the oracle read it before; a view of a larger buffer is not detached', { skip: skipReason }, () => {
+  const nb = backend();
+  const r = rng(29);
+  const x = randn(r, 3 * 96);
+  for (const make of [() => randomQ4(r, 13, 96, 32, true, true), () => q8Spec.make(r, 13, 96)]) {
+    const w = make();
+    // the oracle's dequantization, and the same kernels over a copy that was not given away
+    const wantRows = ts.gatherRows(ts.prepare(w), [0, 12]);
+    const want = nb.matmul(x, 3, nb.prepare(structuredClone(w)));
+    const p = nb.prepare(w, { consume: true });
+    assert.notEqual(nb.layoutOf(p), 'row-major', `${w.format}: repacked`);
+    assert.equal((w as { qs: Uint8Array }).qs.length, 0, `${w.format}: its bytes are detached`);
+    assert.deepEqual(nb.gatherRows(p, [0, 12]), wantRows, `${w.format}: rows decode as the oracle's`);
+    assert.deepEqual(nb.matmul(x, 3, p), want, `${w.format}: the matmul is the copy's, bit for bit`);
+  }
+  // scales that share one buffer with other data stay readable
+  const shared = new Float32Array(13 * 3 + 5).fill(0.5);
+  const q8 = { format: 'q8' as const, rows: 13, cols: 96, qs: new Int8Array(13 * 96).fill(3), scales: shared.subarray(0, 13 * 3) };
+  nb.layoutOf(nb.prepare(q8, { consume: true }));
+  assert.equal(q8.qs.length, 0, 'a whole buffer is detached');
+  assert.equal(shared.length, 44, 'a buffer that holds more than the weight is left alone');
 });
 
 /** A repacked-weight case: a label and a maker of random weights of any shape. */

@@ -9,11 +9,20 @@ import type { WeightData } from './weight.ts';
  * Two implementations: `ts/` (plain TypeScript, the oracle) and `native/` (the C++ addon).
  * Tests check that they agree op by op on random inputs for every weight format.
  */
+export interface PrepareOptions {
+  /**
+   * `w`'s arrays are the caller's to give away (freshly quantized at load): a backend that
+   * copies them into its own layout may detach them, so that their memory goes at once instead
+   * of at V8's next collection. They read as empty afterwards.
+   */
+  consume?: boolean;
+}
+
 export interface Backend {
   readonly name: string;
 
   /** Makes a weight usable by this backend (may repack, may keep a reference to `w`). */
-  prepare(w: WeightData): PreparedWeight;
+  prepare(w: WeightData, opts?: PrepareOptions): PreparedWeight;
 
   /**
    * y[n, w.rows] = x[n, w.cols] · Wᵀ (+ bias[w.rows]), written into `out` when given (exactly

@@ -92,8 +92,13 @@ export function loadModelWeights(
   const total = cfg.vision.depth + cfg.vision.deepstackVisualIndexes.length + cfg.text.numLayers + 4;
   let done = 0;
   const step = () => opts.onProgress?.(++done, total);
+  // a matrix that convert replaced (quantized at load) is ours alone: prepare may take its arrays
+  const prepareConverted = (source: WeightData, name: string): PreparedWeight => {
+    const w = convert(source, name);
+    return backend.prepare(w, { consume: w !== source });
+  };
   const linear = (prefix: string, rows: number, cols: number, bias: boolean): Linear => {
-    const w = backend.prepare(convert(readLinear(src, prefix, rows, cols, q), prefix));
+    const w = prepareConverted(readLinear(src, prefix, rows, cols, q), prefix);
     if (!bias) return { w };
     const b = readBias(src, prefix, rows);
     if (!b) throw new QvlError('TENSOR_MISSING', `tensor ${prefix}.bias is missing from the checkpoint`, { tensor: `${prefix}.bias` });
@@ -156,8 +161,7 @@ export function loadModelWeights(
   const t = cfg.text;
   const H = t.hiddenSize;
   const tp = 'model.language_model';
-  const embedData = convert(readLinear(src, `${tp}.embed_tokens`, t.vocabSize, H, q), `${tp}.embed_tokens`);
-  const embed = backend.prepare(embedData);
+  const embed = prepareConverted(readLinear(src, `${tp}.embed_tokens`, t.vocabSize, H, q), `${tp}.embed_tokens`);
   step();
   const layers: TextLayerWeights[] = [];
   const qDim = t.numHeads * t.headDim;

@@ -65,6 +65,8 @@ export interface NativeWeightDesc {
   gIdx?: Int32Array;
   /** q4, q8: repack into the eight-row layouts (native/q4x8.h, q8x8.h) where the weight allows it */
   pack?: boolean;
+  /** the arrays are the caller's to give away: repack whatever the size, then detach them */
+  consume?: boolean;
   groupSize?: number;
   nGroups?: number;
   blockRows?: number;

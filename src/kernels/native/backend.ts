@@ -1,5 +1,5 @@
 import { QvlError } from '../../errors.ts';
-import type { AttentionOptions, Backend, KvAttentionOptions, PreparedWeight } from '../backend.ts';
+import type { AttentionOptions, Backend, KvAttentionOptions, PreparedWeight, PrepareOptions } from '../backend.ts';
 import {
   checkAttention,
   checkAttentionKv,
@@ -84,8 +84,8 @@ export class NativeBackend implements Backend {
     }
   }
 
-  prepare(w: WeightData): PreparedWeight {
-    const desc = { ...describeWeight(w), pack: this.#repack };
+  prepare(w: WeightData, opts: PrepareOptions = {}): PreparedWeight {
+    const desc = { ...describeWeight(w), pack: this.#repack, consume: opts.consume === true };
     const handle = this.#call('prepare', () => this.#addon.prepare(desc));
     const kept = this.#addon.weightLayout(handle);
     const impl: NativeImpl = { handle, weight: kept.layout === 'row-major' ? w : null };
