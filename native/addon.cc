@@ -266,10 +266,9 @@ Napi::Value Prepare(const Napi::CallbackInfo& info) {
   Napi::Value consume = d.Get("consume");
   const bool mayConsume = consume.IsBoolean() && consume.As<Napi::Boolean>().Value();
   if (pack.IsBoolean() && pack.As<Napi::Boolean>().Value() && repackPays(w.get(), mayConsume)) {
-    bool packed = false;
-    if (qvl::q4x8_eligible(w.get())) packQ4x8(env, w.get()), packed = true;
-    else if (qvl::q8x8_eligible(w.get())) packQ8x8(env, w.get()), packed = true;
-    if (packed && mayConsume) detachWhole(d, {"qs", "scales", "zeros"});
+    if (qvl::q4x8_eligible(w.get())) packQ4x8(env, w.get());
+    else if (qvl::q8x8_eligible(w.get())) packQ8x8(env, w.get());
+    if (mayConsume && (w->q4x8 || w->q8x8)) detachWhole(d, {"qs", "scales", "zeros"});
   }
   return Napi::External<WeightDesc>::New(env, w.release(), [](Napi::Env, WeightDesc* p) {
     free((void*)p->q4x8);
