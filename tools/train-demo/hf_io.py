@@ -11,10 +11,18 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
+import types
 from pathlib import Path
 
 import numpy as np
 import torch
+
+if torch.version.cuda is None:
+    # A CPU torch beside a CUDA build of torchvision: its C ops do not load, but the pure-Python transforms
+    # the processor uses work when the op registrations are skipped.
+    for _m in ("torchvision._meta_registrations", "torchvision._autograd_registrations"):
+        sys.modules.setdefault(_m, types.ModuleType(_m))
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURE_DIR = REPO / "test" / "fixtures" / "tiny"
@@ -25,10 +33,10 @@ VERBATIM_FILES = [
     "generation_config.json",
 ]
 # The real processor configs with the pixel bounds changed. Pictures: every one is resized to about
-# 128x128 (min = max = 16384 px: 64 patches, 16 image tokens), whatever its size, so a photo of any size
-# runs in a blink and the tower always sees shapes at the scale it learned them. Videos: the released
+# 256x256 (min = max = 65536 px: 256 patches, 64 image tokens), whatever its size, so a photo of any size
+# runs in a blink and the tower always sees shapes and letters at the scale it learned them. Videos: the released
 # minimum, and a ceiling of 2048 video tokens over all frames. Everything else stays as released.
-IMAGE_PIXELS = 128 * 128
+IMAGE_PIXELS = 256 * 256
 PROCESSOR_FILES = {
     "preprocessor_config.json": IMAGE_PIXELS,
     "video_preprocessor_config.json": 2048 * 32 * 32,
@@ -50,11 +58,11 @@ DEMO_CONFIG = {
         "hidden_act": "silu",
         "hidden_size": 128,
         "initializer_range": 0.02,
-        "intermediate_size": 384,
+        "intermediate_size": 768,
         "max_position_embeddings": 262144,
         "model_type": "qwen3_vl_text",
         "num_attention_heads": 4,
-        "num_hidden_layers": 4,
+        "num_hidden_layers": 6,
         "num_key_value_heads": 2,
         "rms_norm_eps": 1e-06,
         "rope_scaling": {"mrope_interleaved": True, "mrope_section": [6, 5, 5], "rope_type": "default"},
@@ -67,13 +75,13 @@ DEMO_CONFIG = {
     "transformers_version": "4.57.0.dev0",
     "video_token_id": 151656,
     "vision_config": {
-        "deepstack_visual_indexes": [1, 2, 3],
-        "depth": 4,
+        "deepstack_visual_indexes": [1, 3, 5],
+        "depth": 6,
         "hidden_act": "gelu_pytorch_tanh",
-        "hidden_size": 128,
+        "hidden_size": 192,
         "in_channels": 3,
         "initializer_range": 0.02,
-        "intermediate_size": 384,
+        "intermediate_size": 768,
         "model_type": "qwen3_vl",
         "num_heads": 4,
         "num_position_embeddings": 256,
@@ -155,8 +163,9 @@ def video_array(video: dict) -> tuple[np.ndarray, dict]:
     return frames, meta
 
 
-def encode(processor, samples: list[dict], with_answer: bool) -> dict:
-    """Batch model inputs (right-padded). With answers, `labels` marks the answer tokens and <|im_end|>."""
+def encode(processor, samples: list[dict], with_answer: bool, raw_pixels: bool = False) -> dict:
+    """Batch model inputs (right-padded). With answers, `labels` marks the answer tokens and <|im_end|>.
+    raw_pixels: pixel rows as resized uint8, a quarter of the bytes to move; `normalize_pixels` finishes them."""
     texts = [prompt_text(processor, s, with_answer) for s in samples]
     images = [im for s in samples for im in s["images"]]
     videos, metas = [], []
@@ -171,6 +180,8 @@ def encode(processor, samples: list[dict], with_answer: bool) -> dict:
     if videos:
         kwargs["videos"] = videos
         kwargs["video_metadata"] = metas
+    if raw_pixels:
+        kwargs.update(do_rescale=False, do_normalize=False)
     batch = processor(text=texts, padding=True, return_tensors="pt", **kwargs)
     batch.pop("token_type_ids", None)
     if with_answer:
@@ -187,20 +198,20 @@ def encode(processor, samples: list[dict], with_answer: bool) -> dict:
     return dict(batch)
 
 
-def answer_hidden(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Final hidden states at the positions that predict answer tokens, their targets, and the row of each."""
-    out = model.model(
-        input_ids=batch["input_ids"],
-        attention_mask=batch["attention_mask"],
-        pixel_values=batch.get("pixel_values"),
-        image_grid_thw=batch.get("image_grid_thw"),
-        pixel_values_videos=batch.get("pixel_values_videos"),
-        video_grid_thw=batch.get("video_grid_thw"),
-        mm_token_type_ids=batch["mm_token_type_ids"],
-        use_cache=False,
-    )
+def normalize_pixels(batch: dict) -> dict:
+    """What the processors' rescale and normalize do (mean = std = 0.5 in both), for raw_pixels batches."""
+    for key in ("pixel_values", "pixel_values_videos"):
+        if key in batch and batch[key].dtype == torch.uint8:
+            batch[key] = (batch[key].float() - 127.5) / 127.5
+    return batch
+
+
+def answer_hidden(model, inputs: dict, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Final hidden states at the positions that predict answer tokens, their targets, and the row of each.
+    `inputs`: the keyword arguments of the model's forward (encode's batch without `labels`)."""
+    out = model.model(**inputs, use_cache=False)
     h = out.last_hidden_state[:, :-1]
-    tgt = batch["labels"][:, 1:]
+    tgt = labels[:, 1:]
     sel = tgt != -100
     rows = torch.arange(tgt.shape[0], device=tgt.device).unsqueeze(1).expand_as(tgt)[sel]
     return h[sel], tgt[sel], rows

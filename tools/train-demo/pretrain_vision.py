@@ -20,13 +20,13 @@ import torch
 import torch.nn.functional as F
 
 import dense
+import hf_io
 import tasks
 
 # Pictures stage 1 draws, by task: single shapes (shape, colour), scenes of 1-5 shapes (count), scenes
 # of 1-3 different shapes (boxes), words and numbers (characters).
 PRETRAIN_MIX = {"shape": 0.55, "count": 0.2, "grounding": 0.15, "ocr": 0.1}
-TEXT_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
-TEXT_SLOTS = 5  # the longest word or number the OCR task draws
+TEXT_CHARS, TEXT_SLOTS = tasks.TEXT_CHARS, tasks.TEXT_SLOTS
 
 
 AUX_CLASSES = {"shape": tasks.SHAPES, "colour": tasks.COLOUR_NAMES, "count": [1, 2, 3, 4, 5]}
@@ -93,79 +93,145 @@ class TextHeads(torch.nn.Module):
         return loss, exact
 
 
-def vision_lr_at(step: int, steps: int, peak: float, hold: float, warm: int) -> float:
-    """Linear warm-up, the peak held for a `hold` fraction of the steps, then a cosine to 10% of it.
+def vision_lr_at(step: int, progress: float, peak: float, hold: float, warm: int) -> float:
+    """Linear warm-up, the peak held for a `hold` fraction of the run, then a cosine to 10% of it.
     Shape is learnt late (after tens of thousands of pictures) and only at a high rate: with a cosine
     from the start, shape accuracy stalled near 70% while the rate decayed."""
     if step < warm:
         return peak * (step + 1) / warm
-    held = int(hold * steps)
-    if step < held:
+    if progress < hold:
         return peak
-    p = (step - held) / max(1, steps - held)
+    p = min(1.0, (progress - hold) / max(1e-9, 1 - hold))
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * p)))
 
 
-def _draw(rng: np.random.Generator, names: list[str], probs: np.ndarray, n: int) -> list[tuple[object, dict]]:
-    """n (picture, labels) pairs; OCR pictures get {"text": ...} as labels."""
+def draw_pictures(rng: np.random.Generator, n: int) -> list[tuple[object, dict]]:
+    """n (picture, labels) pairs from PRETRAIN_MIX; labels as tasks.make_sample gives them."""
+    names = list(PRETRAIN_MIX)
+    probs = np.array([PRETRAIN_MIX[t] for t in names])
     out = []
-    for i in rng.choice(len(names), size=n, p=probs):
+    for i in rng.choice(len(names), size=n, p=probs / probs.sum()):
         s = tasks.make_sample(rng, names[i])
-        lab = dict(s["labels"][0]) if s["labels"] and s["labels"][0] else {}
-        if names[i] == "ocr":
-            lab = {"text": s["answer"]}
-        out.append((s["images"][0], lab))
+        out.append((s["images"][0], dict(s["labels"][0])))
     return out
 
 
-def pretrain_vision(visual, image_processor, aux, vision_out, args, rng: np.random.Generator, log) -> None:
+def encode_pictures(image_processor, vision_config, pairs) -> dict:
+    """Processor inputs (pixels as resized uint8: hf_io.normalize_pixels), every training target, and the
+    vision tower's precomputed position tables."""
+    import batched
+
+    enc = image_processor(images=[p for p, _ in pairs], return_tensors="pt", do_rescale=False, do_normalize=False)
+    labels = [lab for _, lab in pairs]
+    grid = enc["image_grid_thw"]
+    texts = [(i, lab["text"]) for i, lab in enumerate(labels) if "text" in lab]
+    return {
+        "pixel_values": enc["pixel_values"],
+        "image_grid_thw": grid,
+        "aux_labels": aux_labels_of(labels),
+        "dense": dense.batch_targets(labels, grid),
+        "texts": texts,
+        "vision": {k.removeprefix("image_"): v for k, v in batched.vision_inputs(vision_config, grid, "image_").items()},
+    }
+
+
+class PictureBatches(torch.utils.data.IterableDataset):
+    """Stage-1 batches made by DataLoader workers, each from its own seeded generator."""
+
+    def __init__(self, image_processor, vision_config, seed: int, steps: int, batch: int):
+        self.args = image_processor, vision_config, seed, steps, batch
+
+    def __iter__(self):
+        image_processor, vision_config, seed, steps, batch = self.args
+        info = torch.utils.data.get_worker_info()
+        w, n = (info.id, info.num_workers) if info else (0, 1)
+        torch.set_num_threads(1)
+        rng = np.random.default_rng([seed, 1, w])
+        for step in range(w, steps, n):
+            yield step, encode_pictures(image_processor, vision_config, draw_pictures(rng, batch))
+
+
+def to_device(x, device):
+    if isinstance(x, torch.Tensor):
+        return x.to(device, non_blocking=True)
+    if isinstance(x, dict):
+        return {k: to_device(v, device) for k, v in x.items()}
+    return x
+
+
+class VisionHeads(torch.nn.Module):
+    """Every training-only head on the tower's merger tokens: pooled (AuxHeads), per token (DenseHeads),
+    and the characters of a drawn text (TextHeads). Used in both stages; never saved."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.aux = AuxHeads(dim)
+        self.dense = dense.DenseHeads(dim)
+        self.text = TextHeads(dim)
+
+    def losses(self, merged: torch.Tensor, batch: dict) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+        """Loss terms (tensors) and accuracies (floats) for the pictures of `batch` (encode_pictures keys)."""
+        grid = batch["image_grid_thw"]
+        pooled, acc = self.aux.loss_and_accuracy(merged, grid, batch["aux_labels"])
+        terms = {"pooled": pooled}
+        terms.update({f"dense_{k}": v for k, v in self.dense.losses(merged, batch["dense"]).items()})
+        if batch["texts"]:
+            per_pic = torch.split(merged, (grid.prod(-1) // 4).tolist())
+            tl, exact = self.text.loss([per_pic[i] for i, _ in batch["texts"]], [t for _, t in batch["texts"]])
+            terms["text"] = tl
+            acc["text_exact"] = exact
+        return terms, acc
+
+
+def pretrain_vision(visual, image_processor, heads: VisionHeads, vision_out, args, log) -> None:
     """Trains `visual` (HF's Qwen3-VL vision tower, in place) for args.vision_steps batches of
-    args.vision_batch pictures. `aux` (AuxHeads) stays in use in stage 2; `vision_out` is train.py's
-    VisionOutputs (the same output-scale penalty as stage 2)."""
-    dim = visual.config.out_hidden_size
-    dense_heads = dense.DenseHeads(dim).to(args.device)
-    text_heads = TextHeads(dim).to(args.device)
+    args.vision_batch pictures, or until args.vision_seconds have passed (the schedule follows whichever
+    comes first). `heads` stay in use in stage 2; `vision_out` is train.py's VisionOutputs (the same
+    output-scale penalty as stage 2)."""
     params = [p for p in visual.parameters() if p.requires_grad]
-    head_params = [*aux.parameters(), *dense_heads.parameters(), *text_heads.parameters()]
+    head_params = list(heads.parameters())
     opt = torch.optim.AdamW([{"params": params, "weight_decay": 0.01}, {"params": head_params, "weight_decay": 0.0}],
-                            lr=args.vision_lr, betas=(0.9, 0.98))
-    names = list(PRETRAIN_MIX)
-    probs = np.array([PRETRAIN_MIX[t] for t in names])
-    probs = probs / probs.sum()
+                            lr=args.vision_lr, betas=(0.9, 0.98), fused=args.device.startswith("cuda"))
     steps, warm = args.vision_steps, 30
+    data = PictureBatches(image_processor, visual.config, args.seed, steps, args.vision_batch)
+    loader = (torch.utils.data.DataLoader(data, batch_size=None, num_workers=args.workers, prefetch_factor=2,
+                                          pin_memory=args.device.startswith("cuda"))
+              if args.workers else data)
     t0 = time.time()
-    hist: dict[str, list[float]] = {}
-    for step in range(steps):
-        lr = vision_lr_at(step, steps, args.vision_lr, args.vision_hold, warm)
+    hist: dict[str, list] = {}
+    done = 0
+    waited, t_ready = 0.0, time.time()
+    for step, batch in loader:
+        waited += time.time() - t_ready  # time the step loop spent waiting for batches
+        elapsed = time.time() - t0
+        progress = max(step / steps, elapsed / args.vision_seconds if args.vision_seconds else 0.0)
+        if progress >= 1:
+            break
+        lr = vision_lr_at(step, progress, args.vision_lr, args.vision_hold, warm)
         for g in opt.param_groups:
             g["lr"] = lr
-        pairs = _draw(rng, names, probs, args.vision_batch)
-        enc = image_processor(images=[p for p, _ in pairs], return_tensors="pt")
-        pixels, grid = enc["pixel_values"].to(args.device), enc["image_grid_thw"].to(args.device)
-        labels = [lab for _, lab in pairs]
-        merged = visual(pixels, grid_thw=grid).pooler_output
+        batch = hf_io.normalize_pixels(to_device(batch, args.device))
+        merged = visual(batch["pixel_values"], grid_thw=batch["image_grid_thw"], **batch["vision"]).pooler_output
         vision_out.take_mergers()
         pen = vision_out.penalty()
-        pooled_loss, pooled_acc = aux.loss_and_accuracy(merged, grid, aux_labels_of(labels).to(args.device))
-        dl = dense_heads.losses(merged, {k: v.to(args.device) for k, v in dense.batch_targets(labels, grid.cpu()).items()})
-        loss = pooled_loss + sum(dl.values()) + args.vision_l2 * pen
-        per_pic = torch.split(merged, (grid.prod(-1) // 4).tolist())
-        text_idx = [i for i, lab in enumerate(labels) if "text" in lab]
-        if text_idx:
-            tl, exact = text_heads.loss([per_pic[i] for i in text_idx], [labels[i]["text"] for i in text_idx])
-            loss = loss + tl
-            hist.setdefault("text_exact", []).append(exact)
+        terms, acc = heads.losses(merged, batch)
+        loss = sum(terms.values()) + args.vision_l2 * pen
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params + head_params, 1.0)
         opt.step()
-        hist.setdefault("loss", []).append(loss.item())
-        for k, v in dl.items():
-            hist.setdefault(f"dense_{k}", []).append(v.item())
-        for k, v in pooled_acc.items():
+        done = step + 1
+        hist.setdefault("loss", []).append(loss.detach())
+        for k, v in terms.items():
+            if k.startswith("dense_"):
+                hist.setdefault(k, []).append(v.detach())
+        for k, v in acc.items():
             hist.setdefault(k, []).append(v)
-        if (step + 1) % args.log_every == 0 or step + 1 == steps:
-            stats = " ".join(f"{k}={np.mean(v):.3f}" for k, v in hist.items())
+        if (step + 1) % args.log_every == 0:
+            stats = " ".join(f"{k}={np.mean([float(x) for x in v]):.3f}" for k, v in hist.items())
             log(f"vision step {step + 1} pictures {(step + 1) * args.vision_batch} t={time.time() - t0:.0f}s "
+                f"data_wait={waited / (time.time() - t0):.0%} "
                 f"lr={lr:.2e} {stats}")
             hist.clear()
+        t_ready = time.time()
+    log(f"stage 1: {done} batches ({done * args.vision_batch} pictures) in {time.time() - t0:.0f}s")

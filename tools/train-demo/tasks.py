@@ -36,6 +36,10 @@ WORDS = [
     "NODE", "DATA", "CODE", "BLUE", "GOLD", "ROAD", "SHIP", "LAMP", "ZERO", "WIND",
 ]
 
+# Every character a drawn text can hold (WORDS and decimal numbers).
+TEXT_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+TEXT_SLOTS = 5  # the longest word or number make_ocr draws
+
 QUESTIONS = {
     "colour": "What colour is the shape?",
     "shape": "What shape is it?",
@@ -265,7 +269,20 @@ def make_ocr(rng):
         if abs(0.299 * col[0] + 0.587 * col[1] + 0.114 * col[2] - mean) < 70:
             continue
         ImageDraw.Draw(img).text((x, y), text, font=font, fill=col)
-        return {"images": [img], "question": QUESTIONS["ocr"], "answer": text, "labels": [{"text": text}]}
+        return {"images": [img], "question": QUESTIONS["ocr"], "answer": text,
+                "labels": [{"text": text, "chars": _char_cells(font, text, x, y, w, h)}]}
+
+
+def _char_cells(font, text: str, x: float, y: float, w: int, h: int) -> Image.Image:
+    """Where each character of a drawn text sits (mode L: k + 1 over character k's advance cell, from the
+    text's top to its bottom), for training-only per-token targets. Uses no randomness."""
+    mask = Image.new("L", (w, h), 0)
+    draw = ImageDraw.Draw(mask)
+    _, top, _, bottom = font.getbbox(text)
+    for k in range(len(text)):
+        x0, x1 = x + font.getlength(text[:k]), x + font.getlength(text[:k + 1])
+        draw.rectangle([x0, y + top, x1 - 1, y + bottom - 1], fill=k + 1)
+    return mask
 
 
 def make_grounding(rng):

@@ -28,19 +28,21 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import batched  # noqa: E402
+import dense  # noqa: E402
 import hf_io  # noqa: E402
 import pretrain_vision  # noqa: E402
 import tasks  # noqa: E402
 
 # How often each task is drawn: the harder ones (boxes, reading, timestamps) get more practice.
 TASK_WEIGHTS = {
-    "colour": 1.0,
+    "colour": 0.5,
     "shape": 1.0,
     "count": 1.5,
-    "ocr": 1.75,
-    "grounding": 2.5,
+    "ocr": 2.5,
+    "grounding": 3.0,
     "two_images": 1.0,
-    "video_time": 1.5,
+    "video_time": 2.0,
 }
 # The first steps draw only these: a from-scratch vision tower needs an easy visual signal to get going.
 # Mixing in the harder tasks from step 0 lets the text side learn the answer formats first and leaves
@@ -55,11 +57,11 @@ def log_line(fh, msg: str) -> None:
         fh.flush()
 
 
-def lr_at(step: int, total: int, peak: float, warmup: int) -> float:
+def lr_at(step: int, progress: float, peak: float, warmup: int) -> float:
+    """Linear warm-up over `warmup` steps, then a cosine to 5% over the run's progress (0..1)."""
     if step < warmup:
         return peak * (step + 1) / warmup
-    p = (step - warmup) / max(1, total - warmup)
-    return peak * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * p)))
+    return peak * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
 def build_model(work: Path):
@@ -169,9 +171,42 @@ class VisionOutputs:
         return m
 
 
-def aux_labels(samples: list[dict]) -> torch.Tensor:
-    """aux_labels_of for every picture of a batch, in processor order."""
-    return pretrain_vision.aux_labels_of([lab for s in samples for lab in s["labels"]])
+
+
+EMBED = "model.language_model.embed_tokens.weight"
+
+
+def compact_weights(src: Path, dst: Path) -> None:
+    """A model.safetensors without its all-zero vocabulary rows (a quarter of the size): the rest as saved,
+    plus the trained rows and their ids. For moving a checkpoint to a training machine (--init)."""
+    from safetensors.torch import load_file, save_file
+
+    sd = load_file(str(src))
+    emb = sd.pop(EMBED)
+    ids = torch.nonzero(emb.abs().sum(1) > 0).squeeze(1)
+    save_file({**sd, "embed_ids": ids, "embed_rows": emb[ids].contiguous()}, str(dst))
+
+
+def load_weights(model, vocab: ActiveVocab, path: Path) -> None:
+    """--init: a saved demo model (or compact_weights' file) into the model and the active vocabulary."""
+    from safetensors.torch import load_file
+
+    sd = load_file(str(path))
+    if EMBED in sd:
+        emb = sd.pop(EMBED)
+        ids = torch.nonzero(emb.abs().sum(1) > 0).squeeze(1)
+        rows = emb[ids]
+    else:
+        ids, rows = sd.pop("embed_ids"), sd.pop("embed_rows")
+    known = set(vocab.ids.tolist())
+    if not set(ids.tolist()) <= known:
+        raise SystemExit(f"{path}: trained vocabulary rows outside this run's active vocabulary")
+    missing, unexpected = model.load_state_dict({k: v.float() for k, v in sd.items()}, strict=False)
+    if unexpected or set(missing) - {EMBED, "lm_head.weight"}:
+        raise SystemExit(f"{path}: weights do not fit the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    with torch.no_grad():
+        vocab.rows.zero_()
+        vocab.rows[vocab.remap[ids.to(vocab.remap.device)]] = rows.float().to(vocab.rows.device)
 
 
 def save_demo(model, out: Path) -> None:
@@ -203,9 +238,16 @@ class TaskMix:
         return [tasks.make_sample(rng, self.names[i]) for i in task_ids]
 
 
-def encode_with_aux(processor, samples: list[dict]) -> dict:
-    batch = hf_io.encode(processor, samples, with_answer=True)
-    batch["aux_labels"] = aux_labels(samples)
+def encode_batch(processor, config, samples: list[dict]) -> dict:
+    """Model inputs with answer labels, the pictures' training-only targets (the stage-1 heads'), and the
+    position tables computed here rather than on the device (batched.py)."""
+    batch = batched.precompute(config, hf_io.encode(processor, samples, with_answer=True, raw_pixels=True))
+    labels = [lab for s in samples for lab in s["labels"]]
+    if labels:
+        grid = batch["image_grid_thw"]
+        batch["aux_labels"] = pretrain_vision.aux_labels_of(labels)
+        batch["dense"] = dense.batch_targets(labels, grid)
+        batch["texts"] = [(i, lab["text"]) for i, lab in enumerate(labels) if "text" in lab]
     return batch
 
 
@@ -213,8 +255,8 @@ class WorkerBatches(torch.utils.data.IterableDataset):
     """Encoded batches made by DataLoader workers (GPU runs): worker w makes steps w, w + W, w + 2W, ...
     from its own seeded generator; the loader's round-robin order hands them out as steps 0, 1, 2, ..."""
 
-    def __init__(self, processor, mix: TaskMix, seed: int, steps: int, batch: int):
-        self.processor, self.mix, self.seed, self.steps, self.batch = processor, mix, seed, steps, batch
+    def __init__(self, processor, config, mix: TaskMix, seed: int, steps: int, batch: int):
+        self.processor, self.config, self.mix, self.seed, self.steps, self.batch = processor, config, mix, seed, steps, batch
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
@@ -223,12 +265,14 @@ class WorkerBatches(torch.utils.data.IterableDataset):
         rng = np.random.default_rng([self.seed, w])
         for step in range(w, self.steps, n):
             samples = self.mix.draw(rng, step, self.batch)
-            yield step, [s["task"] for s in samples], encode_with_aux(self.processor, samples)
+            yield step, [s["task"] for s in samples], encode_batch(self.processor, self.config, samples)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, default=2000)
+    ap.add_argument("--steps", type=int, default=2000, help="stage 2 steps (at most; see --seconds)")
+    ap.add_argument("--seconds", type=float, default=0, help="stage 2 wall-clock budget (0: none); the schedule "
+                    "follows whichever of --steps and --seconds runs out first")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--warmup", type=int, default=100)
@@ -236,19 +280,23 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=None, help="model folder to write (omit for a pilot)")
     ap.add_argument("--log", type=Path, default=None)
-    ap.add_argument("--ckpt", type=Path, default=None, help="float32 checkpoint file for resuming")
     ap.add_argument("--log-every", type=int, default=25)
     ap.add_argument("--tasks", default=",".join(TASK_WEIGHTS), help="comma-separated subset (pilots)")
+    ap.add_argument("--weights", default="", help="task weights replacing TASK_WEIGHTS', e.g. ocr=4,grounding=4")
     ap.add_argument("--basic-steps", type=int, default=150, help="steps drawing only WARMUP_TASKS")
     ap.add_argument("--vision-steps", type=int, default=3500, help="stage 1: vision-only batches (pretrain_vision.py)")
+    ap.add_argument("--vision-seconds", type=float, default=0, help="stage 1 wall-clock budget (0: none)")
     ap.add_argument("--vision-batch", type=int, default=32)
     ap.add_argument("--vision-lr", type=float, default=1e-3)
     ap.add_argument("--vision-lr-mult", type=float, default=0.25, help="stage 2: the vision tower's rate / --lr")
-    ap.add_argument("--vision-hold", type=float, default=0.6, help="stage 1: fraction of the steps at the peak rate")
+    ap.add_argument("--vision-hold", type=float, default=0.6, help="stage 1: fraction of the run at the peak rate")
     ap.add_argument("--vision-l2", type=float, default=0.01, help="weight of the penalty on vision output scale")
-    ap.add_argument("--aux", type=float, default=1.0, help="weight of the training-only vision probes' loss")
+    ap.add_argument("--aux", type=float, default=1.0, help="stage 2: weight of the training-only vision heads' loss")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--workers", type=int, default=0, help="DataLoader workers making batches (0: in the loop)")
+    ap.add_argument("--init", type=Path, default=None,
+                    help="start from these weights: a model.safetensors, or compact_weights' smaller file")
+    ap.add_argument("--check", action="store_true", help="first compare the fast forward with HF's own (batched.py)")
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -258,83 +306,86 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="qvl-demo-"))
     processor = hf_io.load_processor(work)
-    model = build_model(work).to(args.device)
+    model = build_model(work)
+    for item in filter(None, args.weights.split(",")):
+        task, weight = item.split("=")
+        if task not in TASK_WEIGHTS:
+            raise SystemExit(f"--weights: unknown task {task!r}")
+        TASK_WEIGHTS[task] = float(weight)
+    names = [t for t in TASK_WEIGHTS if t in args.tasks.split(",")]
+    mix = TaskMix(names, args.basic_steps)
+    if args.check:
+        sample = encode_batch(processor, model.config, mix.draw(np.random.default_rng([args.seed, 9]), 10**9, 24))
+        diff = batched.check_equivalence(model, hf_io.normalize_pixels(sample))
+        log_line(fh, f"fast forward vs HF's: max difference {diff:.2e}")
+    else:
+        batched.use_padded_vision_attention(model.model.visual)
+    model = model.to(args.device)
     if args.device.startswith("cuda"):
         torch.backends.cuda.matmul.allow_tf32 = True
     assert model.lm_head.weight is model.model.language_model.embed_tokens.weight, "the head must be tied"
     vocab = ActiveVocab(model, task_vocabulary(processor, np.random.default_rng(args.seed + 1)))
+    if args.init:
+        load_weights(model, vocab, args.init)
+        log_line(fh, f"# weights from {args.init}")
     vision_out = VisionOutputs(model.model.visual)
-    aux = pretrain_vision.AuxHeads(model.config.vision_config.out_hidden_size).to(args.device)
+    heads = pretrain_vision.VisionHeads(model.config.vision_config.out_hidden_size).to(args.device)
+
+    if args.vision_steps:
+        log_line(fh, f"# stage 1: vision tower alone, up to {args.vision_steps} batches of {args.vision_batch} pictures"
+                     f"{f' or {args.vision_seconds:.0f} s' if args.vision_seconds else ''}, lr {args.vision_lr} "
+                     f"(held for {args.vision_hold:.0%} of the run), device {args.device}, workers {args.workers}")
+        pretrain_vision.pretrain_vision(model.model.visual, processor.image_processor, heads, vision_out, args,
+                                        lambda m: log_line(fh, m))
 
     # Parameter groups: (vision tower or not) x (weight decay or not); the tower's rate is scaled by
     # --vision-lr-mult so that stage 2 refines what stage 1 taught it instead of overwriting it.
     groups: dict[tuple[bool, bool], list] = {(v, d): [] for v in (False, True) for d in (False, True)}
-    groups[(False, False)] += [vocab.rows, *aux.parameters()]
+    groups[(False, False)] += [vocab.rows, *heads.parameters()]
     for name, p in model.named_parameters():
         if p.requires_grad:
             groups[(".visual." in f".{name}", not (p.ndim < 2 or "norm" in name))].append(p)
-    decay = groups[(False, True)] + groups[(True, True)]
-    no_decay = groups[(False, False)] + groups[(True, False)]
-    params = decay + no_decay
+    params = [p for ps in groups.values() for p in ps]
     opt = torch.optim.AdamW(
         [{"params": ps, "weight_decay": 0.01 if d else 0.0, "mult": args.vision_lr_mult if v else 1.0}
          for (v, d), ps in groups.items() if ps],
-        lr=args.lr, betas=(0.9, 0.98), eps=1e-8,
+        lr=args.lr, betas=(0.9, 0.98), eps=1e-8, fused=args.device.startswith("cuda"),
     )
 
-    start = 0
-    if args.ckpt and args.ckpt.exists() and args.workers:
-        raise SystemExit("--ckpt resume works with --workers 0 only")
-    if args.ckpt and args.ckpt.exists():
-        state = torch.load(args.ckpt, weights_only=False, map_location=args.device)
-        model.load_state_dict(state["model"])
-        aux.load_state_dict(state["aux"])
-        with torch.no_grad():
-            vocab.rows.copy_(state["rows"])
-        opt.load_state_dict(state["opt"])
-        rng = state["rng"]
-        start = state["step"]
-        log_line(fh, f"resumed from {args.ckpt} at step {start}")
-
-    if not (args.ckpt and args.ckpt.exists()) and args.vision_steps:
-        log_line(fh, f"# stage 1: vision tower alone, {args.vision_steps} batches of {args.vision_batch} pictures, "
-                     f"lr {args.vision_lr} (held for {args.vision_hold:.0%} of them)")
-        pretrain_vision.pretrain_vision(model.model.visual, processor.image_processor, aux, vision_out, args,
-                                        np.random.default_rng([args.seed, 1]), lambda m: log_line(fh, m))
-        if args.ckpt:
-            torch.save({"model": model.state_dict(), "aux": aux.state_dict(), "opt": opt.state_dict(),
-                        "rows": vocab.rows.detach(), "rng": rng, "step": 0}, args.ckpt)
-
-    n_train = sum(p.numel() for p in params)
-    log_line(fh, f"# qvl demo training: seed {args.seed}, steps {args.steps} (first {args.basic_steps} on "
+    n_train = sum(p.numel() for p in params) - sum(p.numel() for p in heads.parameters())
+    log_line(fh, f"# qvl demo training: seed {args.seed}, up to {args.steps} steps"
+                 f"{f' or {args.seconds:.0f} s' if args.seconds else ''} (first {args.basic_steps} on "
                  f"{'/'.join(WARMUP_TASKS)}), batch {args.batch}, lr {args.lr} (vision tower x{args.vision_lr_mult}), "
                  f"threads {args.threads}, device {args.device}, workers {args.workers}, torch {torch.__version__}, "
-                 f"trained params {n_train:,} "
+                 f"trained model params {n_train:,} "
                  f"(active vocabulary {len(vocab.ids)} of {vocab.vocab_size} rows)")
-    names = [t for t in TASK_WEIGHTS if t in args.tasks.split(",")]
-    mix = TaskMix(names, args.basic_steps)
 
     def batches():
         if args.workers:
-            loader = torch.utils.data.DataLoader(
-                WorkerBatches(processor, mix, args.seed, args.steps, args.batch), batch_size=None,
-                num_workers=args.workers, prefetch_factor=4, persistent_workers=False)
-            yield from loader
+            yield from torch.utils.data.DataLoader(
+                WorkerBatches(processor, model.config, mix, args.seed, args.steps, args.batch), batch_size=None,
+                num_workers=args.workers, prefetch_factor=2, pin_memory=args.device.startswith("cuda"))
             return
-        for step in range(start, args.steps):
+        for step in range(args.steps):
             samples = mix.draw(rng, step, args.batch)
-            yield step, [s["task"] for s in samples], encode_with_aux(processor, samples)
+            yield step, [s["task"] for s in samples], encode_batch(processor, model.config, samples)
 
-    pen_hist: list[float] = []
-    aux_hist: list[float] = []
+    pen_hist: list[torch.Tensor] = []
+    heads_hist: list[torch.Tensor] = []
     t0 = time.time()
+    done = 0
     acc_loss: dict[str, list[float]] = defaultdict(list)
+    waited, t_ready = 0.0, time.time()
     for step, batch_tasks, batch in batches():
-        batch = {k: v.to(args.device) for k, v in batch.items()}
-        lr = lr_at(step, args.steps, args.lr, args.warmup)
+        waited += time.time() - t_ready  # time the step loop spent waiting for batches
+        progress = max(step / args.steps, (time.time() - t0) / args.seconds if args.seconds else 0.0)
+        if progress >= 1:
+            break
+        batch = hf_io.normalize_pixels(pretrain_vision.to_device(batch, args.device))
+        lr = lr_at(step, progress, args.lr, args.warmup)
         for g in opt.param_groups:
             g["lr"] = lr * g["mult"]
-        h, tgt, rows = hf_io.answer_hidden(model, batch)
+        h, tgt, rows = hf_io.answer_hidden(model, batched.forward_inputs(batch), batch["labels"])
         tok = vocab.loss(h, tgt)
         # Mean over samples of each sample's mean token loss, so long answers (boxes) do not drown short ones.
         per_row = torch.zeros(args.batch, device=tok.device).index_add_(0, rows, tok)
@@ -342,31 +393,33 @@ def main() -> None:
         row_loss = per_row / counts
         vis_pen = vision_out.penalty()
         mergers = vision_out.take_mergers()
-        aux_loss = (aux.loss(mergers[0], batch["image_grid_thw"], batch["aux_labels"])
-                    if "image_grid_thw" in batch else torch.zeros((), device=args.device))
-        loss = row_loss.mean() + args.vision_l2 * vis_pen + args.aux * aux_loss
-        pen_hist.append(float(vis_pen))
-        aux_hist.append(float(aux_loss))
+        heads_loss = torch.zeros((), device=args.device)
+        if "aux_labels" in batch:
+            terms, _ = heads.losses(mergers[0], batch)
+            heads_loss = sum(terms.values())
+        loss = row_loss.mean() + args.vision_l2 * vis_pen + args.aux * heads_loss
+        pen_hist.append(vis_pen.detach())
+        heads_hist.append(heads_loss.detach())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         gnorm = torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
+        done = step + 1
         for t, l in zip(batch_tasks, row_loss.detach().tolist()):
             acc_loss[t].append(l)
-        if (step + 1) % args.log_every == 0 or step + 1 == args.steps:
+        if done % args.log_every == 0:
             per_task = " ".join(f"{t}={np.mean(acc_loss[t]):.3f}" for t in names if acc_loss[t])
             all_l = np.mean([v for t in names for v in acc_loss[t]])
-            log_line(fh, f"step {step + 1} t={time.time() - t0:.0f}s lr={lr:.2e} loss={all_l:.4f} "
-                         f"gnorm={float(gnorm):.2f} vision_ms={np.mean(pen_hist):.3f} aux={np.mean(aux_hist):.3f} {per_task}")
+            log_line(fh, f"step {done} t={time.time() - t0:.0f}s data_wait={waited / (time.time() - t0):.0%} "
+                         f"lr={lr:.2e} loss={all_l:.4f} "
+                         f"gnorm={float(gnorm):.2f} vision_ms={float(torch.stack(pen_hist).mean()):.3f} "
+                         f"heads={float(torch.stack(heads_hist).mean()):.3f} {per_task}")
             acc_loss.clear()
             pen_hist.clear()
-            aux_hist.clear()
-        if args.ckpt and ((step + 1) % 250 == 0 or step + 1 == args.steps):
-            torch.save({"model": model.state_dict(), "aux": aux.state_dict(), "opt": opt.state_dict(),
-                        "rows": vocab.rows.detach(), "rng": rng,
-                        "step": step + 1}, args.ckpt)
+            heads_hist.clear()
+        t_ready = time.time()
 
-    log_line(fh, f"trained {args.steps - start} steps in {time.time() - t0:.0f}s")
+    log_line(fh, f"trained {done} steps in {time.time() - t0:.0f}s")
     if args.out:
         vocab.export(model)
         save_demo(model, args.out)
