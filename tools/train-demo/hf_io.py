@@ -206,12 +206,13 @@ def normalize_pixels(batch: dict) -> dict:
     return batch
 
 
-def answer_hidden(model, inputs: dict, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Final hidden states at the positions that predict answer tokens, their targets, and the row of each.
-    `inputs`: the keyword arguments of the model's forward (encode's batch without `labels`)."""
-    out = model.model(**inputs, use_cache=False)
-    h = out.last_hidden_state[:, :-1]
+def answer_hidden(model, inputs: dict, labels: torch.Tensor):
+    """Final hidden states at the positions that predict answer tokens, their targets, the row of each,
+    and the final hidden states of every position. `inputs`: the keyword arguments of the model's
+    forward (encode's batch without `labels`)."""
+    last = model.model(**inputs, use_cache=False).last_hidden_state
+    h = last[:, :-1]
     tgt = labels[:, 1:]
     sel = tgt != -100
     rows = torch.arange(tgt.shape[0], device=tgt.device).unsqueeze(1).expand_as(tgt)[sel]
-    return h[sel], tgt[sel], rows
+    return h[sel], tgt[sel], rows, last

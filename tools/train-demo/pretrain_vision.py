@@ -38,6 +38,27 @@ def aux_labels_of(labels: list[dict]) -> torch.Tensor:
     return torch.tensor(rows, dtype=torch.long).reshape(-1, len(AUX_CLASSES))
 
 
+def picture_means(merged: torch.Tensor, grid_thw: torch.Tensor) -> torch.Tensor:
+    """Each picture's mean merger token (pictures in processor order), without a per-picture loop."""
+    sizes = grid_thw.prod(-1) // 4
+    owner = torch.repeat_interleave(torch.arange(len(sizes), device=merged.device), sizes)
+    sums = merged.new_zeros(len(sizes), merged.shape[1]).index_add_(0, owner, merged)
+    return sums / sizes.unsqueeze(1).to(merged.dtype)
+
+
+def padded_pictures(merged: torch.Tensor, grid_thw: torch.Tensor, which: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The merger tokens of pictures `which`, padded to the longest: (len(which), longest, dim) and the
+    mask of real tokens."""
+    sizes = (grid_thw.prod(-1) // 4).tolist()
+    starts = [sum(sizes[:i]) for i in which]
+    lengths = torch.tensor([sizes[i] for i in which])
+    longest = int(lengths.max())
+    slot = torch.arange(longest)
+    valid = slot.unsqueeze(0) < lengths.unsqueeze(1)
+    index = torch.where(valid, torch.tensor(starts).unsqueeze(1) + slot, 0).to(merged.device)
+    return merged[index], valid.to(merged.device)
+
+
 class AuxHeads(torch.nn.Module):
     """Training-only linear probes on each picture's mean merger token (not saved).
 
@@ -55,8 +76,7 @@ class AuxHeads(torch.nn.Module):
 
     def loss_and_accuracy(self, merged: torch.Tensor, grid_thw: torch.Tensor, labels: torch.Tensor):
         """The summed cross-entropy, and each head's accuracy on the pictures that have its label."""
-        sizes = (grid_thw.prod(-1) // 4).tolist()
-        pooled = torch.stack([t.mean(0) for t in torch.split(merged, sizes)])
+        pooled = picture_means(merged, grid_thw)
         total = merged.new_zeros(())
         acc = {}
         for k, (name, head) in enumerate(zip(AUX_CLASSES, self.heads)):
@@ -64,7 +84,7 @@ class AuxHeads(torch.nn.Module):
             if bool(has.any()):
                 logits = head(pooled)
                 total = total + F.cross_entropy(logits, labels[:, k], ignore_index=-1)
-                acc[f"{name}_acc"] = (logits[has].argmax(1) == labels[has, k]).float().mean().item()
+                acc[f"{name}_acc"] = (logits[has].argmax(1) == labels[has, k]).float().mean().detach()
         return total, acc
 
 
@@ -79,17 +99,16 @@ class TextHeads(torch.nn.Module):
         self.key = torch.nn.Linear(dim, dim)
         self.out = torch.nn.Linear(dim, len(TEXT_CHARS) + 1)
 
-    def loss(self, tokens: list[torch.Tensor], texts: list[str]) -> tuple[torch.Tensor, float]:
-        logits = []
-        for t in tokens:
-            x = self.norm(t)
-            w = torch.softmax(self.queries @ self.key(x).T / math.sqrt(x.shape[1]), dim=1)
-            logits.append(self.out(w @ x))
-        logits = torch.stack(logits)  # (pictures, slots, classes)
+    def loss(self, tokens: torch.Tensor, valid: torch.Tensor, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """tokens: (pictures, longest, dim), padded; valid: (pictures, longest), False at padding."""
+        x = self.norm(tokens)
+        scores = self.queries @ self.key(x).transpose(1, 2) / math.sqrt(x.shape[-1])  # (pictures, slots, longest)
+        w = torch.softmax(scores.masked_fill(~valid[:, None, :], float("-inf")), dim=-1)
+        logits = self.out(w @ x)  # (pictures, slots, classes)
         tgt = torch.tensor([[TEXT_CHARS.index(c) for c in s] + [len(TEXT_CHARS)] * (TEXT_SLOTS - len(s)) for s in texts],
                            device=logits.device)
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1))
-        exact = (logits.argmax(-1) == tgt).all(1).float().mean().item()
+        exact = (logits.argmax(-1) == tgt).all(1).float().mean().detach()
         return loss, exact
 
 
@@ -170,14 +189,14 @@ class VisionHeads(torch.nn.Module):
         self.text = TextHeads(dim)
 
     def losses(self, merged: torch.Tensor, batch: dict) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
-        """Loss terms (tensors) and accuracies (floats) for the pictures of `batch` (encode_pictures keys)."""
+        """Loss terms (tensors) and accuracies (detached tensors: no device sync) for the pictures of `batch` (encode_pictures keys)."""
         grid = batch["image_grid_thw"]
         pooled, acc = self.aux.loss_and_accuracy(merged, grid, batch["aux_labels"])
         terms = {"pooled": pooled}
         terms.update({f"dense_{k}": v for k, v in self.dense.losses(merged, batch["dense"]).items()})
         if batch["texts"]:
-            per_pic = torch.split(merged, (grid.prod(-1) // 4).tolist())
-            tl, exact = self.text.loss([per_pic[i] for i, _ in batch["texts"]], [t for _, t in batch["texts"]])
+            tokens, valid = padded_pictures(merged, grid, [i for i, _ in batch["texts"]])
+            tl, exact = self.text.loss(tokens, valid, [t for _, t in batch["texts"]])
             terms["text"] = tl
             acc["text_exact"] = exact
         return terms, acc

@@ -136,10 +136,34 @@ def task_vocabulary(processor, rng: np.random.Generator, per_task: int = 300) ->
     texts = [hf_io.prompt_text(processor, tasks.make_sample(rng, t), with_answer=True)
              for t in tasks.TASKS for _ in range(per_task)]
     texts += [f"<{x / 20:.1f} seconds>" for x in range(0, 400)]
-    texts += [str(d) for d in range(10)] + tasks.WORDS
+    texts += list(tasks.TEXT_CHARS) + tasks.WORDS
     for t in texts:
         ids.update(tok(t, add_special_tokens=False)["input_ids"])
     return sorted(ids)
+
+
+class LmChars:
+    """Per-token reading targets for the language model: at each image token that a drawn character
+    covers (dense.py's `char` target), the model's final hidden state is asked, through the tied head,
+    for that character's own token. The tower already tells characters apart (stage 1), but the answer
+    positions have to learn where to look and how to say what they find; with this, the image positions
+    themselves say which character they hold, in the vocabulary the answer is written in."""
+
+    def __init__(self, tokenizer, image_token_id: int, device):
+        ids = [tokenizer.convert_tokens_to_ids(c) for c in tasks.TEXT_CHARS]
+        assert all(isinstance(i, int) and i >= 0 for i in ids), "every character must be one token"
+        self.char_ids = torch.tensor(ids, device=device)
+        self.image_token_id = image_token_id
+
+    def loss(self, last: torch.Tensor, input_ids: torch.Tensor, chars: torch.Tensor, vocab: "ActiveVocab") -> torch.Tensor:
+        # image tokens in (row, position) order are the pictures' merger tokens in processor order
+        h = last[input_ids == self.image_token_id]
+        if h.shape[0] != chars.shape[0]:
+            raise AssertionError(f"{h.shape[0]} image tokens but {chars.shape[0]} per-token targets")
+        sel = chars >= 0
+        if not bool(sel.any()):
+            return last.new_zeros(())
+        return vocab.loss(h[sel], self.char_ids[chars[sel]]).mean()
 
 
 class VisionOutputs:
@@ -292,6 +316,8 @@ def main() -> None:
     ap.add_argument("--vision-hold", type=float, default=0.6, help="stage 1: fraction of the run at the peak rate")
     ap.add_argument("--vision-l2", type=float, default=0.01, help="weight of the penalty on vision output scale")
     ap.add_argument("--aux", type=float, default=1.0, help="stage 2: weight of the training-only vision heads' loss")
+    ap.add_argument("--lm-chars", type=float, default=0.0,
+                    help="stage 2: weight of the per-token character loss on the language model (LmChars)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--workers", type=int, default=0, help="DataLoader workers making batches (0: in the loop)")
     ap.add_argument("--init", type=Path, default=None,
@@ -372,6 +398,8 @@ def main() -> None:
 
     pen_hist: list[torch.Tensor] = []
     heads_hist: list[torch.Tensor] = []
+    chars_hist: list[torch.Tensor] = []
+    lm_chars = LmChars(processor.tokenizer, model.config.image_token_id, args.device)
     t0 = time.time()
     done = 0
     acc_loss: dict[str, list[float]] = defaultdict(list)
@@ -385,7 +413,7 @@ def main() -> None:
         lr = lr_at(step, progress, args.lr, args.warmup)
         for g in opt.param_groups:
             g["lr"] = lr * g["mult"]
-        h, tgt, rows = hf_io.answer_hidden(model, batched.forward_inputs(batch), batch["labels"])
+        h, tgt, rows, last = hf_io.answer_hidden(model, batched.forward_inputs(batch), batch["labels"])
         tok = vocab.loss(h, tgt)
         # Mean over samples of each sample's mean token loss, so long answers (boxes) do not drown short ones.
         per_row = torch.zeros(args.batch, device=tok.device).index_add_(0, rows, tok)
@@ -397,9 +425,13 @@ def main() -> None:
         if "aux_labels" in batch:
             terms, _ = heads.losses(mergers[0], batch)
             heads_loss = sum(terms.values())
-        loss = row_loss.mean() + args.vision_l2 * vis_pen + args.aux * heads_loss
+        chars_loss = torch.zeros((), device=args.device)
+        if args.lm_chars and "dense" in batch:
+            chars_loss = lm_chars.loss(last, batch["input_ids"], batch["dense"]["char"], vocab)
+        loss = row_loss.mean() + args.vision_l2 * vis_pen + args.aux * heads_loss + args.lm_chars * chars_loss
         pen_hist.append(vis_pen.detach())
         heads_hist.append(heads_loss.detach())
+        chars_hist.append(chars_loss.detach())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         gnorm = torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -413,10 +445,12 @@ def main() -> None:
             log_line(fh, f"step {done} t={time.time() - t0:.0f}s data_wait={waited / (time.time() - t0):.0%} "
                          f"lr={lr:.2e} loss={all_l:.4f} "
                          f"gnorm={float(gnorm):.2f} vision_ms={float(torch.stack(pen_hist).mean()):.3f} "
-                         f"heads={float(torch.stack(heads_hist).mean()):.3f} {per_task}")
+                         f"heads={float(torch.stack(heads_hist).mean()):.3f} "
+                         f"lm_chars={float(torch.stack(chars_hist).mean()):.3f} {per_task}")
             acc_loss.clear()
             pen_hist.clear()
             heads_hist.clear()
+            chars_hist.clear()
         t_ready = time.time()
 
     log_line(fh, f"trained {done} steps in {time.time() - t0:.0f}s")
