@@ -40,8 +40,12 @@ const KernelTable* kernels() { return tls_env->kernels; }
 
 const KernelTable* bestKernels() {
   if (qvl::cpu_has_avx512vnni() && qvl::kernels_avx512vnni()) {
-    if (qvl::cpu_splits_512bit_ops() && qvl::cpu_has_avx2() && qvl::kernels_avx2vnni())
-      return qvl::kernels_wide_with_narrow_int8(qvl::kernels_avx512vnni(), qvl::kernels_avx2vnni());
+    if (qvl::cpu_splits_512bit_ops() && qvl::cpu_has_avx2()) {
+      if (qvl::kernels_avx2vnni())
+        return qvl::kernels_wide_with_narrow_gemv(qvl::kernels_avx512vnni(), qvl::kernels_avx2vnni(), true);
+      if (qvl::kernels_avx2())
+        return qvl::kernels_wide_with_narrow_gemv(qvl::kernels_avx512vnni(), qvl::kernels_avx2(), false);
+    }
     return qvl::kernels_avx512vnni();
   }
   if (qvl::cpu_has_avx512() && qvl::kernels_avx512()) return qvl::kernels_avx512();

@@ -26,6 +26,15 @@ constexpr int64_t kInt8MaxTokens = 8;
  */
 constexpr int64_t kInt8PassMaxTokens = 64;
 
+/**
+ * AVX2 sets, 1 token over a float matrix: a row at a time with 4 FMA chains while the activations
+ * fit this many bytes (L1). bf16 at 2 Zen 4 cores: 2560→9728 24 → 34 GB/s, the 2560-column head
+ * 24 → 33–35; 9728 columns (x from L2) drop 29 → 21, so they keep 4 rows. The AVX-512 sets gained
+ * nothing from it in zmm registers, and on Zen 4 the AVX2 set's is faster than theirs
+ * (kernels_mixed.cc).
+ */
+constexpr int64_t kGemvOneRowMaxX = 16 << 10;
+
 /** A weight matrix [rows, cols] in the caller's memory (see src/kernels/weight.ts). */
 struct WeightDesc {
   int32_t format;
@@ -47,6 +56,12 @@ struct WeightDesc {
   // q8 repacked likewise (native/q8x8.h); data and scales are then null
   const uint8_t* q8x8;
 };
+
+/** Whether a matmul of n tokens over w takes the one-row float GEMV in the AVX2 sets. */
+inline bool takes_one_row_gemv(const WeightDesc* w, int64_t n) {
+  const bool fl = w->format == FMT_F32 || w->format == FMT_BF16 || w->format == FMT_F16;
+  return n == 1 && fl && w->cols * 4 <= kGemvOneRowMaxX;
+}
 
 enum KvType : int32_t { KV_F32 = 0, KV_BF16 = 1, KV_F16 = 2, KV_Q8 = 3 };
 
@@ -168,8 +183,11 @@ const KernelTable* kernels_avx512();
 const KernelTable* kernels_avx2();
 const KernelTable* kernels_avx2vnni();  // null where the CPU lacks AVX-VNNI
 const KernelTable* kernels_base();
-/** `wide`'s kernels, except the int8 GEMV from `narrow` (kernels_mixed.cc); made once. */
-const KernelTable* kernels_wide_with_narrow_int8(const KernelTable* wide, const KernelTable* narrow);
+/**
+ * `wide`'s kernels, except the 1-token one-row float GEMV from `narrow`, and the int8 GEMV too
+ * when `narrowInt8` (kernels_mixed.cc); made once.
+ */
+const KernelTable* kernels_wide_with_narrow_gemv(const KernelTable* wide, const KernelTable* narrow, bool narrowInt8);
 
 // Thread pool (threadpool.cc), plain C-style so the kernel sets can call it. Each JS thread owns
 // one pool (the addon makes it, binds it with pool_use and deletes it when the thread's Node

@@ -1,11 +1,13 @@
 // A kernel table mixed from two sets, for CPUs on which one set is not best at everything.
 //
 // AMD Zen 4 runs AVX-512 as two 256-bit halves: its AVX-512 GEMM and attention beat the AVX2
-// ones (32 registers, wider tiles), but the 256-bit int8 GEMV (vpdpbusd on ymm, four rows in
-// flight) decodes faster than the 512-bit one on the same core (bench/model.ts --isa, q4 and q8).
-// There, `best` takes every kernel from avx512vnni except the int8 GEMV, which comes from
-// avx2vnni. Each part is the same code, and the same results, as in its own set; forcing a set
-// (`useInstructionSet`) still gives that set alone.
+// ones (32 registers, wider tiles), but two GEMVs run faster from an AVX2 set on the same core:
+// - the 256-bit int8 GEMV (vpdpbusd on ymm, four rows in flight; bench/model.ts --isa, q4 and
+//   q8), where the CPU has AVX-VNNI (Zen 5);
+// - the one-row float GEMV of 1 token (kGemvOneRowMaxX in kernels.h; bf16 2560→9728 on 2 Zen 4
+//   cores: 2.05 ms in avx512vnni, 1.52–1.69 in avx2; the 2560-column head 32–35 → 24–25 ms).
+// There, `best` takes every other kernel from avx512vnni. Each part is the same code, and the
+// same results, as in its own set; forcing a set (`useInstructionSet`) still gives that set alone.
 #include "kernels.h"
 
 namespace qvl {
@@ -13,7 +15,8 @@ namespace qvl {
 namespace {
 
 const KernelTable* g_wide = nullptr;    // avx512vnni
-const KernelTable* g_narrow = nullptr;  // avx2vnni
+const KernelTable* g_narrow = nullptr;  // avx2vnni, or avx2 where the CPU lacks AVX-VNNI
+bool g_narrow_int8 = false;             // whether the int8 GEMV comes from g_narrow
 
 /** The formats and shapes that the 256-bit int8 GEMV accepts (gemv_int8_avx2.inc). */
 bool narrow_int8(const WeightDesc* w, int64_t n) {
@@ -23,18 +26,20 @@ bool narrow_int8(const WeightDesc* w, int64_t n) {
 }
 
 void mixed_matmul(const float* x, int64_t n, const WeightDesc* w, const float* bias, float* y) {
-  (narrow_int8(w, n) ? g_narrow : g_wide)->matmul(x, n, w, bias, y);
+  const bool narrow = (g_narrow_int8 && narrow_int8(w, n)) || takes_one_row_gemv(w, n);
+  (narrow ? g_narrow : g_wide)->matmul(x, n, w, bias, y);
 }
 
 }  // namespace
 
-const KernelTable* kernels_wide_with_narrow_int8(const KernelTable* wide, const KernelTable* narrow) {
+const KernelTable* kernels_wide_with_narrow_gemv(const KernelTable* wide, const KernelTable* narrow, bool narrowInt8) {
   // a function-local static: made once even when several worker threads load the addon at once
   static const KernelTable mixed = [&] {
     g_wide = wide;
     g_narrow = narrow;
+    g_narrow_int8 = narrowInt8;
     KernelTable t = *wide;
-    t.name = "avx512vnni+avx2vnni-int8";
+    t.name = narrowInt8 ? "avx512vnni+avx2vnni-gemv" : "avx512vnni+avx2-gemv";
     t.matmul = mixed_matmul;
     return t;
   }();

@@ -127,7 +127,7 @@ test('--stats on the native backend names its instruction set and threads', { sk
   const r = qvl(['run', '--backend', 'native', '-t', '2', '--temp', '0', '-i', path.join(ROOT, 'models', 'demo', 'example.png'), '--stats', 'What colour is the shape?']);
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stdout, /^Red\./);
-  assert.match(r.stderr, /\(native backend, (avx512vnni\+avx2vnni-int8|avx512vnni|avx512|avx2vnni|avx2|scalar), 2 threads\)/);
+  assert.match(r.stderr, /\(native backend, (avx512vnni\+avx2(?:vnni)?-gemv|avx512vnni|avx512|avx2vnni|avx2|scalar), 2 threads\)/);
 });
 
 test('qvl eval reports progress on stderr while it runs, the report on stdout', () => {

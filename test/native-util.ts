@@ -137,8 +137,8 @@ export function usesInt8Activations(isa: string, n: number, w: WeightData, packe
   if (w.format === 'q8') return true;
   if (w.format !== 'q4' || w.gIdx) return false;
   if (repacked) return true;
-  // AVX2 reads one scale per 64 columns, AVX-512 per 128 (the mixed set's int8 GEMV is AVX2's)
-  const wide = isa.startsWith('avx512') && !isa.endsWith('+avx2vnni-int8');
+  // AVX2 reads one scale per 64 columns, AVX-512 per 128 (a mixed set with AVX-VNNI takes AVX2's int8 GEMV)
+  const wide = isa.startsWith('avx512') && !isa.endsWith('+avx2vnni-gemv');
   return w.groupSize === 32 || w.groupSize === 64 || w.groupSize % (wide ? 128 : 64) === 0;
 }
 
