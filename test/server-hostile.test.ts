@@ -6,6 +6,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
+import fs from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import type { Worker } from 'node:worker_threads';
@@ -154,7 +155,8 @@ test('text is bounded in characters before tokenizing; tokenizing runs off the e
 });
 
 test("pixel budgets are capped at the model's maximum by default; an image that cannot fit the context is refused before it is resized", async () => {
-  // The demo model's processor allows at most 16,384 pixels per image.
+  // The demo model's processor allows at most this many pixels per image.
+  const limit = (JSON.parse(fs.readFileSync(path.join(DEMO, 'preprocessor_config.json'), 'utf8')) as { size: { longest_edge: number } }).size.longest_edge;
   const demoEngine = new WorkerEngine(DEMO, { backend: 'auto' });
   const demo = await startServer({ engine: demoEngine, modelDir: DEMO, modelNames: ['demo'], port: 0 });
   try {
@@ -171,7 +173,7 @@ test("pixel budgets are capped at the model's maximum by default; an image that 
     assert.equal(r.status, 400);
     let e = (await r.json()) as ErrorBody;
     assert.equal(e.error.param, 'max_pixels');
-    assert.match(e.error.message, /over the server's limit of 16384 pixels/);
+    assert.match(e.error.message, new RegExp(`over the server's limit of ${limit} pixels`));
     r = await ask({ min_pixels: 16_000_000 });
     assert.equal(((await r.json()) as ErrorBody).error.param, 'min_pixels');
     r = await ask({}, { min_pixels: 16_000_000 });
