@@ -3,7 +3,7 @@
 // AMD Zen 4 runs AVX-512 as two 256-bit halves: its AVX-512 GEMM and attention beat the AVX2
 // ones (32 registers, wider tiles), but two GEMVs run faster from an AVX2 set on the same core:
 // - the 256-bit int8 GEMV (vpdpbusd on ymm, four rows in flight; bench/model.ts --isa, q4 and
-//   q8), where the CPU has AVX-VNNI (Zen 5);
+//   q8), where the CPU has AVX-VNNI;
 // - the one-row float GEMV of 1 token (kGemvOneRowMaxX in kernels.h; bf16 2560→9728 on 2 Zen 4
 //   cores: 2.05 ms in avx512vnni, 1.52–1.69 in avx2; the 2560-column head 32–35 → 24–25 ms).
 // There, `best` takes every other kernel from avx512vnni. Each part is the same code, and the

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+import batched
 import dense
 import hf_io
 import tasks
@@ -138,8 +139,6 @@ def draw_pictures(rng: np.random.Generator, n: int) -> list[tuple[object, dict]]
 def encode_pictures(image_processor, vision_config, pairs) -> dict:
     """Processor inputs (pixels as resized uint8: hf_io.normalize_pixels), every training target, and the
     vision tower's precomputed position tables."""
-    import batched
-
     enc = image_processor(images=[p for p, _ in pairs], return_tensors="pt", do_rescale=False, do_normalize=False)
     labels = [lab for _, lab in pairs]
     grid = enc["image_grid_thw"]
