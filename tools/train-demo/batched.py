@@ -5,8 +5,8 @@ With 100+ pictures a batch, three parts of HF's forward issue small operations p
 vision tower's position tables (built per picture from grid_thw), and the text model's MRoPE index
 (per sample, with .tolist()). Here the first runs as one padded, masked attention over all pictures,
 and the other two are computed on the CPU in the batch-making process and handed to HF's forward as
-the precomputed inputs it accepts. The arithmetic is HF's; `check_equivalence` compares the outputs
-with the untouched model. Written against transformers 5.18 (the precomputed-kwargs names).
+the precomputed inputs it accepts; the tower's outputs reach HF's forward whole (`forward`). The
+arithmetic is HF's; `check_equivalence` compares the outputs with the untouched model. Written against transformers 5.18 (the precomputed-kwargs names).
 """
 from __future__ import annotations
 
@@ -118,6 +118,27 @@ def use_padded_vision_attention(visual) -> None:
         attn.forward = forward
 
 
+def forward(model, inputs: dict) -> torch.Tensor:
+    """The model's final hidden states (batch, length, hidden) for `precompute`d inputs.
+
+    The vision tower runs here, once per kind, and its outputs go to HF's forward whole
+    (`mm_encoder_outputs`), where HF's own call would split them picture by picture and join them
+    again (four splits of 100+ pieces a step, forward and backward)."""
+    inputs = dict(inputs)
+    encoded = {}
+    for kind, pixels_key in (("image", "pixel_values"), ("video", "pixel_values_videos")):
+        pixels = inputs.pop(pixels_key, None)
+        tables = {k.removeprefix(f"{kind}_"): inputs.pop(k) for k in list(inputs)
+                  if k.startswith(f"{kind}_") and k != f"{kind}_grid_thw"}
+        if pixels is None:
+            continue
+        out = model.model.visual(pixels.type(model.model.visual.dtype), grid_thw=inputs[f"{kind}_grid_thw"], **tables)
+        out.pooler_output = (out.pooler_output,)
+        out.deepstack_features = [(f,) for f in out.deepstack_features]
+        encoded[kind] = out
+    return model.model(**inputs, mm_encoder_outputs=encoded, use_cache=False).last_hidden_state
+
+
 def check_equivalence(model, batch: dict, atol: float = 1e-4) -> float:
     """Largest difference between the fast forward (`batch` from `precompute`) and HF's own on the same
     inputs; raises if it exceeds atol. Call on a model whose attention is not yet replaced."""
@@ -131,7 +152,7 @@ def check_equivalence(model, batch: dict, atol: float = 1e-4) -> float:
     plain = {k: batch[k] for k in names if k in batch}
     with torch.no_grad():
         a = ref.model(**plain, use_cache=False).last_hidden_state
-        b = fast.model(**forward_inputs(batch), use_cache=False).last_hidden_state
+        b = forward(fast, forward_inputs(batch))
     diff = float((a - b).abs().max())
     if not diff <= atol:
         raise AssertionError(f"fast forward differs from HF's by {diff:g} (> {atol:g})")

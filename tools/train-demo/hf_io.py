@@ -206,13 +206,11 @@ def normalize_pixels(batch: dict) -> dict:
     return batch
 
 
-def answer_hidden(model, inputs: dict, labels: torch.Tensor):
-    """Final hidden states at the positions that predict answer tokens, their targets, the row of each,
-    and the final hidden states of every position. `inputs`: the keyword arguments of the model's
-    forward (encode's batch without `labels`)."""
-    last = model.model(**inputs, use_cache=False).last_hidden_state
+def answer_positions(last: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """From the final hidden states of every position: those at the positions that predict answer
+    tokens, their targets, and the row of each."""
     h = last[:, :-1]
     tgt = labels[:, 1:]
     sel = tgt != -100
     rows = torch.arange(tgt.shape[0], device=tgt.device).unsqueeze(1).expand_as(tgt)[sel]
-    return h[sel], tgt[sel], rows, last
+    return h[sel], tgt[sel], rows

@@ -413,7 +413,8 @@ def main() -> None:
         lr = lr_at(step, progress, args.lr, args.warmup)
         for g in opt.param_groups:
             g["lr"] = lr * g["mult"]
-        h, tgt, rows, last = hf_io.answer_hidden(model, batched.forward_inputs(batch), batch["labels"])
+        last = batched.forward(model, batched.forward_inputs(batch))
+        h, tgt, rows = hf_io.answer_positions(last, batch["labels"])
         tok = vocab.loss(h, tgt)
         # Mean over samples of each sample's mean token loss, so long answers (boxes) do not drown short ones.
         per_row = torch.zeros(args.batch, device=tok.device).index_add_(0, rows, tok)
