@@ -6,7 +6,8 @@ vision tower's position tables (built per picture from grid_thw), and the text m
 (per sample, with .tolist()). Here the first runs as one padded, masked attention over all pictures,
 and the other two are computed on the CPU in the batch-making process and handed to HF's forward as
 the precomputed inputs it accepts; the tower's outputs reach HF's forward whole (`forward`). The
-arithmetic is HF's; `check_equivalence` compares the outputs with the untouched model. Written against transformers 5.18 (the precomputed-kwargs names).
+arithmetic is HF's; `check_equivalence` compares the outputs with the untouched model. Written
+against transformers 5.18 (the names of the precomputed inputs).
 """
 from __future__ import annotations
 
