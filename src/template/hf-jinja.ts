@@ -57,6 +57,11 @@ interface FilterNode {
 /** Routes `x | tojson` and `x | tojson(...)` of this interpreter instance to Python's json.dumps. */
 function installPythonToJson(interpreter: Interpreter): void {
   const internals = interpreter as unknown as InterpreterInternals;
+  // private methods of @huggingface/jinja 0.5.x (package.json pins the version): say so plainly
+  // if another version renamed them, rather than failing somewhere inside a render
+  if (typeof internals.applyFilter !== 'function' || typeof internals.evaluateArguments !== 'function') {
+    throw new Error('@huggingface/jinja: Interpreter.applyFilter / evaluateArguments not found; src/template/hf-jinja.ts patches them for Python-compatible tojson and needs updating for this version');
+  }
   const original = internals.applyFilter.bind(interpreter);
   internals.applyFilter = (operand, filterNode, environment) => {
     if (filterNode.type === 'Identifier' && filterNode.value === 'tojson') {
