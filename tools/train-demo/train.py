@@ -200,6 +200,11 @@ class VisionOutputs:
 EMBED = "model.language_model.embed_tokens.weight"
 
 
+def trained_rows(emb: torch.Tensor) -> torch.Tensor:
+    """Ids of the embedding rows that are not all zero (the trained vocabulary)."""
+    return torch.nonzero(emb.abs().sum(1) > 0).squeeze(1)
+
+
 def compact_weights(src: Path, dst: Path) -> None:
     """A model.safetensors without its all-zero vocabulary rows (a quarter of the size): the rest as saved,
     plus the trained rows and their ids. For moving a checkpoint to a training machine (--init)."""
@@ -207,7 +212,7 @@ def compact_weights(src: Path, dst: Path) -> None:
 
     sd = load_file(str(src))
     emb = sd.pop(EMBED)
-    ids = torch.nonzero(emb.abs().sum(1) > 0).squeeze(1)
+    ids = trained_rows(emb)
     save_file({**sd, "embed_ids": ids, "embed_rows": emb[ids].contiguous()}, str(dst))
 
 
@@ -218,7 +223,7 @@ def load_weights(model, vocab: ActiveVocab, path: Path) -> None:
     sd = load_file(str(path))
     if EMBED in sd:
         emb = sd.pop(EMBED)
-        ids = torch.nonzero(emb.abs().sum(1) > 0).squeeze(1)
+        ids = trained_rows(emb)
         rows = emb[ids]
     else:
         ids, rows = sd.pop("embed_ids"), sd.pop("embed_rows")
