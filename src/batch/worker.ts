@@ -75,6 +75,8 @@ export class BatchWorker {
   private timers: NodeJS.Timeout[] = [];
   private readonly startedAt = Math.floor(Date.now() / 1000);
   private stopping?: Promise<void>;
+  /** set when a stop's grace has run out: a job that only now starts is stopped at once */
+  private graceOver = false;
 
   private constructor(o: BatchWorkerOptions) {
     checkQueueName(o.queue);
@@ -190,6 +192,8 @@ export class BatchWorker {
     const t0 = performance.now();
     const run: Running = { batch: d.batch, ac: new AbortController() };
     this.running.add(run);
+    // taken just before the stop and registered after the grace ran out: put back like the others
+    if (this.graceOver) run.ac.abort('shutdown');
     const signal = run.ac.signal;
     try {
       const req = checkChatBody(d.body, this.rules, this.o.modelNames);
@@ -246,6 +250,7 @@ export class BatchWorker {
   stop(graceMs: number): Promise<void> {
     return (this.stopping ??= (async () => {
       const timer = setTimeout(() => {
+        this.graceOver = true;
         for (const r of this.running) r.ac.abort('shutdown');
       }, graceMs);
       await this.worker?.close().catch(() => {});
