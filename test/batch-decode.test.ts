@@ -38,7 +38,10 @@ for (const quant of [undefined, 'q4'] as const) {
       user('A much longer question that makes this prompt several tokens longer than the first one is.'),
       user([img('image_c1.png'), img('image_c2.png'), { type: 'text', text: 'Compare.' }]),
       user('Hi'),
+      user('Name three colours.'),
+      user('And two more, please?'),
     ];
+    // 8 rows: the widest batched pass of the dense and int8 GEMVs
     const prepared = await Promise.all(prompts.map((p) => qvl.prepare(p)));
     // two copies of every sequence: one decoded alone, one in the batch
     const alone = prepared.map(() => m.newCache());
