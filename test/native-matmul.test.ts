@@ -2,6 +2,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { TsBackend } from '../src/kernels/ts/backend.ts';
 import { isQvlError } from '../src/errors.ts';
+import { loadAddon } from '../src/kernels/native/addon.ts';
+import { NativeBackend } from '../src/kernels/native/index.ts';
 import { backend, firstViolation, isas, matmulBounds, randn, rng, skipReason, usesInt8Activations, WEIGHT_SPECS } from './native-util.ts';
 
 const ts = new TsBackend();
@@ -51,6 +53,31 @@ test('native matmul agrees with the oracle for every format, shape, token count 
     }
   }
   nb.useInstructionSet('best');
+});
+
+test('row-major q8 (repack: false): the float GEMV passes of a prompt agree with the oracle on every ISA', { skip: skipReason }, () => {
+  // prompts of q8 keep float activations: past the int8 GEMV's 8 tokens, AVX-512 takes passes of
+  // the dense GEMV over the row-major bytes (repacked q8 goes to the GEMM), the other sets the GEMM
+  const nb = new NativeBackend(loadAddon(), { repack: false });
+  const spec = WEIGHT_SPECS.find((s) => s.label === 'q8')!;
+  const r = rng(91);
+  for (const isa of isas(nb)) {
+    nb.useInstructionSet(isa);
+    for (const [rows, cols] of [[37, 300], [25, 257]] as const) {
+      const w = spec.make(r, rows, cols);
+      const pn = nb.prepare(w);
+      assert.equal(nb.layoutOf(pn), 'row-major');
+      const pt = ts.prepare(w);
+      for (const n of [9, 16, 31, 32, 33]) {
+        const x = randn(r, n * cols);
+        const got = nb.matmul(x, n, pn);
+        const want = ts.matmul(x, n, pt);
+        const bound = matmulBounds(x, n, w, usesInt8Activations(isa, n, w));
+        const bad = firstViolation(got, want, (i) => bound[i]);
+        assert.equal(bad, -1, `${isa} [${rows}×${cols}] n=${n}: y[${bad}] = ${got[bad]}, oracle ${want[bad]}, bound ${bound[bad]}`);
+      }
+    }
+  }
 });
 
 test('native matmul over zero columns gives the bias on every ISA', { skip: skipReason }, () => {
