@@ -176,11 +176,13 @@ void detachWhole(Napi::Object d, std::initializer_list<const char*> keys) {
 
 // The same for q8 (q8x8.h).
 void packQ8x8(Napi::Env env, WeightDesc* w) {
-  uint8_t* out = allocStream(env, size_t(qvl::q8x8_bytes(w->rows, w->cols)), "q8");
-  qvl::q8x8_pack(w, out);
+  const bool f16 = qvl::q8x8_scales_fit_f16(w);
+  uint8_t* out = allocStream(env, size_t(qvl::q8x8_bytes(w->rows, w->cols, f16)), "q8");
+  qvl::q8x8_pack(w, f16, out);
   qvl::advise_dontneed_at(w->data, size_t(w->rows) * size_t(w->cols));
   qvl::advise_dontneed_at(w->scales, size_t(w->rows) * size_t(qvl::q8x8_blocks(w->cols)) * 4);
   w->q8x8 = out;
+  w->q8x8F16 = f16;
   w->data = nullptr;
   w->scales = nullptr;
 }
@@ -281,16 +283,16 @@ Napi::Value Prepare(const Napi::CallbackInfo& info) {
   });
 }
 
-// How a prepared weight is kept: {layout: 'q4x8', 'q4x8-f16' (float32 or binary16 scales) or
-// 'q8x8' (repacked by prepare), bytes: of the repacked stream} or {layout: 'row-major'} (the
-// caller's arrays).
+// How a prepared weight is kept: {layout: 'q4x8', 'q4x8-f16', 'q8x8' or 'q8x8-f16' (repacked by
+// prepare, with float32 or binary16 scales), bytes: of the repacked stream} or {layout:
+// 'row-major'} (the caller's arrays).
 Napi::Value WeightLayout(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const WeightDesc* w = handle(info[0]);
   Napi::Object o = Napi::Object::New(env);
-  o.Set("layout", w->q8x8 ? "q8x8" : !w->q4x8 ? "row-major" : w->q4x8F16 ? "q4x8-f16" : "q4x8");
+  o.Set("layout", w->q8x8 ? (w->q8x8F16 ? "q8x8-f16" : "q8x8") : !w->q4x8 ? "row-major" : w->q4x8F16 ? "q4x8-f16" : "q4x8");
   if (w->q4x8) o.Set("bytes", double(qvl::q4x8_bytes(qvl::q4x8_layout(w))));
-  if (w->q8x8) o.Set("bytes", double(qvl::q8x8_bytes(w->rows, w->cols)));
+  if (w->q8x8) o.Set("bytes", double(qvl::q8x8_bytes(w->rows, w->cols, w->q8x8F16 != 0)));
   return o;
 }
 
@@ -530,7 +532,8 @@ void adviseHugePages(void* p, size_t bytes) {
 #endif
 }
 
-// quantize(src, bits, refit, groupSize, symmetric, qs, scales, zeros): `src` is {format, rows,
+// quantize(src, bits, refit, groupSize, symmetric, qs, scales, zeros): refit 0 (none), 1 or 2
+// (binary16 scales), q8 only; `src` is {format, rows,
 // cols, data} of f32, bf16 or f16; the outputs are the q8 (Int8Array) or q4 (Uint8Array) codes,
 // the scales and, for asymmetric q4, the zero points. Returns −1, or row·cols + col of the first
 // NaN/±Infinity weight in row-major order (the one the TypeScript quantizers name).
@@ -560,7 +563,8 @@ Napi::Value Quantize(const Napi::CallbackInfo& info) {
   }
   a.bits = int32_t(integer(info[1], "bits", 4));
   if (a.bits != 4 && a.bits != 8) fail(env, "quantize: bits must be 4 or 8");
-  a.refit = info[2].ToBoolean().Value() ? 1 : 0;
+  a.refit = info[2].IsNumber() ? int32_t(info[2].As<Napi::Number>().Int32Value()) : info[2].ToBoolean().Value() ? 1 : 0;
+  if (a.refit < 0 || a.refit > 2) throw Napi::RangeError::New(env, "quantize: refit must be 0 (none), 1 or 2 (binary16 scales)");
   const int64_t g = integer(info[3], "groupSize", 1);
   if (g > (int64_t(1) << 30)) fail(env, "quantize: groupSize is too large");
   a.groupSize = int32_t(g);

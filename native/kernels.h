@@ -55,6 +55,7 @@ struct WeightDesc {
   int32_t q4x8F16;    // whether its scales are binary16 (else float32)
   // q8 repacked likewise (native/q8x8.h); data and scales are then null
   const uint8_t* q8x8;
+  int32_t q8x8F16;  // whether its scales are binary16 (else float32)
 };
 
 /** Whether a matmul of n tokens over w takes the one-row float GEMV in the AVX2 sets. */
@@ -87,7 +88,7 @@ inline int64_t weight_row_bytes(const WeightDesc* w) {
     case FMT_F32: return 4 * w->cols;
     case FMT_BF16:
     case FMT_F16: return 2 * w->cols;
-    case FMT_Q8: return w->cols + 4 * ((w->cols + kQ8Block - 1) / kQ8Block);
+    case FMT_Q8: return w->cols + (w->q8x8F16 ? 2 : 4) * ((w->cols + kQ8Block - 1) / kQ8Block);
     case FMT_Q4:
       if (w->q4x8)
         return (w->cols + 31) / 32 * 16 + (w->cols + w->groupSize - 1) / w->groupSize * ((w->q4x8F16 ? 2 : 4) + (w->q4x8Zeros ? 1 : 0));
@@ -162,7 +163,7 @@ struct QuantArgs {
   int64_t cols;
   const void* data;
   int32_t bits;       // 8 (q8 blocks of kQ8Block) or 4 (q4 groups)
-  int32_t refit;      // q8: least-squares block scales (refitQ8)
+  int32_t refit;      // q8: least-squares block scales (refitQ8): 0 none, 1, 2 with binary16 scales
   int32_t groupSize;  // q4
   int32_t symmetric;  // q4: zero point 8, no zeros array
   void* qs;

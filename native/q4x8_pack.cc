@@ -2,6 +2,7 @@
 // prepare, on the pool, at about the speed of a copy.
 #include <string.h>
 
+#include "half.h"
 #include "q4x8.h"
 
 namespace qvl {
@@ -14,26 +15,6 @@ struct PackCtx {
   uint8_t* out;
   int64_t rowGroupsPerTask;
 };
-
-uint32_t bits(float f) {
-  uint32_t u;
-  memcpy(&u, &f, 4);
-  return u;
-}
-
-/** Whether f is a binary16 value: ±0, or normal in binary16 with no bits below its 10-bit mantissa. */
-bool fits_f16(float f) {
-  const uint32_t a = bits(f) & 0x7fffffffu;
-  return a == 0 || (a >= 0x38800000u && a <= 0x477fe000u && (a & 0x1fffu) == 0);
-}
-
-/** f (fits_f16) as binary16 bits. */
-uint16_t f16_bits(float f) {
-  const uint32_t u = bits(f), a = u & 0x7fffffffu;
-  const uint16_t sign = uint16_t((u >> 16) & 0x8000u);
-  if (a == 0) return sign;
-  return uint16_t(sign | (((a >> 23) - 112) << 10) | ((a >> 13) & 0x3ffu));
-}
 
 void pack_row_group(const WeightDesc* w, const Q4x8Layout& l, int64_t rg, uint8_t* dst) {
   const int64_t rowBytes = (w->cols + 1) / 2;

@@ -140,6 +140,7 @@ interface Case {
   w: Floats;
   q8: WeightData;
   q8refit: WeightData;
+  q8refitHalf: WeightData;
   q4: WeightData[];
 }
 
@@ -157,6 +158,7 @@ function cases(): Case[] {
           w,
           q8: quantizeQ8(w),
           q8refit: refitQ8(quantizeQ8(w), w),
+          q8refitHalf: refitQ8(quantizeQ8(w), w, true),
           q4: Q4_OPTIONS.map((o) => quantizeQ4(w, o)),
         });
       }
@@ -183,7 +185,7 @@ function forEachSetting(f: (setting: string) => void): void {
   }
 }
 
-test('native q8 (with and without the refit) and q4 are bit-identical to the TypeScript quantizers', { skip: nativeSkip }, () => {
+test('native q8 (without the refit, with it, with it in binary16) and q4 are bit-identical to the TypeScript quantizers', { skip: nativeSkip }, () => {
   assert.ok(!skipReason, `CI=true and ${skipReason}`);
   const all = cases();
   forEachSetting((setting) => {
@@ -191,6 +193,7 @@ test('native q8 (with and without the refit) and q4 are bit-identical to the Typ
       const at = `${c.label} (${setting})`;
       assert.equal(difference(unwrap(nativeQuantizeQ8(c.w, { refit: false }), at), c.q8), '', `q8 ${at}`);
       assert.equal(difference(unwrap(nativeQuantizeQ8(c.w, { refit: true }), at), c.q8refit), '', `q8 refit ${at}`);
+      assert.equal(difference(unwrap(nativeQuantizeQ8(c.w, { refit: true, half: true }), at), c.q8refitHalf), '', `q8 refit, binary16 scales ${at}`);
       Q4_OPTIONS.forEach((o, i) => {
         assert.equal(difference(unwrap(nativeQuantizeQ4(c.w, o), at), c.q4[i]), '', `q4 ${JSON.stringify(o)} ${at}`);
       });
@@ -224,8 +227,10 @@ test('the load-time plan gives the TypeScript output through the native quantize
   assert.equal(difference(quantizeForPlan(w, text, { mode: 'q4' }), quantizeQ4(w)), '');
   const sym = { groupSize: 128, symmetric: true };
   assert.equal(difference(quantizeForPlan(w, text, { mode: 'q4', ...sym }), quantizeQ4(w, sym)), '');
+  // q4 mode's q8 parts keep float32 scales; q8 mode rounds them to binary16
   assert.equal(difference(quantizeForPlan(w, vision, { mode: 'q4' }), refitQ8(quantizeQ8(w), w)), '');
-  assert.equal(difference(quantizeForPlan(w, text, { mode: 'q8' }), refitQ8(quantizeQ8(w), w)), '');
+  assert.equal(difference(quantizeForPlan(w, text, { mode: 'q8' }), refitQ8(quantizeQ8(w), w, true)), '');
+  assert.equal(difference(quantizeForPlan(w, vision, { mode: 'q8' }), refitQ8(quantizeQ8(w), w, true)), '');
 });
 
 test('the native quantizers leave what they do not handle to the TypeScript', { skip: nativeSkip }, () => {

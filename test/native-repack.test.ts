@@ -48,9 +48,12 @@ test('prepare repacks q8, and q4 whose group size is a multiple of 32; act-order
   assert.equal(nb.layoutOf(nb.prepare(tiny)), 'q4x8-f16', 'a zero scale is a binary16 value');
   assert.equal(nb.layoutOf(nb.prepare(q4(r, 9, 70, 32, true, true))), 'row-major', 'act-order');
   assert.equal(nb.layoutOf(nb.prepare(q4(r, 9, 70, 48, false, false))), 'row-major', 'group size 48');
-  const q8 = { format: 'q8' as const, rows: 2, cols: 32, qs: new Int8Array(64), scales: new Float32Array(2) };
-  assert.equal(nb.layoutOf(nb.prepare(q8)), 'q8x8');
-  assert.equal(nb.prepare(q8).bytes, 8 * (32 + 4), 'a q8 row group of 8 rows, padded');
+  const q8 = { format: 'q8' as const, rows: 2, cols: 32, qs: new Int8Array(64), scales: Float32Array.of(0, 0.0999755859375) };
+  assert.equal(nb.layoutOf(nb.prepare(q8)), 'q8x8-f16', 'binary16 scales');
+  assert.equal(nb.prepare(q8).bytes, 8 * (32 + 2), 'a q8 row group of 8 rows, padded, 2 bytes a scale');
+  q8.scales[1] = 0.1;
+  assert.equal(nb.layoutOf(nb.prepare(q8)), 'q8x8', 'a scale that binary16 cannot hold keeps them float32');
+  assert.equal(nb.prepare(q8).bytes, 8 * (32 + 4));
   assert.equal(rowMajor.layoutOf(rowMajor.prepare(q8)), 'row-major');
   assert.equal(nb.layoutOf(nb.prepare({ format: 'bf16', rows: 2, cols: 4, data: new Uint16Array(8) })), 'row-major');
   // over 64 MiB on the JavaScript heap: a copy would leave the arrays resident until V8 collects them
@@ -59,7 +62,7 @@ test('prepare repacks q8, and q4 whose group size is a multiple of 32; act-order
   assert.equal(big.qs.length, 8200 * 8192, 'kept as the caller gave it');
   // given away (quantized at load): repacked whatever its size, and its arrays detached at once
   const given = nb.prepare(big, { consume: true });
-  assert.equal(nb.layoutOf(given), 'q8x8', 'a large q8 weight the caller gives away');
+  assert.equal(nb.layoutOf(given), 'q8x8-f16', 'a large q8 weight the caller gives away');
   assert.equal(big.qs.length, 0, 'its values array is detached');
   assert.equal(big.scales.length, 0, 'its scales are detached');
 });
@@ -178,7 +181,7 @@ test('repacking a weight held in a file mapping releases its pages, whatever its
     writeFileSync(bigFile, new Uint8Array(bigRows * 8192 + bigRows * 256 * 4));
     const bigMap = mmapFile(bigFile);
     const big = { format: 'q8' as const, rows: bigRows, cols: 8192, qs: new Int8Array(bigMap, 0, bigRows * 8192), scales: new Float32Array(bigMap, bigRows * 8192, bigRows * 256) };
-    assert.equal(nb.layoutOf(nb.prepare(big)), 'q8x8', 'a large q8 weight in a mapping');
+    assert.equal(nb.layoutOf(nb.prepare(big)), 'q8x8-f16', 'a large q8 weight in a mapping');
     const x = randn(rng(4), 3 * cols);
     const want = nb.matmul(x, 3, new NativeBackend(loadAddon(), { repack: false }).prepare(mapped));
     const before = residentKiB(file);

@@ -2,6 +2,7 @@
 import { E4M3_TABLE, f32ToBf16, f32ToF16 } from '../src/kernels/dtypes.ts';
 import { dequantRow } from '../src/kernels/ts/dequant.ts';
 import { Q8_BLOCK, q4GroupOf, type WeightData } from '../src/kernels/weight.ts';
+import { nearestHalfScale } from '../src/weights/convert.ts';
 import { nativeAvailable, loadNativeBackend, type InstructionSet, type NativeBackend } from '../src/kernels/native/index.ts';
 
 /** Why the native tests skip, or null when the addon loads. */
@@ -69,6 +70,15 @@ export function q4(r: () => number, rows: number, cols: number, groupSize: numbe
   return w;
 }
 
+/** Random q8 codes and scales; half: scales that binary16 holds (the repacked stream keeps 2 bytes). */
+function q8(r: () => number, rows: number, cols: number, half: boolean): WeightData {
+  const qs = new Int8Array(rows * cols);
+  for (let i = 0; i < qs.length; i++) qs[i] = Math.floor(r() * 256) - 128;
+  const scales = new Float32Array(rows * Math.ceil(cols / Q8_BLOCK));
+  for (let i = 0; i < scales.length; i++) scales[i] = half ? nearestHalfScale(0.001 + 0.01 * r()) : 0.001 + 0.01 * r();
+  return { format: 'q8', rows, cols, qs, scales };
+}
+
 export const WEIGHT_SPECS: WeightSpec[] = [
   { label: 'f32', make: (r, rows, cols) => ({ format: 'f32', rows, cols, data: randn(r, rows * cols, 0.5) }) },
   {
@@ -79,16 +89,8 @@ export const WEIGHT_SPECS: WeightSpec[] = [
     label: 'f16',
     make: (r, rows, cols) => ({ format: 'f16', rows, cols, data: Uint16Array.from(randn(r, rows * cols, 0.5), f32ToF16) }),
   },
-  {
-    label: 'q8',
-    make: (r, rows, cols) => {
-      const qs = new Int8Array(rows * cols);
-      for (let i = 0; i < qs.length; i++) qs[i] = Math.floor(r() * 256) - 128;
-      const scales = new Float32Array(rows * Math.ceil(cols / Q8_BLOCK));
-      for (let i = 0; i < scales.length; i++) scales[i] = 0.001 + 0.01 * r();
-      return { format: 'q8', rows, cols, qs, scales };
-    },
-  },
+  { label: 'q8', make: (r, rows, cols) => q8(r, rows, cols, false) },
+  { label: 'q8 binary16 scales', make: (r, rows, cols) => q8(r, rows, cols, true) },
   { label: 'q4 g32', make: (r, rows, cols) => q4(r, rows, cols, 32, false, false) },
   { label: 'q4 g32 zeros', make: (r, rows, cols) => q4(r, rows, cols, 32, true, false) },
   { label: 'q4 g128', make: (r, rows, cols) => q4(r, rows, cols, 128, false, false) },

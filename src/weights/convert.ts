@@ -82,6 +82,23 @@ export function halfExactScale(d: number): number {
   return scaleF32[0];
 }
 
+/**
+ * A q8 block scale within binary16's normal range, rounded to the nearest binary16 value (ties to
+ * even); others, and those that would round past 65504, are kept. The least-squares refit
+ * (refitQ8) picks its scale with this rounding, so that the kernels can stream q8 scales in 2
+ * bytes too (native/q8x8.h).
+ */
+export function nearestHalfScale(d: number): number {
+  scaleF32[0] = d;
+  const u = scaleU32[0];
+  const a = u & 0x7fffffff;
+  if (a < 0x38800000 || a >= 0x7f800000) return scaleF32[0];
+  const r = ((a + 0xfff + ((a >>> 13) & 1)) & ~0x1fff) >>> 0;
+  if (r > 0x477fe000) return scaleF32[0];
+  scaleU32[0] = ((u & 0x80000000) | r) >>> 0;
+  return scaleF32[0];
+}
+
 export function quantizeQ4(w: WeightData, opts: Q4Options = {}): Q4Weight {
   const { rows, cols } = w;
   const g = opts.groupSize ?? 32;

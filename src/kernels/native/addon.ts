@@ -38,11 +38,12 @@ export interface NativeAddon {
   add(a: Float32Array, b: Float32Array): void;
   /**
    * Quantizes a float matrix (f32, bf16 or f16) into q8 (bits 8: Int8Array codes) or q4 (bits 4:
-   * packed Uint8Array codes, zero points unless symmetric) on the pool; returns −1, or
+   * packed Uint8Array codes, zero points unless symmetric) on the pool, q8 refitted like refitQ8
+   * when refit is 1, with binary16 scales when 2; returns −1, or
    * row·cols + col of the first NaN/±Infinity weight.
    */
   quantize(
-    src: NativeWeightDesc, bits: 4 | 8, refit: boolean, groupSize: number, symmetric: boolean,
+    src: NativeWeightDesc, bits: 4 | 8, refit: 0 | 1 | 2, groupSize: number, symmetric: boolean,
     qs: Int8Array | Uint8Array, scales: Float32Array, zeros: Uint8Array | null,
   ): number;
   mmapFile(path: string): ArrayBuffer;

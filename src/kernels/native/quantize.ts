@@ -44,14 +44,17 @@ function describe(w: FloatWeight) {
   return { format: SOURCE_CODE[w.format]!, rows: w.rows, cols: w.cols, data: w.data };
 }
 
-/** quantizeQ8(w), refitted like refitQ8 when `refit`; undefined where only the TypeScript applies. */
-export function nativeQuantizeQ8(w: WeightData, opts: { refit: boolean }): NativeQuantized<Q8Weight> | undefined {
+/**
+ * quantizeQ8(w), refitted like refitQ8 when `refit` (with binary16 scales when `half`); undefined
+ * where only the TypeScript applies.
+ */
+export function nativeQuantizeQ8(w: WeightData, opts: { refit: boolean; half?: boolean }): NativeQuantized<Q8Weight> | undefined {
   const f = source(w);
   if (!f) return undefined;
   const { rows, cols } = f;
   const qs = new Int8Array(rows * cols);
   const scales = new Float32Array(rows * Math.ceil(cols / Q8_BLOCK));
-  const bad = loadAddon().quantize(describe(f), 8, opts.refit, Q8_BLOCK, false, qs, scales, null);
+  const bad = loadAddon().quantize(describe(f), 8, opts.refit ? (opts.half ? 2 : 1) : 0, Q8_BLOCK, false, qs, scales, null);
   return result(f, bad, { format: 'q8', rows, cols, qs, scales });
 }
 
@@ -67,6 +70,6 @@ export function nativeQuantizeQ4(w: WeightData, opts: { groupSize?: number; symm
   const qs = new Uint8Array(rows * Math.ceil(cols / 2));
   const scales = new Float32Array(rows * nG);
   const zeros = sym ? null : new Uint8Array(rows * nG);
-  const bad = loadAddon().quantize(describe(f), 4, false, g, sym, qs, scales, zeros);
+  const bad = loadAddon().quantize(describe(f), 4, 0, g, sym, qs, scales, zeros);
   return result(f, bad, { format: 'q4', rows, cols, groupSize: g, nGroups: nG, qs, scales, ...(zeros ? { zeros } : {}) });
 }

@@ -1,15 +1,21 @@
 import { dequantRow } from '../../kernels/ts/dequant.ts';
 import { Q8_BLOCK, type Q8Weight, type WeightData } from '../../kernels/weight.ts';
+import { nearestHalfScale } from '../convert.ts';
 
 /**
  * Least-squares scales for a round-to-nearest q8 matrix (`q` from `quantizeQ8(src)`), in place.
  * For fixed integers q the error Σ(w − d·q)² is smallest at d = Σw·q / Σq², never above the
- * max/127 scale's; rounding once more with that d (clamped to ±127) and refitting is kept when
- * it lowers the error further. The gain is small on Gaussian weights (under 2% of the squared
- * error, test/quant-refit.test.ts) but no block gets worse, and on the demo model's held-out
- * items one more q8 answer matches float (208 of 210, against 207). Same format, same kernels.
+ * max/127 scale's; rounding once more with that d (clamped to ±127) and refitting gives a second
+ * candidate, kept when its error is lower. The gain is small on Gaussian weights (under 2% of the
+ * squared error, test/quant-refit.test.ts) but no block gets worse, and on the previous demo
+ * model's held-out items one more q8 answer matched float (208 of 210, against 207).
+ *
+ * `half`: each candidate's scale is rounded to the nearest binary16 value (nearestHalfScale)
+ * before the two are compared, so that the kernels stream the scales in 2 bytes (native/q8x8.h);
+ * no block then gets a larger error than the round-to-nearest codes with any binary16 scale
+ * (max/127 rounded included). Same format, same kernels.
  */
-export function refitQ8(q: Q8Weight, src: WeightData): Q8Weight {
+export function refitQ8(q: Q8Weight, src: WeightData, half = false): Q8Weight {
   const { rows, cols, qs, scales } = q;
   const nb = Math.ceil(cols / Q8_BLOCK);
   const row = new Float32Array(cols);
@@ -29,8 +35,6 @@ export function refitQ8(q: Q8Weight, src: WeightData): Q8Weight {
       }
       if (d2 === 0 || !(n > 0)) continue;
       const d1 = n / d2;
-      // the error of (q, d1) is Σw² − n²/d2: compare n²/d2 only
-      const gain1 = (n * n) / d2;
       const id = 1 / d1;
       let m = 0;
       let e2 = 0;
@@ -41,11 +45,26 @@ export function refitQ8(q: Q8Weight, src: WeightData): Q8Weight {
         m += row[c] * v;
         e2 += v * v;
       }
-      if (e2 > 0 && m > 0 && (m * m) / e2 > gain1) {
+      if (!half) {
+        // the error of (q, d) at its best d is Σw² − (Σw·q)²/Σq²: the larger quotient wins
+        if (e2 > 0 && m > 0 && (m * m) / e2 > (n * n) / d2) {
+          qs.set(alt.subarray(0, c1 - c0), base + c0);
+          scales[r * nb + b] = Math.fround(m / e2);
+        } else {
+          scales[r * nb + b] = Math.fround(d1);
+        }
+        continue;
+      }
+      // each candidate with its scale rounded to binary16; its error is Σw² + d·(d·Σq² − 2·Σw·q),
+      // so the second term decides
+      const s1 = nearestHalfScale(Math.fround(d1));
+      const err1 = s1 * (s1 * d2 - 2 * n);
+      const s2 = e2 > 0 && m > 0 ? nearestHalfScale(Math.fround(m / e2)) : 0;
+      if (e2 > 0 && m > 0 && s2 * (s2 * e2 - 2 * m) < err1) {
         qs.set(alt.subarray(0, c1 - c0), base + c0);
-        scales[r * nb + b] = Math.fround(m / e2);
+        scales[r * nb + b] = s2;
       } else {
-        scales[r * nb + b] = Math.fround(d1);
+        scales[r * nb + b] = s1;
       }
     }
   }
