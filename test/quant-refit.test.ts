@@ -20,15 +20,19 @@ function blockErrors(src: WeightData, q: WeightData): Float64Array {
   return out;
 }
 
-test('refitQ8: no block gets a larger squared error than round-to-nearest with max/127', () => {
+/** Gaussian weights with a partial last block, a zero block and an outlier. */
+function refitCase(): WeightData {
   const r = rng(3);
-  // a partial last block, a zero block and an outlier
   const rows = 64;
   const cols = 300;
   const data = randn(r, rows * cols, 0.02);
   data.fill(0, 5 * cols, 5 * cols + 32);
   data[7 * cols + 3] = 1.5;
-  const w: WeightData = { format: 'f32', rows, cols, data };
+  return { format: 'f32', rows, cols, data };
+}
+
+test('refitQ8: no block gets a larger squared error than round-to-nearest with max/127', () => {
+  const w = refitCase();
   const before = blockErrors(w, quantizeQ8(w));
   const q = refitQ8(quantizeQ8(w), w);
   const after = blockErrors(w, q);
@@ -45,14 +49,7 @@ test('refitQ8: no block gets a larger squared error than round-to-nearest with m
 });
 
 test('refitQ8, half: binary16 scales, and no block gets a larger squared error than round-to-nearest with max/127 in binary16', () => {
-  const r = rng(3);
-  // a partial last block, a zero block and an outlier
-  const rows = 64;
-  const cols = 300;
-  const data = randn(r, rows * cols, 0.02);
-  data.fill(0, 5 * cols, 5 * cols + 32);
-  data[7 * cols + 3] = 1.5;
-  const w: WeightData = { format: 'f32', rows, cols, data };
+  const w = refitCase();
   const rtn = quantizeQ8(w);
   const rtnF32 = blockErrors(w, rtn);
   // the same codes with max/127 rounded to the nearest binary16: the scales the refit chooses among
