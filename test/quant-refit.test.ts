@@ -31,19 +31,27 @@ function refitCase(): WeightData {
   return { format: 'f32', rows, cols, data };
 }
 
+/**
+ * Asserts that no block's error exceeds its bound (up to float rounding); returns the summed
+ * errors `sa` and the summed `base` errors `sb`.
+ */
+function noBlockWorse(after: ArrayLike<number>, bound: ArrayLike<number>, base: ArrayLike<number>): { sa: number; sb: number } {
+  let sa = 0;
+  let sb = 0;
+  for (let i = 0; i < bound.length; i++) {
+    assert.ok(after[i] <= bound[i] * (1 + 1e-6) + 1e-30, `block ${i}: ${after[i]} > ${bound[i]}`);
+    sa += after[i];
+    sb += base[i];
+  }
+  return { sa, sb };
+}
+
 test('refitQ8: no block gets a larger squared error than round-to-nearest with max/127', () => {
   const w = refitCase();
   const before = blockErrors(w, quantizeQ8(w));
   const q = refitQ8(quantizeQ8(w), w);
-  const after = blockErrors(w, q);
-  let sb = 0;
-  let sa = 0;
-  for (let i = 0; i < before.length; i++) {
-    // the stored scale is rounded to float32 after the fit: allow that rounding
-    assert.ok(after[i] <= before[i] * (1 + 1e-6) + 1e-30, `block ${i}: ${after[i]} > ${before[i]}`);
-    sb += before[i];
-    sa += after[i];
-  }
+  // the stored scale is rounded to float32 after the fit: allow that rounding
+  const { sa, sb } = noBlockWorse(blockErrors(w, q), before, before);
   assert.ok(sa < sb, `total squared error ${sa} against ${sb}`);
   for (const v of q.qs) assert.ok(v >= -127 && v <= 127);
 });
@@ -55,15 +63,8 @@ test('refitQ8, half: binary16 scales, and no block gets a larger squared error t
   // the same codes with max/127 rounded to the nearest binary16: the scales the refit chooses among
   const rtnHalf = blockErrors(w, { ...rtn, scales: rtn.scales.map(nearestHalfScale) });
   const q = refitQ8(quantizeQ8(w), w, true);
-  const after = blockErrors(w, q);
-  let sb = 0;
-  let sa = 0;
-  for (let i = 0; i < rtnHalf.length; i++) {
-    // the candidates are compared with the error in double, the blocks here summed in float32
-    assert.ok(after[i] <= rtnHalf[i] * (1 + 1e-6) + 1e-30, `block ${i}: ${after[i]} > ${rtnHalf[i]}`);
-    sb += rtnF32[i];
-    sa += after[i];
-  }
+  // the candidates are compared with the error in double, the blocks here summed in float32
+  const { sa, sb } = noBlockWorse(blockErrors(w, q), rtnHalf, rtnF32);
   assert.ok(sa < sb, `total squared error ${sa} against ${sb} for round-to-nearest in float32`);
   for (const v of q.qs) assert.ok(v >= -127 && v <= 127);
   for (const d of q.scales) assert.equal(nearestHalfScale(d), d, `scale ${d} is a binary16 value`);
