@@ -8,7 +8,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { AttentionOptions } from '../src/kernels/backend.ts';
 import { TsBackend } from '../src/kernels/ts/backend.ts';
-import { backend, firstViolation, isas, matmulBounds, randn, rng, skipReason, usesInt8Activations, WEIGHT_SPECS } from './native-util.ts';
+import { activationLevels, backend, firstViolation, isas, matmulBounds, randn, rng, skipReason, WEIGHT_SPECS } from './native-util.ts';
 
 const ts = new TsBackend();
 
@@ -27,11 +27,12 @@ test('blocked GEMM agrees with the oracle across row, token and column blocks', 
     const x = randn(r, n * cols);
     const bias = randn(r, rows);
     const want = ts.matmul(x, n, ts.prepare(w), bias);
-    const floatBound = matmulBounds(x, n, w, false);
+    const floatBound = matmulBounds(x, n, w, 0);
     const pn = nb.prepare(w);
     for (const isa of list) {
       nb.useInstructionSet(isa);
-      const bound = usesInt8Activations(isa, n, w) ? matmulBounds(x, n, w, true) : floatBound;
+      const levels = activationLevels(isa, n, w);
+      const bound = levels ? matmulBounds(x, n, w, levels) : floatBound;
       const got = nb.matmul(x, n, pn, bias);
       const bad = firstViolation(got, want, (i) => bound[i] + Math.abs(want[i]) * 2 ** -23);
       assert.equal(bad, -1, `${isa} ${label}: y[${bad}] (token ${Math.floor(bad / rows)}, row ${bad % rows}) = ${got[bad]}, oracle ${want[bad]}`);
@@ -48,18 +49,21 @@ test('long GEMMs run in chunks of token blocks with the same results', { skip: s
   const nb = backend();
   const [n, rows, cols] = [530, 8020, 24];
   assert.ok(n * rows * 4 >= 16 << 20);
-  const r = rng(77);
-  const w = WEIGHT_SPECS.find((s) => s.label === 'bf16')!.make(r, rows, cols);
-  const x = randn(r, n * cols);
-  const want = ts.matmul(x, n, ts.prepare(w));
-  const bound = matmulBounds(x, n, w, false);
-  const pn = nb.prepare(w);
   const shifted = new Float32Array(n * rows + 1).subarray(1);
-  for (const isa of isas(nb)) {
-    nb.useInstructionSet(isa);
-    for (const [label, got] of [['fresh', nb.matmul(x, n, pn)], ['shifted', nb.matmul(x, n, pn, null, shifted)]] as const) {
-      const bad = firstViolation(got, want, (i) => bound[i]);
-      assert.equal(bad, -1, `${isa} ${label} out: y[${bad}] (token ${Math.floor(bad / rows)}, row ${bad % rows}) = ${got[bad]}, oracle ${want[bad]}`);
+  // bf16 through the float GEMM, q8 through the int16-activation one (native/gemm_q8i16.inc)
+  for (const label of ['bf16', 'q8 binary16 scales']) {
+    const r = rng(77);
+    const w = WEIGHT_SPECS.find((s) => s.label === label)!.make(r, rows, cols);
+    const x = randn(r, n * cols);
+    const want = ts.matmul(x, n, ts.prepare(w));
+    const pn = nb.prepare(w);
+    for (const isa of isas(nb)) {
+      nb.useInstructionSet(isa);
+      const bound = matmulBounds(x, n, w, activationLevels(isa, n, w));
+      for (const [how, got] of [['fresh', nb.matmul(x, n, pn)], ['shifted', nb.matmul(x, n, pn, null, shifted)]] as const) {
+        const bad = firstViolation(got, want, (i) => bound[i]);
+        assert.equal(bad, -1, `${isa} ${label} ${how} out: y[${bad}] (token ${Math.floor(bad / rows)}, row ${bad % rows}) = ${got[bad]}, oracle ${want[bad]}`);
+      }
     }
   }
   nb.useInstructionSet('best');

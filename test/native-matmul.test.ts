@@ -4,7 +4,7 @@ import { TsBackend } from '../src/kernels/ts/backend.ts';
 import { isQvlError } from '../src/errors.ts';
 import { loadAddon } from '../src/kernels/native/addon.ts';
 import { NativeBackend } from '../src/kernels/native/index.ts';
-import { backend, firstViolation, isas, matmulBounds, randn, rng, skipReason, usesInt8Activations, WEIGHT_SPECS } from './native-util.ts';
+import { activationLevels, backend, firstViolation, isas, matmulBounds, randn, rng, skipReason, WEIGHT_SPECS } from './native-util.ts';
 
 const ts = new TsBackend();
 // (rows, cols) pairs with sizes off every block: 32-col q8 blocks, 32/128 q4 groups, the
@@ -41,7 +41,7 @@ test('native matmul agrees with the oracle for every format, shape, token count 
           const withBias = n % 2 === 1;
           const got = nb.matmul(x, n, pn, withBias ? bias : null);
           const want = ts.matmul(x, n, pt, withBias ? bias : null);
-          const bound = matmulBounds(x, n, w, usesInt8Activations(isa, n, w));
+          const bound = matmulBounds(x, n, w, activationLevels(isa, n, w));
           const bad = firstViolation(got, want, (i) => bound[i] + (withBias ? Math.abs(want[i]) * 2 ** -23 : 0));
           assert.equal(
             bad,
@@ -55,9 +55,10 @@ test('native matmul agrees with the oracle for every format, shape, token count 
   nb.useInstructionSet('best');
 });
 
-test('row-major q8 (repack: false): the float GEMV passes of a prompt agree with the oracle on every ISA', { skip: skipReason }, () => {
-  // prompts of q8 keep float activations: past the int8 GEMV's 8 tokens, AVX-512 takes passes of
-  // the dense GEMV over the row-major bytes (repacked q8 goes to the GEMM), the other sets the GEMM
+test('row-major q8 (repack: false): the prompt paths agree with the oracle on every ISA', { skip: skipReason }, () => {
+  // past the int8 GEMV's 8 tokens, AVX-512 takes float passes of the dense GEMV over the
+  // row-major bytes up to 32 tokens; the rest go to the int16-activation GEMM, which reads
+  // row-major bytes as well as the repacked stream
   const nb = new NativeBackend(loadAddon(), { repack: false });
   const spec = WEIGHT_SPECS.find((s) => s.label === 'q8')!;
   const r = rng(91);
@@ -72,7 +73,7 @@ test('row-major q8 (repack: false): the float GEMV passes of a prompt agree with
         const x = randn(r, n * cols);
         const got = nb.matmul(x, n, pn);
         const want = ts.matmul(x, n, pt);
-        const bound = matmulBounds(x, n, w, usesInt8Activations(isa, n, w));
+        const bound = matmulBounds(x, n, w, activationLevels(isa, n, w, false));
         const bad = firstViolation(got, want, (i) => bound[i]);
         assert.equal(bad, -1, `${isa} [${rows}×${cols}] n=${n}: y[${bad}] = ${got[bad]}, oracle ${want[bad]}, bound ${bound[bad]}`);
       }

@@ -12,7 +12,7 @@ import { mmapFile, NativeBackend } from '../src/kernels/native/index.ts';
 import type { Q4Weight, WeightData } from '../src/kernels/weight.ts';
 import { halfExactScale } from '../src/weights/convert.ts';
 import { residentKiB } from './helpers/smaps.ts';
-import { backend, firstViolation, isas, matmulBounds, q4, randn, rng, skipReason, usesInt8Activations, WEIGHT_SPECS } from './native-util.ts';
+import { activationLevels, backend, firstViolation, isas, matmulBounds, q4, randn, rng, skipReason, WEIGHT_SPECS } from './native-util.ts';
 
 const ts = new TsBackend();
 // rows around the 8-row groups; columns off the 32-column blocks, odd (a row ends mid-byte)
@@ -141,7 +141,7 @@ test('matmul over repacked q4 and q8 agrees with the oracle within its bound: GE
           const x = randn(r, n * cols);
           const got = nb.matmul(x, n, pn, n % 2 ? bias : null);
           const want = ts.matmul(x, n, pt, n % 2 ? bias : null);
-          const bound = matmulBounds(x, n, w, usesInt8Activations(isa, n, w));
+          const bound = matmulBounds(x, n, w, activationLevels(isa, n, w));
           const bad = firstViolation(got, want, (i) => bound[i] + Math.abs(want[i]) * 2 ** -22);
           assert.equal(bad, -1, `${isa} ${label} [${rows}×${cols}] n=${n}: y[${bad}] = ${got[bad]}, oracle ${want[bad]}, bound ${bound[bad]}`);
         }
@@ -193,7 +193,7 @@ test('repacking a weight held in a file mapping releases its pages, whatever its
     }
     assert.deepEqual(new Uint8Array(ab), bytes, 'released pages come back from the file');
     const got = nb.matmul(x, 3, p);
-    const bound = matmulBounds(x, 3, w, true);
+    const bound = matmulBounds(x, 3, w, 127);
     const bad = firstViolation(got, want, (i) => 2 * bound[i]);
     assert.equal(bad, -1, `y[${bad}] = ${got[bad]}, row-major kernels ${want[bad]}`);
   } finally {

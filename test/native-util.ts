@@ -144,16 +144,30 @@ export function usesInt8Activations(isa: string, n: number, w: WeightData, packe
   return w.groupSize === 32 || w.groupSize === 64 || w.groupSize % (wide ? 128 : 64) === 0;
 }
 
+/**
+ * How finely the kernels quantize the activations for this call: 127 levels (int8, see
+ * usesInt8Activations), 32767 (int16: q8 prompts and vision layers, native/gemm_q8i16.inc) or
+ * 0 (float32). `packed` as for usesInt8Activations: row-major q8 prompts of up to 32 tokens take
+ * float passes of the dense GEMV on AVX-512 (8 on AVX2, whose GEMM is faster from 9 tokens).
+ */
+export function activationLevels(isa: string, n: number, w: WeightData, packed = true): number {
+  if (usesInt8Activations(isa, n, w, packed)) return 127;
+  if (isa === 'scalar' || w.format !== 'q8') return 0;
+  const floatPasses = !packed && isa.startsWith('avx512') ? 32 : INT8_PASS_TOKENS;
+  return n > floatPasses ? 32767 : 0;
+}
+
 const U = 2 ** -24;
 
 /**
  * Largest |native − oracle| that float32 arithmetic allows for each output of x·Wᵀ:
- * (K + 8)·u·Σ|x_k·w_k| for a float32 dot product (the oracle sums in float64). With int8
- * activations, add Σ_b (d_b/2)·Σ_{k∈b}|w_k| (each activation moves by at most half its block's
- * step d_b = max|x_b|/127), and measure the rounding against Σ|x̂|·(|q| + z)·s for q4, whose
- * zero-point term is subtracted after the sum.
+ * (K + 8)·u·Σ|x_k·w_k| for a float32 dot product (the oracle sums in float64). With activations
+ * quantized to `levels` per block (activationLevels; 0: float), add Σ_b (d_b/2)·Σ_{k∈b}|w_k| (each
+ * activation moves by at most half its block's step d_b = max|x_b|/levels), and measure the
+ * rounding against Σ|x̂|·(|q| + z)·s for q4, whose zero-point term is subtracted after the sum.
  */
-export function matmulBounds(x: Float32Array, n: number, w: WeightData, int8: boolean): Float64Array {
+export function matmulBounds(x: Float32Array, n: number, w: WeightData, levels: number): Float64Array {
+  const int8 = levels > 0;
   const K = w.cols;
   const bound = new Float64Array(n * w.rows);
   const row = new Float32Array(K);
@@ -162,7 +176,7 @@ export function matmulBounds(x: Float32Array, n: number, w: WeightData, int8: bo
     for (let b = 0; b * 32 < K; b++) {
       let m = 0;
       for (let c = b * 32; c < Math.min(K, b * 32 + 32); c++) m = Math.max(m, Math.abs(x[t * K + c]));
-      step[t * Math.ceil(K / 32) + b] = m / 127;
+      step[t * Math.ceil(K / 32) + b] = int8 ? m / levels : 0;
     }
   }
   for (let r = 0; r < w.rows; r++) {
