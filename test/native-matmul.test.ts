@@ -163,3 +163,30 @@ test('native matmul uses a released weight only with a clear error', { skip: ski
   nb.release(w);
   assert.throws(() => nb.matmul(new Float32Array(2), 1, w), (e) => isQvlError(e, 'INTERNAL') && /released/.test(e.message));
 });
+
+test('a NaN or ±Inf activation makes that token’s outputs non-finite on every path, int8 and int16 ones included', { skip: skipReason }, () => {
+  // the integer paths quantize blocks of activations: without a check, a NaN became a finite code
+  // and its token's outputs finite garbage (repacked and row-major layouts, every token count)
+  const backends = [backend(), new NativeBackend(loadAddon(), { repack: false })];
+  const [rows, cols] = [40, 300];
+  for (const nb of backends) {
+    for (const isa of isas(nb)) {
+      nb.useInstructionSet(isa);
+      for (const label of ['q8', 'q8 binary16 scales', 'q4 g32 zeros', 'q4 g128', 'bf16']) {
+        const r = rng(label.length + 3);
+        const pn = nb.prepare(WEIGHT_SPECS.find((s) => s.label === label)!.make(r, rows, cols));
+        for (const n of [1, 3, 9, 40]) {
+          const x = randn(r, n * cols);
+          x[5] = NaN;
+          if (n > 1) x[cols + 7] = -Infinity;
+          const y = nb.matmul(x, n, pn);
+          const where = `${isa} ${nb.layoutOf(pn)} ${label} n=${n}`;
+          for (let i = 0; i < rows; i++) assert.ok(Number.isNaN(y[i]), `${where}: token 0 (NaN) row ${i} = ${y[i]}`);
+          for (let i = rows; i < Math.min(n, 2) * rows; i++) assert.ok(!Number.isFinite(y[i]), `${where}: token 1 (−Inf) row ${i - rows} = ${y[i]}`);
+          for (let i = 2 * rows; i < n * rows; i++) assert.ok(Number.isFinite(y[i]), `${where}: token ${Math.floor(i / rows)} row ${i % rows} = ${y[i]}`);
+        }
+      }
+    }
+    nb.useInstructionSet('best');
+  }
+});
