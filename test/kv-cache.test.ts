@@ -208,3 +208,35 @@ test('native attentionKv refuses a view whose blocks cannot hold its length, or 
   assert.throws(() => nb.attentionKv(q, { ...view, blocks }, { nQ: 1, heads: 1, scale: 1, qOffset: 0 }), (e) => isQvlError(e, 'NATIVE_ERROR') && /outside its slab/.test(e.message));
   assert.throws(() => nb.attentionKv(q, { ...view, layer: 5 }, { nQ: 1, heads: 1, scale: 1, qOffset: 0 }), (e) => isQvlError(e, 'OPTION_INVALID'));
 });
+
+test('adoptCopy: the copy holds the source block\'s first n positions of every layer, keys and values, bit for bit; the source stays as it was', () => {
+  const r = rng(11);
+  for (const type of KV_TYPES) {
+    const layout = new KvLayout(type, 3, 3, 24, 8);
+    const pool = new KvPool(layout);
+    const src = new KVCache(pool);
+    const rows = randn(r, 8 * layout.rowElems, 2);
+    for (let l = 0; l < 3; l++) src.append(l, rows, rows.map((x) => -x), 8);
+    const read = (c: KVCache, l: number, which: 0 | 1, j: number, h: number) => Array.from(new KvRowReader(c.view(l), which).row(j, h));
+    const before = [0, 1, 2].map((l) => [0, 1].map((w) => Array.from({ length: 8 }, (_, j) => [0, 1, 2].map((h) => read(src, l, w as 0 | 1, j, h)))));
+    for (const n of [0, 1, 5, 8]) {
+      const copy = new KVCache(pool);
+      copy.adoptCopy(src.blockIds[0], n);
+      assert.equal(copy.length, n);
+      for (let l = 0; l < 3; l++)
+        for (const w of [0, 1] as const)
+          for (let j = 0; j < n; j++)
+            for (let h = 0; h < 3; h++) assert.deepEqual(read(copy, l, w, j, h), before[l][w][j][h], `${type} n=${n} layer ${l} ${w ? 'v' : 'k'}[${j}][${h}]`);
+      // the copy fills on from n without touching the source
+      if (n < 8) {
+        const more = randn(r, (8 - n) * layout.rowElems, 5);
+        for (let l = 0; l < 3; l++) copy.append(l, more, more, 8 - n);
+        for (let l = 0; l < 3; l++)
+          for (const w of [0, 1] as const)
+            for (let j = 0; j < 8; j++)
+              for (let h = 0; h < 3; h++) assert.deepEqual(read(src, l, w, j, h), before[l][w][j][h], `${type} source after a copy of ${n}`);
+      }
+      copy.release();
+    }
+  }
+});
