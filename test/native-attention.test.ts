@@ -26,6 +26,10 @@ function check(label: string, q: Float32Array, k: Float32Array, v: Float32Array,
   const tol = vmax * (4 * scoreErr + 64 * 2 ** -24);
   const bad = firstViolation(got, want, () => tol);
   assert.equal(bad, -1, `${label}: out[${bad}] = ${got[bad]}, oracle ${want[bad]}, tol ${tol}`);
+  // into a caller's buffer: the same values (every one written)
+  const into = new Float32Array(got.length).fill(Number.NaN);
+  assert.equal(nb.attention(q, k, v, o, into), into);
+  assert.deepEqual(into, got, `${label}: into out`);
 }
 
 function run(label: string, seed: number, o: AttentionOptions): void {

@@ -61,6 +61,14 @@ test('native rmsNorm and layerNorm agree with the oracle', { skip: skipReason },
       const gotL = nb.layerNorm(x, dim, w, b, 1e-6);
       const wantL = ts.layerNorm(x, dim, w, b, 1e-6);
       assert.equal(firstViolation(gotL, wantL, (i) => 4 * U * Math.abs(wantL[i]) + 1e-12), -1, `${isa} layerNorm ${rows}×${dim}`);
+      // into a caller's buffer, or over x itself: the same values
+      const into = new Float32Array(x.length).fill(Number.NaN);
+      assert.equal(nb.layerNorm(x, dim, w, b, 1e-6, into), into);
+      assert.deepEqual(into, gotL, `${isa} layerNorm into out`);
+      const inPlace = x.slice();
+      nb.layerNorm(inPlace, dim, w, b, 1e-6, inPlace);
+      assert.deepEqual(inPlace, gotL, `${isa} layerNorm in place`);
+      assert.deepEqual(ts.layerNorm(x, dim, w, b, 1e-6, into), wantL, 'oracle layerNorm into out');
     }
   });
 });

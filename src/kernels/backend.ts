@@ -40,8 +40,11 @@ export interface Backend {
    */
   rmsNorm(x: Float32Array, dim: number, weight: Float32Array, eps: number, out?: Float32Array): Float32Array;
 
-  /** Row-wise LayerNorm over width `dim` with affine weight and bias. */
-  layerNorm(x: Float32Array, dim: number, weight: Float32Array, bias: Float32Array, eps: number): Float32Array;
+  /**
+   * Row-wise LayerNorm over width `dim` with affine weight and bias; written into `out` when given
+   * (x.length values; it may be `x` itself) and returned.
+   */
+  layerNorm(x: Float32Array, dim: number, weight: Float32Array, bias: Float32Array, eps: number, out?: Float32Array): Float32Array;
 
   /**
    * In place, split-half ("rotate_half") rotary embedding: for token i and head h,
@@ -52,9 +55,10 @@ export interface Backend {
 
   /**
    * Scaled dot-product attention. q is [nQ, heads·headDim]; k, v are [nKv, kvHeads·headDim];
-   * query head h reads kv head ⌊h / (heads/kvHeads)⌋. Returns [nQ, heads·headDim].
+   * query head h reads kv head ⌊h / (heads/kvHeads)⌋. Returns [nQ, heads·headDim], written into
+   * `out` when given (not overlapping q, k or v).
    */
-  attention(q: Float32Array, k: Float32Array, v: Float32Array, opts: AttentionOptions): Float32Array;
+  attention(q: Float32Array, k: Float32Array, v: Float32Array, opts: AttentionOptions, out?: Float32Array): Float32Array;
 
   /**
    * Causal attention over a KV cache layer (any KvType), read in place from its blocks: q is

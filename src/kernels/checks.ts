@@ -22,7 +22,7 @@ function checkHeads(op: string, heads: number, kvHeads: number, headDim: number)
   if (heads % kvHeads) throw new QvlError('OPTION_INVALID', `${op}: heads ${heads} is not a multiple of kvHeads ${kvHeads}`, { heads, kvHeads });
 }
 
-export function checkAttention(q: Float32Array, k: Float32Array, v: Float32Array, o: AttentionOptions): void {
+export function checkAttention(q: Float32Array, k: Float32Array, v: Float32Array, o: AttentionOptions, out?: Float32Array): void {
   const { nQ, nKv, heads, kvHeads, headDim } = o;
   checkInt('attention', 'nQ', nQ);
   checkInt('attention', 'nKv', nKv);
@@ -41,6 +41,12 @@ export function checkAttention(q: Float32Array, k: Float32Array, v: Float32Array
     for (let i = 1; i < seg.length; i++) {
       if (seg[i] < seg[i - 1]) throw new QvlError('OPTION_INVALID', `attention: segments must be non-decreasing (at ${i})`, { index: i });
     }
+  }
+  if (out !== undefined) {
+    const shape = `${nQ}×${heads}×${headDim}`;
+    checkOut('attention', out, q.length, shape, q, 'q');
+    checkOut('attention', out, q.length, shape, k, 'k');
+    checkOut('attention', out, q.length, shape, v, 'v');
   }
 }
 
@@ -102,11 +108,13 @@ export function checkRmsNorm(x: Float32Array, dim: number, weight: Float32Array,
   if (out !== undefined && out !== x) checkOut('rmsNorm', out, x.length, `${x.length}`, x, 'x (other than being x itself)');
 }
 
-export function checkLayerNorm(x: Float32Array, dim: number, weight: Float32Array, bias: Float32Array): void {
+export function checkLayerNorm(x: Float32Array, dim: number, weight: Float32Array, bias: Float32Array, out?: Float32Array): void {
   checkRows('layerNorm', x, dim);
   if (weight.length !== dim || bias.length !== dim) {
     throw shapeError('layerNorm', `weight/bias have ${weight.length}/${bias.length} values, expected ${dim}`, { dim });
   }
+  // as rmsNorm: each row is reduced before it is written
+  if (out !== undefined && out !== x) checkOut('layerNorm', out, x.length, `${x.length}`, x, 'x (other than being x itself)');
 }
 
 export function checkRope(x: Float32Array, n: number, heads: number, headDim: number, cos: Float32Array, sin: Float32Array): void {

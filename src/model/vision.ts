@@ -16,9 +16,11 @@ export interface VisionOutput {
 }
 
 /**
- * Activations that every block of one encode overwrites: the largest ones (qkv is 3·D wide, the
- * MLP's hidden layer 4·D; 50 and 67 MB for a 1024² image) reused instead of allocated at each
- * block, whose fresh pages cost more than a quarter of the tower's GEMM time on 2 cores.
+ * Activations that every block of one encode overwrites, reused instead of allocated at each
+ * block: the first touch of a fresh buffer's pages costs more than the op that writes it (a
+ * 4096×1024 LayerNorm on 2 cores: 2 ms into a used buffer, 8–10 ms into a new one). The largest
+ * (qkv is 3·D wide, the MLP's hidden layer 4·D: 50 and 67 MB for a 1024² image) once cost more
+ * than a quarter of the tower's GEMM time.
  */
 interface BlockScratch {
   qkv: Float32Array;
@@ -26,6 +28,13 @@ interface BlockScratch {
   k: Float32Array;
   v: Float32Array;
   hid: Float32Array;
+  /** LayerNorm outputs (dead once the next matmul has read them) */
+  norm: Float32Array;
+  att: Float32Array;
+  /** the attention half's residual sum, read again at the end of the block */
+  y: Float32Array;
+  /** block outputs, alternately: a block's input is the other one */
+  out: [Float32Array, Float32Array];
 }
 
 /**
@@ -99,13 +108,17 @@ export class VisionTower {
       k: new Float32Array(n * D),
       v: new Float32Array(n * D),
       hid: new Float32Array(n * (this.w.blocks[0]?.fc1.w.rows ?? 0)),
+      norm: new Float32Array(n * D),
+      att: new Float32Array(n * D),
+      y: new Float32Array(n * D),
+      out: [new Float32Array(n * D), new Float32Array(n * D)],
     };
     // the patch embedding and the position table are a step of their own (~0.2 s at 1024² on 2
     // cores), not added to the first half block's pause of running streams
     yield;
     let h = x;
     for (let i = 0; i < cfg.depth; i++) {
-      h = yield* this.block(h, n, this.w.blocks[i], rot, seg, scratch);
+      h = yield* this.block(h, n, this.w.blocks[i], rot, seg, scratch, scratch.out[i & 1]);
       // Features are injected in vision-block order; the merger is the one listed for this block.
       const tap = cfg.deepstackVisualIndexes.indexOf(i);
       if (tap >= 0) {
@@ -122,7 +135,10 @@ export class VisionTower {
     return { embeds, deepstack, tokens };
   }
 
-  /** One block; it pauses between its attention and MLP halves, so a running stream waits for half a block, not a whole one. */
+  /**
+   * One block, its output written into `out` (not `x`'s buffer); it pauses between its attention
+   * and MLP halves, so a running stream waits for half a block, not a whole one.
+   */
   private *block(
     x: Float32Array,
     n: number,
@@ -130,11 +146,12 @@ export class VisionTower {
     rot: { cos: Float32Array; sin: Float32Array },
     segments: Int32Array,
     s: BlockScratch,
+    out: Float32Array,
   ): Generator<void, Float32Array, void> {
     const { cfg, backend: be } = this;
     const D = cfg.hiddenSize;
     const eps = cfg.layerNormEps;
-    const a = be.layerNorm(x, D, w.norm1.w, w.norm1.b!, eps);
+    const a = be.layerNorm(x, D, w.norm1.w, w.norm1.b!, eps, s.norm);
     const qkv = be.matmul(a, n, w.qkv.w, w.qkv.b, s.qkv);
     const { q, k, v } = s;
     for (let i = 0; i < n; i++) {
@@ -154,14 +171,14 @@ export class VisionTower {
       scale: 1 / Math.sqrt(cfg.headDim),
       causal: false,
       segments,
-    });
-    const y = be.matmul(att, n, w.proj.w, w.proj.b);
+    }, s.att);
+    const y = be.matmul(att, n, w.proj.w, w.proj.b, s.y);
     be.addInPlace(y, x);
     yield;
-    const b = be.layerNorm(y, D, w.norm2.w, w.norm2.b!, eps);
+    const b = be.layerNorm(y, D, w.norm2.w, w.norm2.b!, eps, s.norm);
     const hid = be.matmul(b, n, w.fc1.w, w.fc1.b, s.hid);
     be.gelu(hid, cfg.hiddenAct === 'gelu' ? 'erf' : 'tanh');
-    const z = be.matmul(hid, n, w.fc2.w, w.fc2.b);
+    const z = be.matmul(hid, n, w.fc2.w, w.fc2.b, out);
     be.addInPlace(z, y);
     return z;
   }

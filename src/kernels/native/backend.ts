@@ -124,9 +124,9 @@ export class NativeBackend implements Backend {
     return out;
   }
 
-  layerNorm(x: Float32Array, dim: number, weight: Float32Array, bias: Float32Array, eps: number): Float32Array {
-    checkLayerNorm(x, dim, weight, bias);
-    const out = new Float32Array(x.length);
+  layerNorm(x: Float32Array, dim: number, weight: Float32Array, bias: Float32Array, eps: number, into?: Float32Array): Float32Array {
+    checkLayerNorm(x, dim, weight, bias, into);
+    const out = into ?? new Float32Array(x.length);
     if (x.length) this.#call('layerNorm', () => this.#addon.layerNorm(x, dim, weight, bias, eps, out));
     return out;
   }
@@ -136,10 +136,10 @@ export class NativeBackend implements Backend {
     if (n) this.#call('rope', () => this.#addon.rope(x, n, heads, headDim, cos, sin));
   }
 
-  attention(q: Float32Array, k: Float32Array, v: Float32Array, o: AttentionOptions): Float32Array {
-    checkAttention(q, k, v, o);
+  attention(q: Float32Array, k: Float32Array, v: Float32Array, o: AttentionOptions, into?: Float32Array): Float32Array {
+    checkAttention(q, k, v, o, into);
     const { nQ, nKv, heads, kvHeads, headDim } = o;
-    const out = new Float32Array(nQ * heads * headDim);
+    const out = into ?? new Float32Array(nQ * heads * headDim);
     this.#call('attention', () =>
       this.#addon.attention(q, k, v, out, nQ, nKv, heads, kvHeads, headDim, o.scale, o.causal, o.qOffset ?? 0, o.segments ?? null),
     );

@@ -58,9 +58,9 @@ export class TsBackend implements Backend {
     return out;
   }
 
-  layerNorm(x: Float32Array, dim: number, weight: Float32Array, bias: Float32Array, eps: number): Float32Array {
-    checkLayerNorm(x, dim, weight, bias);
-    const out = new Float32Array(x.length);
+  layerNorm(x: Float32Array, dim: number, weight: Float32Array, bias: Float32Array, eps: number, into?: Float32Array): Float32Array {
+    checkLayerNorm(x, dim, weight, bias, into);
+    const out = into ?? new Float32Array(x.length);
     for (let off = 0; off < x.length; off += dim) {
       let mean = 0;
       for (let c = 0; c < dim; c++) mean += x[off + c];
@@ -90,12 +90,15 @@ export class TsBackend implements Backend {
     }
   }
 
-  attention(q: Float32Array, k: Float32Array, v: Float32Array, o: AttentionOptions): Float32Array {
-    checkAttention(q, k, v, o);
+  attention(q: Float32Array, k: Float32Array, v: Float32Array, o: AttentionOptions, into?: Float32Array): Float32Array {
+    checkAttention(q, k, v, o, into);
     const { kvHeads, headDim } = o;
     const kvStride = kvHeads * headDim;
     const rowOf = (src: Float32Array) => (j: number, kh: number) => src.subarray(j * kvStride + kh * headDim, j * kvStride + (kh + 1) * headDim);
-    return sdpa(q, rowOf(k), rowOf(v), o);
+    const out = sdpa(q, rowOf(k), rowOf(v), o);
+    if (!into) return out;
+    into.set(out);
+    return into;
   }
 
   attentionKv(q: Float32Array, kv: KvView, o: KvAttentionOptions, into?: Float32Array): Float32Array {
