@@ -99,6 +99,21 @@ test('native attention is stable with large scores (online softmax rescaling)', 
   check('large scores', q, k, v, { ...o, scale: 0.05 });
 });
 
+test('native attention: key blocks whose scores climb far past the running max (the reference max moves)', { skip: skipReason }, () => {
+  // score of key j = 1.6·j: every key block tops the last one's max by far more than kAttLazyMax
+  const hd = 16, nKv = 300, nQ = 9;
+  const r = rng(5);
+  const q = new Float32Array(nQ * hd).fill(1);
+  const k = new Float32Array(nKv * hd);
+  for (let j = 0; j < nKv; j++) k.fill(0.1 * j, j * hd, (j + 1) * hd);
+  const v = randn(r, nKv * hd);
+  forEachIsa((isa) => {
+    check(`${isa} climbing scores`, q, k, v, { nQ, nKv, heads: 1, kvHeads: 1, headDim: hd, scale: 1, causal: false });
+    // and falling ones: the first block holds the max
+    check(`${isa} falling scores`, q, k.slice().reverse(), v, { nQ, nKv, heads: 1, kvHeads: 1, headDim: hd, scale: 1, causal: false });
+  });
+});
+
 test('native attention rejects bad options with a QvlError', { skip: skipReason }, () => {
   const nb = backend();
   const base: AttentionOptions = { nQ: 2, nKv: 2, heads: 3, kvHeads: 2, headDim: 4, scale: 0.5, causal: true };
