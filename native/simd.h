@@ -68,14 +68,29 @@ static inline vf vmin(vf a, vf b) { return a < b ? a : b; }
  * in two for an exact reduction), e^r by its Taylor series to degree 7, 2^n through the exponent
  * bits. Results below FLT_MIN flush to 0; x ≥ 88.376 saturates at 2^127.5 (n stays ≤ 127).
  */
+/** x = n·ln2 + r with n an integer (*n) and |r| ≤ ln2/2 (ln2 split in two for an exact reduction); returns r. */
+static inline vf vexp_reduce(vf x, vf* n) {
+  const vf magic = vsplat(12582912.0f);  // 1.5·2^23: adding it rounds to an integer
+  *n = (x * vsplat(1.44269504088896341f) + magic) - magic;
+  const vf r = x - *n * vsplat(0.693145751953125f);
+  return r - *n * vsplat(1.42860682030941723212e-6f);
+}
+
+/** p·2^n (n an integer ≤ 127), 0 in the lanes of `under`. */
+static inline vf vexp_scale(vf p, vf n, vi under) {
+  vi e = (__builtin_convertvector(n, vi) + 127) << 23;
+  vf s;
+  __builtin_memcpy(&s, &e, sizeof s);
+  vf y = p * s;
+  return under ? vsplat(0.0f) : y;
+}
+
 static inline vf vexp(vf x) {
   const vf hi = vsplat(88.3762626647949f), lo = vsplat(-87.3365f);
   vi under = x < lo;
   x = vmin(vmax(x, lo), hi);
-  const vf magic = vsplat(12582912.0f);  // 1.5·2^23: adding it rounds to an integer
-  vf n = (x * vsplat(1.44269504088896341f) + magic) - magic;
-  vf r = x - n * vsplat(0.693145751953125f);
-  r = r - n * vsplat(1.42860682030941723212e-6f);
+  vf n;
+  const vf r = vexp_reduce(x, &n);
   vf p = vsplat(1.0f / 5040);
   p = p * r + vsplat(1.0f / 720);
   p = p * r + vsplat(1.0f / 120);
@@ -84,9 +99,5 @@ static inline vf vexp(vf x) {
   p = p * r + vsplat(0.5f);
   p = p * r + vsplat(1.0f);
   p = p * r + vsplat(1.0f);
-  vi e = (__builtin_convertvector(n, vi) + 127) << 23;
-  vf s;
-  __builtin_memcpy(&s, &e, sizeof s);
-  vf y = p * s;
-  return under ? vsplat(0.0f) : y;
+  return vexp_scale(p, n, under);
 }

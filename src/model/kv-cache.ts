@@ -111,21 +111,19 @@ export class KVCache {
     const to = new Uint8Array(this.pool.slabs[this.pool.slabOf(id)]);
     const src0 = this.pool.offsetOf(src);
     const dst0 = this.pool.offsetOf(id);
-    const rowBytes = L.headDim * L.elemBytes;
-    for (let l = 0; l < L.layers; l++) {
-      for (const off of [L.kOffset(l), L.vOffset(l)]) {
-        for (let h = 0; h < L.kvHeads; h++) {
-          const o = off + h * L.blockTokens * rowBytes;
-          to.set(from.subarray(src0 + o, src0 + o + n * rowBytes), dst0 + o);
-        }
+    // each array of a layer is head-major, [kvHead][token][…]: the first n tokens of every head
+    const copyHeads = (off: number, tokenBytes: number) => {
+      for (let h = 0; h < L.kvHeads; h++) {
+        const o = off + h * L.blockTokens * tokenBytes;
+        to.set(from.subarray(src0 + o, src0 + o + n * tokenBytes), dst0 + o);
       }
+    };
+    for (let l = 0; l < L.layers; l++) {
+      copyHeads(L.kOffset(l), L.headDim * L.elemBytes);
+      copyHeads(L.vOffset(l), L.headDim * L.elemBytes);
       if (L.scaleBytes) {
-        for (const off of [L.kScaleOffset(l), L.vScaleOffset(l)]) {
-          for (let h = 0; h < L.kvHeads; h++) {
-            const o = off + h * L.blockTokens * 4;
-            to.set(from.subarray(src0 + o, src0 + o + n * 4), dst0 + o);
-          }
-        }
+        copyHeads(L.kScaleOffset(l), 4);
+        copyHeads(L.vScaleOffset(l), 4);
       }
     }
     this.filled.fill(before + n);
