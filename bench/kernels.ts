@@ -1,7 +1,7 @@
 /**
  * Kernel benchmark of the native backend at Qwen3-VL-4B shapes, each number printed next to
  * the machine limit measured in the same run (FMA peak for GEMM and attention, read bandwidth
- * for GEMV). Run: node --import tsx bench/kernels.ts [--threads N] [--quick]
+ * for GEMV, and for q4 / q8 GEMVs of several tokens the int8 dot product's peak). Run: node --import tsx bench/kernels.ts [--threads N] [--quick]
  *   [--isa best|all|avx512vnni,avx512,avx2vnni,avx2,scalar] [--only gemm,gemv,attention]
  *   [--formats bf16,q4,q8,fp8,f32,f16] [--q4-group 32|128] [--tokens 1,2,4,8]
  *   [--layout repacked|row-major|both]   (q4 and q8: as prepare repacks them, or row-major)
@@ -118,6 +118,8 @@ const fma1 = (() => {
   return g;
 })();
 const fmaN = median([0, 1, 2].map(() => addon.probeFma(2e7)));
+// the int8 dot product's rate, what q4 / q8 GEMVs of several tokens are bound by: per kernel set
+let int8N = 0;
 const bwBuf = fill(new Float32Array((quick ? 64 : 256) << 20), () => rand());
 const bwWall = bwBuf.byteLength / time(() => addon.probeRead(bwBuf), 5) / 1e9;
 const bwIdle = bwBuf.byteLength / lastCpu / 1e9;
@@ -162,6 +164,7 @@ function benchGemm(): void {
 function benchGemv(): void {
   console.log(`\nGEMV, ${tokenCounts.join('/')} token(s) per pass: ms and GB/s of weight bytes (share of the measured read bandwidth);`);
   console.log(`  each case cycles through copies of the matrix (≥ ${quick ? 256 : 512} MB in all) so that weights come from DRAM, not the L3`);
+  if (int8N > 0 && tokenCounts.some((n) => n > 1)) console.log(`  q4 / q8 past one token: also GMAC/s (share of the int8 dot-product peak), the bound there`);
   const gemvShapes: Array<[string, number, number]> = [['2560→9728', 9728, 2560], ['9728→2560', 2560, 9728]];
   if (!quick) gemvShapes.push(['head 2560→151936', 151936, 2560]);
   for (const [label, rows, cols] of gemvShapes) {
@@ -181,7 +184,9 @@ function benchGemv(): void {
         const gbs = (t: number) => weightBytes(first) / t / 1e9;
         const cell = (t: number) => `${(t * 1e3).toFixed(2)} ms ${gbs(t).toFixed(1)} GB/s (${pct(gbs(t) / bw)})`;
         const times = n === tokenCounts[0] ? '' : ` ${(s / firstTime).toFixed(2)}× the ${tokenCounts[0]}-token time`;
-        cells.push(`${fl}${tokenCounts.length > 1 ? ` ×${n}` : ''} ${cell(s)}${times}${idle(s, cell)}`);
+        const gmac = (rows * cols * n) / s / 1e9;
+        const int8 = int8N > 0 && n > 1 && (f === 'q4' || f === 'q8') ? `, ${gmac.toFixed(1)} GMAC/s (${pct(gmac / int8N)} of int8 peak)` : '';
+        cells.push(`${fl}${tokenCounts.length > 1 ? ` ×${n}` : ''} ${cell(s)}${int8}${times}${idle(s, cell)}`);
       }
     }
     console.log(`  ${label.padEnd(18)} ${cells.join('\n' + ' '.repeat(21))}`);
@@ -216,6 +221,10 @@ for (const isa of isaList) {
   const used = nb.useInstructionSet(isa);
   if (isaList.length > 1 || isa !== 'best') console.log(`\n=== kernel set ${used} ===`);
   if (only.includes('gemm')) benchGemm();
-  if (only.includes('gemv')) benchGemv();
+  if (only.includes('gemv')) {
+    int8N = median([0, 1, 2].map(() => addon.probeInt8(2e7)));
+    if (int8N > 0) console.log(`\nint8 dot-product peak (the q4 / q8 GEMVs' instruction, per thread-CPU-second): ${int8N.toFixed(1)} GMAC/s on ${nb.threads} threads`);
+    benchGemv();
+  }
   if (only.includes('attention')) benchAttention();
 }

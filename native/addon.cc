@@ -666,6 +666,19 @@ Napi::Value ProbeFma(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), s);
 }
 
+Napi::Value ProbeInt8(const Napi::CallbackInfo& info) {
+  ProbeCtx c{};
+  c.k = kernels();
+  c.iters = integer(info[0], "iters", 1);
+  const int nt = qvl::pool_threads();
+  qvl::parallel_for(
+      nt, [](void* p, int64_t t, int) { ((ProbeCtx*)p)->gflops[t] = ((ProbeCtx*)p)->k->int8Probe(((ProbeCtx*)p)->iters); },
+      &c);
+  double s = 0;
+  for (int i = 0; i < nt; i++) s += c.gflops[i];
+  return Napi::Number::New(info.Env(), s);
+}
+
 Napi::Value ProbeRead(const Napi::CallbackInfo& info) {
   auto b = f32(info[0], "buffer");
   ProbeCtx c{};
@@ -720,6 +733,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("adviseDontNeed", Napi::Function::New(env, AdviseDontNeed));
   exports.Set("probeFma", Napi::Function::New(env, ProbeFma));
   exports.Set("probeRead", Napi::Function::New(env, ProbeRead));
+  exports.Set("probeInt8", Napi::Function::New(env, ProbeInt8));
   return exports;
 }
 

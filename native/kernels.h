@@ -148,9 +148,13 @@ struct KernelTable {
   void (*geluTanh)(float* x, int64_t len);
   void (*geluErf)(float* x, int64_t len);
   void (*add)(float* a, const float* b, int64_t len);
-  /** Benchmark probes: FMA throughput on one thread (GFLOP/s) and a streaming read (bytes summed). */
+  /**
+   * Benchmark probes: FMA throughput on one thread (GFLOP/s), a streaming read (bytes summed) and
+   * the int8 dot product's throughput on one thread (GMAC/s; 0 where the set has none).
+   */
   double (*fmaProbe)(int64_t iters);
   double (*readProbe)(const float* p, int64_t len);
+  double (*int8Probe)(int64_t iters);
 };
 
 /**

@@ -6,7 +6,8 @@ import { join } from 'node:path';
 import { TsBackend } from '../src/kernels/ts/backend.ts';
 import { isQvlError } from '../src/errors.ts';
 import { adviseDontNeed, loadNativeBackend, mmapFile, nativeAvailable } from '../src/kernels/native/index.ts';
-import { backend, randn, rng, skipReason } from './native-util.ts';
+import { loadAddon } from '../src/kernels/native/addon.ts';
+import { backend, isas, randn, rng, skipReason } from './native-util.ts';
 
 test('nativeAvailable reports the addon on this machine', { skip: skipReason }, () => {
   assert.equal(nativeAvailable(), true);
@@ -97,4 +98,26 @@ test('mmapFile and adviseDontNeed fail with clear errors', { skip: skipReason },
   assert.throws(() => mmapFile('/nonexistent/qvl/model.safetensors'), (e) => isQvlError(e, 'FILE_NOT_FOUND') && /nonexistent\/qvl\/model.safetensors/.test(e.message));
   assert.throws(() => mmapFile(tmpdir()), (e) => isQvlError(e, 'NATIVE_ERROR') && /not a regular file/.test(e.message));
   assert.throws(() => adviseDontNeed(new ArrayBuffer(8192)), (e) => isQvlError(e, 'NATIVE_ERROR') && /not a mapping made by mmapFile/.test(e.message));
+});
+
+test('the int8 probe measures each kernel set\'s dot product: 2–8 multiply-adds per FMA lane on the AVX2 sets, none on scalar', { skip: skipReason }, () => {
+  const addon = loadAddon();
+  const nb = backend();
+  try {
+    for (const isa of isas(nb)) {
+      nb.useInstructionSet(isa);
+      const int8 = addon.probeInt8(2e6);
+      if (isa === 'scalar') {
+        assert.equal(int8, 0, 'the scalar set has no int8 dot product');
+        continue;
+      }
+      // a 256-bit int8 dot product does 32 multiply-adds per instruction against a vector FMA's
+      // 8 (ymm) or 16 (zmm) at the same issue rate: a ratio far outside means the probe's loop
+      // was folded or its chains serialized
+      const fmaMacs = addon.probeFma(2e6) / 2;
+      assert.ok(int8 > fmaMacs / 4 && int8 < fmaMacs * 16, `${isa}: int8 ${int8.toFixed(1)} GMAC/s against FMA ${fmaMacs.toFixed(1)} GMAC/s`);
+    }
+  } finally {
+    nb.useInstructionSet('best');
+  }
 });

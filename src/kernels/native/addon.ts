@@ -52,6 +52,8 @@ export interface NativeAddon {
   probeFma(iters: number): number;
   /** Reads the whole buffer on the pool (the caller times it); returns the sum. */
   probeRead(buffer: Float32Array): number;
+  /** Total GMAC/s of `iters` rounds of the int8 dot product the q4 / q8 GEMVs use, on every pool thread (0: the set has none). */
+  probeInt8(iters: number): number;
 }
 
 /** The fields the addon reads from a weight (format as a code, see native/kernels.h). */
