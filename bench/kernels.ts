@@ -1,7 +1,8 @@
 /**
  * Kernel benchmark of the native backend at Qwen3-VL-4B shapes, each number printed next to
  * the machine limit measured in the same run (FMA peak for GEMM and attention, read bandwidth
- * for GEMV, and for q4 / q8 GEMVs of several tokens the int8 dot product's peak). Run: node --import tsx bench/kernels.ts [--threads N] [--quick]
+ * for GEMV, and for q4 / q8 GEMVs of several tokens the int8 dot product's peak, per kernel set).
+ * Run: node --import tsx bench/kernels.ts [--threads N] [--quick]
  *   [--isa best|all|avx512vnni,avx512,avx2vnni,avx2,scalar] [--only gemm,gemv,attention]
  *   [--formats bf16,q4,q8,fp8,f32,f16] [--q4-group 32|128] [--tokens 1,2,4,8]
  *   [--layout repacked|row-major|both]   (q4 and q8: as prepare repacks them, or row-major)

@@ -646,38 +646,33 @@ Napi::Value AdviseDontNeed(const Napi::CallbackInfo& info) {
 
 struct ProbeCtx {
   const KernelTable* k;
-  int64_t iters;
-  double gflops[256];
   const float* buf;
   int64_t chunk, len;
   double sink[256];
 };
 
-Napi::Value ProbeFma(const Napi::CallbackInfo& info) {
-  ProbeCtx c{};
+/** The sum over the pool's threads of one throughput probe (GFLOP/s or GMAC/s per thread), run on each. */
+Napi::Value ProbeEveryThread(const Napi::CallbackInfo& info, double (*KernelTable::*probe)(int64_t)) {
+  struct Ctx {
+    const KernelTable* k;
+    double (*KernelTable::*probe)(int64_t);
+    int64_t iters;
+    double rate[256];
+  } c{};
   c.k = kernels();
+  c.probe = probe;
   c.iters = integer(info[0], "iters", 1);
   const int nt = qvl::pool_threads();
   qvl::parallel_for(
-      nt, [](void* p, int64_t t, int) { ((ProbeCtx*)p)->gflops[t] = ((ProbeCtx*)p)->k->fmaProbe(((ProbeCtx*)p)->iters); },
-      &c);
+      nt, [](void* p, int64_t t, int) { Ctx* c = (Ctx*)p; c->rate[t] = (c->k->*(c->probe))(c->iters); }, &c);
   double s = 0;
-  for (int i = 0; i < nt; i++) s += c.gflops[i];
+  for (int i = 0; i < nt; i++) s += c.rate[i];
   return Napi::Number::New(info.Env(), s);
 }
 
-Napi::Value ProbeInt8(const Napi::CallbackInfo& info) {
-  ProbeCtx c{};
-  c.k = kernels();
-  c.iters = integer(info[0], "iters", 1);
-  const int nt = qvl::pool_threads();
-  qvl::parallel_for(
-      nt, [](void* p, int64_t t, int) { ((ProbeCtx*)p)->gflops[t] = ((ProbeCtx*)p)->k->int8Probe(((ProbeCtx*)p)->iters); },
-      &c);
-  double s = 0;
-  for (int i = 0; i < nt; i++) s += c.gflops[i];
-  return Napi::Number::New(info.Env(), s);
-}
+Napi::Value ProbeFma(const Napi::CallbackInfo& info) { return ProbeEveryThread(info, &KernelTable::fmaProbe); }
+
+Napi::Value ProbeInt8(const Napi::CallbackInfo& info) { return ProbeEveryThread(info, &KernelTable::int8Probe); }
 
 Napi::Value ProbeRead(const Napi::CallbackInfo& info) {
   auto b = f32(info[0], "buffer");

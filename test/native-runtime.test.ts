@@ -100,7 +100,7 @@ test('mmapFile and adviseDontNeed fail with clear errors', { skip: skipReason },
   assert.throws(() => adviseDontNeed(new ArrayBuffer(8192)), (e) => isQvlError(e, 'NATIVE_ERROR') && /not a mapping made by mmapFile/.test(e.message));
 });
 
-test('the int8 probe measures each kernel set\'s dot product: 2–8 multiply-adds per FMA lane on the AVX2 sets, none on scalar', { skip: skipReason }, () => {
+test('the int8 probe measures each kernel set\'s dot product: within ¼ and 16 times the FMA probe\'s multiply-adds on the AVX2 sets, 0 on scalar', { skip: skipReason }, () => {
   const addon = loadAddon();
   const nb = backend();
   try {
