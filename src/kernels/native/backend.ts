@@ -30,6 +30,10 @@ export interface NativeBackendOptions {
    * Repack q4 and q8 weights at `prepare` into the eight-row layouts the int8 GEMV streams
    * (native/q4x8.h, native/q8x8.h; default true). The addon then holds the only copy the kernels
    * read: the caller's arrays can be dropped. false keeps them row-major (the tests compare both).
+   * A weight over 64 MB is repacked only when `prepare` may consume its arrays or they lie in a
+   * file mapping (`mmapFile`): otherwise the caller's copy would stay resident beside the
+   * repacked one until V8 collects it, so it stays row-major, where GEMVs of several tokens run
+   * 1.6–2.6× slower (the 4B head, 4 and 8 tokens, bench/kernels.ts); `layoutOf(w)` tells which.
    */
   repack?: boolean;
 }
