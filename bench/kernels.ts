@@ -4,8 +4,9 @@
  * for GEMV, and for q4 / q8 GEMVs of several tokens the int8 dot product's peak, per kernel set).
  * Run: node --import tsx bench/kernels.ts [--threads N] [--quick]
  *   [--isa best|all|avx512vnni,avx512,avx2vnni,avx2,scalar] [--only gemm,gemv,attention]
- *   [--formats bf16,q4,q8,fp8,f32,f16] [--q4-group 32|128] [--tokens 1,2,4,8]
+ *   [--formats bf16,q4,q8,fp8,f32,f16] [--q4-group 32|128] [--q4-symmetric] [--tokens 1,2,4,8]
  *   [--layout repacked|row-major|both]   (q4 and q8: as prepare repacks them, or row-major)
+ * q4 weights are the model's own kind unless told otherwise: groups of 32 with zero points.
  * `--tokens`: GEMV passes of that many tokens at once (batched decode reads the weights once
  * per pass); each count after the first is also printed as a multiple of the first one's time.
  * `--isa all` runs every kernel set this CPU can execute, one after the other (the narrower
@@ -24,7 +25,9 @@ const threads = threadsArg >= 0 ? Number(args[threadsArg + 1]) : undefined;
 const argOf = (k: string, d: string) => (args.indexOf(k) >= 0 ? args[args.indexOf(k) + 1] : d);
 const isaArg = argOf('--isa', 'best');
 const only = argOf('--only', 'gemm,gemv,attention').split(',');
-const q4Group = Number(argOf('--q4-group', '128'));
+// the model's own q4 by default (src/weights/convert.ts: groups of 32 with zero points)
+const q4Group = Number(argOf('--q4-group', '32'));
+const q4Symmetric = args.includes('--q4-symmetric');
 const tokenCounts = argOf('--tokens', '1').split(',').map(Number);
 const layout = argOf('--layout', 'repacked');
 if (!['repacked', 'row-major', 'both'].includes(layout)) throw new Error(`--layout: repacked, row-major or both, got ${layout}`);
@@ -100,7 +103,8 @@ function makeWeight(format: WeightFormat, rows: number, cols: number): WeightDat
     case 'q4': {
       const groupSize = q4Group;
       const nGroups = Math.ceil(cols / groupSize);
-      return { format, rows, cols, groupSize, nGroups, qs: fill(new Uint8Array(rows * Math.ceil(cols / 2)), () => Math.floor(rand() * 256)), scales: fill(new Float32Array(rows * nGroups), () => 0.01) };
+      const zeros = q4Symmetric ? {} : { zeros: fill(new Uint8Array(rows * nGroups), () => Math.floor(rand() * 16)) };
+      return { format, rows, cols, groupSize, nGroups, qs: fill(new Uint8Array(rows * Math.ceil(cols / 2)), () => Math.floor(rand() * 256)), scales: fill(new Float32Array(rows * nGroups), () => 0.01), ...zeros };
     }
     case 'fp8':
       return { format, rows, cols, blockRows: 128, blockCols: 128, qs: fill(new Uint8Array(rows * cols), () => Math.floor(rand() * 120)), scales: fill(new Float32Array(Math.ceil(rows / 128) * Math.ceil(cols / 128)), () => 0.01) };
@@ -166,7 +170,7 @@ function benchGemv(): void {
   console.log(`\nGEMV, ${tokenCounts.join('/')} token(s) per pass: ms and GB/s of weight bytes (share of the measured read bandwidth);`);
   console.log(`  each case cycles through copies of the matrix (≥ ${quick ? 256 : 512} MB in all) so that weights come from DRAM, not the L3`);
   if (int8N > 0 && tokenCounts.some((n) => n > 1)) console.log(`  q4 / q8 past one token: also GMAC/s (share of the int8 dot-product peak), the bound there`);
-  const gemvShapes: Array<[string, number, number]> = [['2560→9728', 9728, 2560], ['9728→2560', 2560, 9728]];
+  const gemvShapes: Array<[string, number, number]> = [['2560→9728', 9728, 2560], ['9728→2560', 2560, 9728], ['4096→2560', 2560, 4096], ['2560→1024', 1024, 2560]];
   if (!quick) gemvShapes.push(['head 2560→151936', 151936, 2560]);
   for (const [label, rows, cols] of gemvShapes) {
     const cells: string[] = [];
