@@ -62,16 +62,18 @@ let lastCpu = 0;
 function time(f: () => void, reps: number): number {
   f();
   const ts: number[] = [];
-  const cs: number[] = [];
+  // CPU time over all the runs, not per run: Linux adds a thread's time to the process's at that
+  // thread's scheduler ticks, so a sub-millisecond call timed alone read about half of it on 2
+  // threads; runs shorter than a few ticks in all give no figure
+  const c0 = process.cpuUsage();
+  const l0 = performance.now();
   for (let i = 0; i < reps; i++) {
-    const c0 = process.cpuUsage();
     const t0 = performance.now();
     f();
     ts.push((performance.now() - t0) / 1000);
-    const c = process.cpuUsage(c0);
-    cs.push((c.user + c.system) / 1e6);
   }
-  lastCpu = median(cs) / nb.threads;
+  const c = process.cpuUsage(c0);
+  lastCpu = performance.now() - l0 >= 50 ? (c.user + c.system) / 1e6 / reps / nb.threads : 0;
   return median(ts);
 }
 
@@ -127,7 +129,7 @@ const fmaN = median([0, 1, 2].map(() => addon.probeFma(2e7)));
 let int8N = 0;
 const bwBuf = fill(new Float32Array((quick ? 64 : 256) << 20), () => rand());
 const bwWall = bwBuf.byteLength / time(() => addon.probeRead(bwBuf), 5) / 1e9;
-const bwIdle = bwBuf.byteLength / lastCpu / 1e9;
+const bwIdle = lastCpu > 0 ? bwBuf.byteLength / lastCpu / 1e9 : 0;
 // the kernels' GB/s below are wall-clock figures, so they are compared with the wall-clock bandwidth
 const bw = bwWall;
 console.log(`FMA peak (per thread-CPU-second, i.e. idle cores): ${fma1.toFixed(1)} GFLOP/s on 1 thread, ${fmaN.toFixed(1)} on ${nb.threads}`);
