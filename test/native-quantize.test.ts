@@ -227,8 +227,9 @@ test('the load-time plan gives the TypeScript output through the native quantize
   assert.equal(difference(quantizeForPlan(w, text, { mode: 'q4' }), quantizeQ4(w)), '');
   const sym = { groupSize: 128, symmetric: true };
   assert.equal(difference(quantizeForPlan(w, text, { mode: 'q4', ...sym }), quantizeQ4(w, sym)), '');
-  // q4 mode's q8 parts keep float32 scales; q8 mode rounds them to binary16
-  assert.equal(difference(quantizeForPlan(w, vision, { mode: 'q4' }), refitQ8(quantizeQ8(w), w)), '');
+  // q8 blocks get binary16 scales in both modes (q4 mode's vision tower and head)
+  assert.equal(difference(quantizeForPlan(w, vision, { mode: 'q4' }), refitQ8(quantizeQ8(w), w, true)), '');
+  assert.equal(difference(quantizeForPlan(w, 'lm_head', { mode: 'q4' }), refitQ8(quantizeQ8(w), w, true)), '');
   assert.equal(difference(quantizeForPlan(w, text, { mode: 'q8' }), refitQ8(quantizeQ8(w), w, true)), '');
   assert.equal(difference(quantizeForPlan(w, vision, { mode: 'q8' }), refitQ8(quantizeQ8(w), w, true)), '');
 });
