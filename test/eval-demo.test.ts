@@ -30,3 +30,22 @@ test('the trained demo model answers a held-out slice with exactly HF transforme
 test('the trained demo model answers one item of every task with HF\'s tokens on the TypeScript backend', async () => {
   await assertSameAsHf('ts', 1);
 });
+
+test('teacher forcing follows the answer: a same answer has no miss, a differing one misses first where it differs (native, q4)', {
+  skip: nativeAvailable() ? false : 'the native addon is not built',
+}, async () => {
+  // q4 changes most grounding answers (box digits at small HF margins), so both kinds occur
+  const report = await evaluate(MODEL, DATASET, { backend: 'native', quant: 'q4', tasks: ['grounding', 'ocr'], perTask: 8, teacherForced: true });
+  const differing = report.items.filter((r) => !r.hf!.same);
+  assert.ok(differing.length > 0 && differing.length < report.items.length, `${differing.length} of ${report.items.length} differ`);
+  for (const r of report.items) {
+    const f = r.forced!;
+    const hfIds = loadDataset(DATASET).items.find((i) => i.id === r.id)!.hfTokenIds!;
+    assert.equal(f.positions, hfIds.length, `${r.id}: every HF token is a position`);
+    assert.equal(f.agree + f.misses.length, f.positions);
+    // until the first difference both runs computed the same prefixes
+    if (r.hf!.same) assert.deepEqual(f.misses, [], `${r.id}: same answer, no miss`);
+    else assert.equal(f.misses[0], r.hf!.firstDiff, `${r.id}: the first miss is where the answers part`);
+  }
+  assert.ok(report.overall.forced!.agree < report.overall.forced!.positions);
+});

@@ -3,7 +3,9 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
+import fc from 'fast-check';
 import { isQvlError } from '../src/errors.ts';
+import { teacherForcing, type ForcedAgreement } from '../src/eval/teacher-forced.ts';
 import {
   answerBoxes,
   compareWithHf,
@@ -96,6 +98,53 @@ test('item scores and per-task summary, with HF\'s own accuracy beside qvl\'s', 
   assert.match(text, /^all\s+3\s+66\.7%\s+2\/3$/m);
   assert.match(text, /answers that differ from HF: 1 \(1 start where HF's top-2 margin was < 1e-3\)/);
   assert.match(text, /c grounding: token 0, HF margin 1\.00e-4 \(near tie\)/);
+});
+
+test('teacher forcing counts the positions where the top logit is HF\'s token, then leaves only that token', () => {
+  fc.assert(
+    fc.property(fc.array(fc.array(fc.integer({ min: -50, max: 50 }), { minLength: 6, maxLength: 6 }), { minLength: 1, maxLength: 8 }), fc.array(fc.nat(5), { minLength: 8, maxLength: 8 }), (steps, hf) => {
+      const rec: ForcedAgreement = { positions: 0, agree: 0, misses: [] };
+      const force = teacherForcing(hf, rec);
+      const misses: number[] = [];
+      steps.forEach((values, pos) => {
+        const logits = Float32Array.from(values);
+        // the first of the largest values, as greedy decoding picks
+        const top = values.indexOf(Math.max(...values));
+        if (top !== hf[pos]) misses.push(pos);
+        force(logits, hf.slice(0, pos));
+        assert.equal(logits[hf[pos]], values[hf[pos]], 'HF\'s token keeps its logit');
+        assert.ok(logits.every((v, t) => t === hf[pos] || v === -Infinity), 'every other token is ruled out');
+      });
+      assert.deepEqual(rec, { positions: steps.length, agree: steps.length - misses.length, misses });
+    }),
+  );
+  // either end-of-sequence id on top agrees with HF's; past HF's answer nothing is counted
+  const rec: ForcedAgreement = { positions: 0, agree: 0, misses: [] };
+  const force = teacherForcing([151645], rec);
+  const logits = new Float32Array(151936);
+  logits[151643] = 3;
+  logits[151645] = 2;
+  force(logits, []);
+  force(new Float32Array(151936), [151645]);
+  assert.deepEqual(rec, { positions: 1, agree: 1, misses: [] });
+  // a non-finite logit at HF's token still leaves it the only choice
+  const nan = Float32Array.of(1, Number.NaN, 0);
+  teacherForcing([1], rec)(nan, []);
+  assert.deepEqual(Array.from(nan), [-Infinity, 0, -Infinity]);
+});
+
+test('the report shows teacher-forced agreement per task and in all when a run forced', () => {
+  const items = [item({ id: 'a', task: 'colour', hfTokenIds: [6033, 13, 151645] }), item({ id: 'b', task: 'count', hfTokenIds: [18, 151645] })];
+  const results = [scoreItem(items[0], 'red', [6033, 13]), scoreItem(items[1], '4', [19])];
+  results[0].forced = { positions: 3, agree: 3, misses: [] };
+  results[1].forced = { positions: 2, agree: 1, misses: [0] };
+  const { tasks, overall } = summarize(results, items);
+  assert.deepEqual(tasks.map((t) => t.forced), [{ positions: 3, agree: 3 }, { positions: 2, agree: 1 }]);
+  assert.deepEqual(overall.forced, { positions: 5, agree: 4, itemsWithMiss: 1 });
+  const text = formatEvalReport({ modelDir: 'm', datasetDir: 'd', backend: 'ts', maxNewTokens: 48, items: results, tasks, overall, ms: 1 });
+  assert.match(text, /^count\s+1\s+0\.0%\s+-\s+0\/1\s+1\/2$/m);
+  assert.match(text, /^all\s+2\s+50\.0%\s+1\/2\s+4\/5$/m);
+  assert.match(text, /HF's token on top at 4 of 5 positions; 1 elsewhere, in 1 items/);
 });
 
 test('item selection: per task, limit, tasks and ids, in file order', () => {

@@ -14,6 +14,7 @@ interface EvalFlags {
   perTask?: number;
   task: string[];
   maxTokens?: number;
+  teacherForced?: boolean;
 }
 
 export function registerEval(program: Command): void {
@@ -30,6 +31,7 @@ export function registerEval(program: Command): void {
     .option('--per-task <n>', 'at most this many items of each task', intArg(1))
     .option('--task <name>', 'only this task (repeatable)', collect, [])
     .option('--max-tokens <n>', 'answer length (default: the dataset\'s)', intArg(1))
+    .option('--teacher-forced', 'also run each item along HF\'s answer tokens and count the positions where qvl\'s top token is HF\'s (one changed digit no longer changes the rest of the answer; doubles the time)')
     .addHelpText('after', '\nExample:\n  qvl eval models/demo datasets/demo-heldout')
     .action(async (modelDir: string, datasetDir: string, f: EvalFlags) => {
       const [{ evaluate, formatEvalReport }, { Qwen3VL }] = await Promise.all([import('../eval/index.ts'), import('../api/qwen3vl.ts')]);
@@ -43,6 +45,7 @@ export function registerEval(program: Command): void {
         perTask: f.perTask,
         tasks: f.task.length ? f.task : undefined,
         maxNewTokens: f.maxTokens,
+        teacherForced: f.teacherForced,
         onItem: (_r, done, total) => progress(done, total),
       });
       clearStatus();

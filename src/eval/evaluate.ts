@@ -9,6 +9,7 @@ import type { BackendName } from '../kernels/select.ts';
 import type { QuantMode } from '../weights/quant-plan.ts';
 import { loadDataset, resolveMedia, type EvalItem } from './dataset.ts';
 import { scoreItem, summarize, type EvalReport, type ItemResult } from './score.ts';
+import { teacherForcing, type ForcedAgreement } from './teacher-forced.ts';
 
 export const DEFAULT_MAX_NEW_TOKENS = 48;
 
@@ -27,6 +28,11 @@ export interface EvaluateOptions {
   quant?: QuantMode;
   /** default: the set's dataset.json max_new_tokens, else 48 */
   maxNewTokens?: number;
+  /**
+   * also run each item that has HF's token ids along HF's answer (teacher forcing) and count the
+   * positions where the model's top token is HF's (teacher-forced.ts); doubles the run's time
+   */
+  teacherForced?: boolean;
   /** reuse a loaded model (its folder must be modelDir) */
   model?: Qwen3VL;
   onItem?: (r: ItemResult, done: number, total: number) => void;
@@ -81,6 +87,16 @@ export async function evaluate(modelDir: string, datasetDir: string, opts: Evalu
     const start = performance.now();
     const r = await model.chat(resolveMedia(dataset.dir, item.messages), { maxNewTokens, temperature: 0 });
     const res = scoreItem(item, r.text, r.tokenIds, performance.now() - start);
+    if (opts.teacherForced && item.hfTokenIds?.length) {
+      const forced: ForcedAgreement = { positions: 0, agree: 0, misses: [] };
+      await model.chat(resolveMedia(dataset.dir, item.messages), {
+        maxNewTokens: item.hfTokenIds.length,
+        temperature: 0,
+        repetitionPenalty: 1,
+        logitsProcessor: teacherForcing(item.hfTokenIds, forced),
+      });
+      res.forced = forced;
+    }
     results.push(res);
     opts.onItem?.(res, results.length, items.length);
   }

@@ -11,7 +11,10 @@ function table(rows: string[][]): string {
 
 /** A plain-text table: per task accuracy, grounding IoU, HF's own accuracy and agreement with HF. */
 export function formatEvalReport(report: EvalReport): string {
-  const rows: string[][] = [['task', 'n', 'accuracy', 'mean IoU', 'HF accuracy', 'HF mean IoU', 'same as HF']];
+  const o = report.overall;
+  const forced = o.forced !== undefined;
+  const rows: string[][] = [['task', 'n', 'accuracy', 'mean IoU', 'HF accuracy', 'HF mean IoU', 'same as HF', ...(forced ? ['HF token on top'] : [])]];
+  const ratio = (f?: { positions: number; agree: number }) => (f ? `${f.agree}/${f.positions}` : '-');
   for (const t of report.tasks) {
     rows.push([
       t.task,
@@ -21,15 +24,22 @@ export function formatEvalReport(report: EvalReport): string {
       pct(t.hfAccuracy),
       t.task === 'grounding' ? num(t.hfMeanIou) : '',
       t.hfCompared ? `${t.sameAsHf}/${t.hfCompared}` : '-',
+      ...(forced ? [ratio(t.forced)] : []),
     ]);
   }
-  const o = report.overall;
-  rows.push(['all', String(o.n), pct(o.accuracy), '', '', '', o.hfCompared ? `${o.sameAsHf}/${o.hfCompared}` : '-']);
+  rows.push(['all', String(o.n), pct(o.accuracy), '', '', '', o.hfCompared ? `${o.sameAsHf}/${o.hfCompared}` : '-', ...(forced ? [ratio(o.forced)] : [])]);
   const lines = [
     `model ${report.modelDir} · dataset ${report.datasetDir} · backend ${report.backend}${report.quant ? ` · weights ${report.quant}` : ''} · max ${report.maxNewTokens} new tokens · ${(report.ms / 1000).toFixed(1)} s`,
     '',
     table(rows),
   ];
+  if (o.forced) {
+    lines.push(
+      '',
+      `teacher-forced along HF's answers: HF's token on top at ${o.forced.agree} of ${o.forced.positions} positions; ` +
+        `${o.forced.positions - o.forced.agree} elsewhere, in ${o.forced.itemsWithMiss} items`,
+    );
+  }
   const differing = report.items.filter((r) => r.hf && !r.hf.same);
   if (differing.length) {
     lines.push('', `answers that differ from HF: ${differing.length} (${o.differingAtNearTie} start where HF's top-2 margin was < 1e-3)`);

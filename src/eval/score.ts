@@ -10,6 +10,7 @@
 import type { EvalItem } from './dataset.ts';
 import { groundingIou } from './iou.ts';
 import { answersMatch } from './normalize.ts';
+import type { ForcedAgreement } from './teacher-forced.ts';
 
 export const IOU_CORRECT = 0.5;
 export const NEAR_TIE = 1e-3;
@@ -37,6 +38,8 @@ export interface ItemResult {
   tokenIds: number[];
   hfAnswer?: string;
   hf?: HfComparison;
+  /** along HF's answer tokens (EvaluateOptions.teacherForced) */
+  forced?: ForcedAgreement;
   ms?: number;
 }
 
@@ -52,6 +55,8 @@ export interface TaskSummary {
   /** items compared with HF, and how many of them gave HF's exact tokens */
   hfCompared: number;
   sameAsHf: number;
+  /** teacher-forced positions and those with HF's token on top (when the run forced any) */
+  forced?: { positions: number; agree: number };
 }
 
 export interface EvalReport {
@@ -72,6 +77,8 @@ export interface EvalReport {
     sameAsHfShare: number;
     /** differing items whose first difference is at an HF near tie */
     differingAtNearTie: number;
+    /** teacher-forced positions, those with HF's token on top, and items with a miss */
+    forced?: { positions: number; agree: number; itemsWithMiss: number };
   };
   ms: number;
 }
@@ -137,6 +144,8 @@ export function summarize(results: readonly ItemResult[], items: readonly EvalIt
       sameAsHf: rs.filter((r) => r.hf?.same).length,
     };
     if (task === 'grounding') t.meanIou = mean(rs.map((r) => r.iou ?? 0));
+    const f = forcedTotals(rs);
+    if (f) t.forced = { positions: f.positions, agree: f.agree };
     const hf = rs.map((r) => byId.get(r.id)).filter((i): i is EvalItem => i?.hfAnswer !== undefined);
     if (hf.length === rs.length) {
       const scored = hf.map((i) => scoreAnswer(i, i.hfAnswer!));
@@ -147,9 +156,11 @@ export function summarize(results: readonly ItemResult[], items: readonly EvalIt
   }
   const compared = results.filter((r) => r.hf);
   const same = compared.filter((r) => r.hf!.same).length;
+  const forced = forcedTotals(results);
   return {
     tasks,
     overall: {
+      ...(forced ? { forced } : {}),
       n: results.length,
       accuracy: results.length ? results.filter((r) => r.correct).length / results.length : NaN,
       hfCompared: compared.length,
@@ -157,5 +168,16 @@ export function summarize(results: readonly ItemResult[], items: readonly EvalIt
       sameAsHfShare: compared.length ? same / compared.length : NaN,
       differingAtNearTie: compared.filter((r) => r.hf!.nearTie).length,
     },
+  };
+}
+
+/** Teacher-forced totals over the results that were forced, or undefined when none was. */
+function forcedTotals(rs: readonly ItemResult[]): { positions: number; agree: number; itemsWithMiss: number } | undefined {
+  const f = rs.filter((r) => r.forced).map((r) => r.forced!);
+  if (!f.length) return undefined;
+  return {
+    positions: f.reduce((a, x) => a + x.positions, 0),
+    agree: f.reduce((a, x) => a + x.agree, 0),
+    itemsWithMiss: f.filter((x) => x.misses.length > 0).length,
   };
 }
