@@ -60,7 +60,7 @@ test('q8 and q4 quantizers reproduce the independent Python reference bit for bi
   }
 });
 
-test('round-trip error bounds: q8 within half a step, q4 within half a step inside the group range', () => {
+test('round-trip error bounds: q8 within half a step; q4 within half a step inside its grid, clamped to it outside, and no group worse than plain min/max', () => {
   const w = input('model.language_model.layers.2.mlp.gate_proj');
   const x = dequantize(w);
   const q8 = quantizeQ8(w);
@@ -72,23 +72,49 @@ test('round-trip error bounds: q8 within half a step, q4 within half a step insi
       assert.ok(Math.abs(x[r * w.cols + c] - y8[r * w.cols + c]) <= d / 2 + 1e-7, `q8 [${r}, ${c}]`);
     }
   }
+  let clippedGroups = 0;
   for (const symmetric of [false, true]) {
     const q4 = quantizeQ4(w, { groupSize: 32, symmetric });
     const y4 = dequantize(q4);
     let err = 0;
     let norm = 0;
     for (let r = 0; r < w.rows; r++) {
-      for (let c = 0; c < w.cols; c++) {
-        const d = Math.abs(q4.scales[r * q4.nGroups + Math.floor(c / 32)]);
-        const e = Math.abs(x[r * w.cols + c] - y4[r * w.cols + c]);
-        // asymmetric: the whole [min, max] is on the grid; symmetric: all but the clipped +max side
-        if (!symmetric) assert.ok(e <= d / 2 + 1e-7, `q4 [${r}, ${c}] error ${e} > ${d / 2}`);
-        err += e * e;
-        norm += x[r * w.cols + c] ** 2;
+      for (let g = 0; g < q4.nGroups; g++) {
+        const d = q4.scales[r * q4.nGroups + g];
+        const z = q4.zeros ? q4.zeros[r * q4.nGroups + g] : 8;
+        // the group's plain min/max range (0 included), quantized as the unclipped candidate
+        let mn = 0;
+        let mx = 0;
+        for (let c = g * 32; c < Math.min(w.cols, g * 32 + 32); c++) {
+          mn = Math.min(mn, x[r * w.cols + c]);
+          mx = Math.max(mx, x[r * w.cols + c]);
+        }
+        const d0 = halfExactScale(Math.fround((mx - mn) / 15));
+        const z0 = Math.min(15, Math.max(0, Math.round(-mn / d0)));
+        let groupErr = 0;
+        let plainErr = 0;
+        for (let c = g * 32; c < Math.min(w.cols, g * 32 + 32); c++) {
+          const v = x[r * w.cols + c];
+          const e = Math.abs(v - y4[r * w.cols + c]);
+          const lo = Math.min(-z * d, (15 - z) * d);
+          const hi = Math.max(-z * d, (15 - z) * d);
+          // within the grid (and half a step past its ends) the nearest point; past it, the end
+          if (v >= lo - Math.abs(d) / 2 && v <= hi + Math.abs(d) / 2) assert.ok(e <= Math.abs(d) / 2 + 1e-7, `q4 [${r}, ${c}] error ${e} > ${Math.abs(d) / 2}`);
+          else assert.ok(Math.abs(y4[r * w.cols + c] - (v < lo ? lo : hi)) <= 1e-7, `q4 [${r}, ${c}] past the grid goes to its end`);
+          groupErr += e * e;
+          plainErr += (v - (Math.min(15, Math.max(0, Math.round(v / d0) + z0)) - z0) * d0) ** 2;
+          err += e * e;
+          norm += v ** 2;
+        }
+        if (!symmetric) {
+          assert.ok(groupErr <= plainErr * (1 + 1e-5) + 1e-12, `q4 [${r}, group ${g}]: error ${groupErr} over plain min/max's ${plainErr}`);
+          if (d !== d0) clippedGroups++;
+        }
       }
     }
     assert.ok(Math.sqrt(err / norm) < 0.1, `q4 ${symmetric ? 'symmetric' : 'asymmetric'} relative RMS error ${Math.sqrt(err / norm)}`);
   }
+  assert.ok(clippedGroups > 0, 'some groups take a clipped range');
   // q8 relative RMS error on Gaussian-like weights is about half a percent
   let e8 = 0;
   let n8 = 0;

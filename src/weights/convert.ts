@@ -56,8 +56,10 @@ export interface Q4Options {
   /** columns per scale (default 32); the last group of a row may be partial */
   groupSize?: number;
   /**
-   * false (default): asymmetric min/max — scale = (max − min) / 15 over the group's range
-   * widened to include 0, integer zero point = round(−min / scale), q = round(w / scale) + zero.
+   * false (default): asymmetric — scale = (max − min) / 15 over the group's range widened to
+   * include 0, or over that range with its max or its min pulled in by a tenth, whichever gives
+   * the group the least squared error (clippedRange); integer zero point = round(−min / scale),
+   * q = round(w / scale) + zero.
    * true: symmetric like GGML Q4_0 — scale = m / −8 with m the value of largest magnitude,
    * zero 8, q = round(w / scale) + 8. Both clamp q to 0..15, and round the scale up to binary16
    * first where it can hold it (halfExactScale).
@@ -144,8 +146,7 @@ export function quantizeQ4(w: WeightData, opts: Q4Options = {}): Q4Weight {
           else if (v > mx) mx = v;
         }
         if (!Number.isFinite(sum)) checkFinite(row, r, c0, c1);
-        d = halfExactScale(Math.fround((mx - mn) / 15));
-        z = d === 0 ? 0 : Math.min(15, Math.max(0, roundAway(-mn * (1 / d))));
+        [d, z] = clippedRange(row, c0, c1, mn, mx);
         zeros![r * nG + gi] = z;
       }
       scales[r * nG + gi] = d;
@@ -164,6 +165,72 @@ export function quantizeQ4(w: WeightData, opts: Q4Options = {}): Q4Weight {
     for (let b = 0; b < rowBytes; b++) qs[base + b] = q[2 * b] | (q[2 * b + 1] << 4);
   }
   return { format: 'q4', rows, cols, groupSize: g, nGroups: nG, qs, scales, ...(zeros ? { zeros } : {}) };
+}
+
+/**
+ * Asymmetric q4 ranges tried for each group: its [min, max] (0 included), then with the max or
+ * the min pulled in by a tenth. The grid's step shrinks with the range, so one clipped outlier
+ * can buy every other weight a finer step.
+ */
+const Q4_CLIPS: readonly (readonly [number, number])[] = [
+  [1, 1],
+  [1, 0.9],
+  [0.9, 1],
+];
+
+/** Scale and zero point of one group's range [lo, hi] (lo ≤ 0 ≤ hi): scale rounded up to binary16. */
+function rangeScale(lo: number, hi: number): [number, number] {
+  const d = halfExactScale(Math.fround((hi - lo) / 15));
+  return [d, d === 0 ? 0 : Math.min(15, Math.max(0, roundAway(-lo * (1 / d))))];
+}
+
+/**
+ * The scale and zero point of the Q4_CLIPS candidate with the smallest squared error over
+ * row[c0, c1) (rangeError; the first on a tie, so no group does worse than plain min/max, up to
+ * float32 rounding of the errors).
+ */
+function clippedRange(row: Float32Array, c0: number, c1: number, mn: number, mx: number): [number, number] {
+  const lanes = new Float32Array(8);
+  const first = rangeScale(mn, mx);
+  // an all-zero group, or weights so large or so small that float32 cannot score the ranges
+  // (a reciprocal or an error past its range): plain min/max
+  if (first[0] === 0 || !Number.isFinite(Math.fround(1 / first[0]))) return first;
+  let best = first;
+  let bestErr = rangeError(row, c0, c1, first[0], first[1], lanes);
+  if (!Number.isFinite(bestErr)) return first;
+  for (let k = 1; k < Q4_CLIPS.length; k++) {
+    const [a, b] = Q4_CLIPS[k];
+    const cand = rangeScale(Math.fround(mn * a), Math.fround(mx * b));
+    if (cand[0] === 0 || !Number.isFinite(Math.fround(1 / cand[0]))) continue;
+    const err = rangeError(row, c0, c1, cand[0], cand[1], lanes);
+    if (err < bestErr) {
+      bestErr = err;
+      best = cand;
+    }
+  }
+  return best;
+}
+
+/**
+ * Σ (x − (q − z)·d)² over row[c0, c1) in float32, as the native quantizer computes it eight
+ * columns at a time (native/quantize.inc, q4_range_error): q = clamp(trunc(x·(1/d) ± 0.5) + z,
+ * 0, 15) with 1/d rounded to float32, the squares summed in eight lanes by column mod 8, folded
+ * ((l0 + l4) + (l1 + l5)) + ((l2 + l6) + (l3 + l7)). Every step is one float32 operation
+ * (Math.fround of a double result is that operation's float32 result), so both pick alike.
+ */
+function rangeError(row: Float32Array, c0: number, c1: number, d: number, z: number, lanes: Float32Array): number {
+  const f = Math.fround;
+  const idf = f(1 / d);
+  lanes.fill(0);
+  for (let c = c0; c < c1; c++) {
+    const x = row[c];
+    let q = Math.trunc(f(f(x * idf) + (x < 0 || Object.is(x, -0) ? -0.5 : 0.5))) + z;
+    q = q < 0 ? 0 : q > 15 ? 15 : q;
+    const e = f(x - f((q - z) * d));
+    const k = (c - c0) & 7;
+    lanes[k] = f(lanes[k] + f(e * e));
+  }
+  return f(f(f(lanes[0] + lanes[4]) + f(lanes[1] + lanes[5])) + f(f(lanes[2] + lanes[6]) + f(lanes[3] + lanes[7])));
 }
 
 /** Called when a group's sum is not finite: names the first NaN/±Infinity weight (a sum of huge finite weights passes). */

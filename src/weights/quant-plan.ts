@@ -12,7 +12,7 @@ export interface QuantPlanOptions {
   mode: QuantMode;
   /** q4 columns per scale: 32 (default) or 128 */
   groupSize?: number;
-  /** q4 without zero points (GGML Q4_0 style); default false = asymmetric min/max */
+  /** q4 without zero points (GGML Q4_0 style); default false = asymmetric, zero points */
   symmetric?: boolean;
   /**
    * the token embedding and LM head (tied or not). Default: 'float' in q8 mode, 'q8' in q4
@@ -41,9 +41,8 @@ const EMBED_OR_HEAD = /^(model\.language_model\.embed_tokens|lm_head)$/;
  * | embed_tokens (and the tied head), lm_head| float | q8 |
  *
  * (`head` overrides the last row.) q8 block scales are then refitted by least squares
- * (`refitQ8`), rounded to binary16. A least-squares refit of the q4 scales and zero points (never a larger error
- * per group) left fewer of the demo model's held-out answers identical to float (180 of 210
- * against 186), so q4 keeps min/max.
+ * (`refitQ8`), rounded to binary16. q4 groups take the best of three ranges (convert.ts,
+ * clippedRange).
  */
 export function quantTarget(name: string, mode: QuantMode, head?: HeadMode): QuantMode | undefined {
   if (TEXT_LINEAR.test(name)) return mode;

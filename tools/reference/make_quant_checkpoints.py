@@ -9,8 +9,7 @@ Writes test/fixtures/quant/<format>/ with
   reference.safetensors F32 `<module>.weight`: the dequantized weight each format defines
 and, for the formats run through the whole model, hf_case_b.safetensors: transformers' own
 Qwen3-VL forward on case_b with the text Linears replaced by those dequantized weights.
-Also test/fixtures/quant/rtn/reference.safetensors: qvl's own q8/q4 round-to-nearest output for
-a few tiny matrices, computed here independently from the definitions in docs/quantization.md.
+qvl's own q8/q4 quantizers have their reference in make_rtn_reference.py.
 
 Every packer is written from the format definitions (docs/quantization.md, the spec's section 6):
 AutoAWQ GEMM, GPTQ v1/v2 (act-order), compressed-tensors pack-quantized and float-quantized,
@@ -238,69 +237,6 @@ def pack_quantized(w, g, sym, act_order):
     return tensors, ref
 
 
-# ---------------------------------------------------------------- qvl's own RTN (q8 / q4)
-
-def round_away(v):
-    """Ties away from zero. qvl evaluates v < 0 ? -trunc(0.5 - v) : trunc(v + 0.5) in double,
-    which is this same value for every double."""
-    return np.where(v < 0, -np.trunc(0.5 - v), np.trunc(v + 0.5))
-
-
-def rtn_q8(w):
-    rows, cols = w.shape
-    nb = -(-cols // 32)
-    qs = np.zeros((rows, cols), dtype=np.int8)
-    sc = np.zeros((rows, nb), dtype=np.float32)
-    for b in range(nb):
-        x = w[:, b * 32:(b + 1) * 32].astype(np.float64)
-        d = (np.abs(x).max(1) / 127).astype(np.float32)
-        sc[:, b] = d
-        dd = d.astype(np.float64)[:, None]
-        with np.errstate(divide='ignore', invalid='ignore'):
-            q = np.where(dd == 0, 0, round_away(x * (1 / dd)))
-        qs[:, b * 32:(b + 1) * 32] = np.clip(q, -127, 127)
-    return qs, sc
-
-
-def half_exact_scale(d):
-    """qvl's q4 scales: within binary16's normal range, the float32 magnitude rounded up to the
-    next binary16 value (low 13 mantissa bits cleared, one unit added if any was set)."""
-    u = np.asarray(d, dtype=np.float32).copy().view(np.uint32)
-    a = u & np.uint32(0x7fffffff)
-    inside = (a >= 0x38800000) & (a <= 0x477fe000) & ((a & 0x1fff) != 0)
-    up = (u & np.uint32(0x80000000)) | ((a & ~np.uint32(0x1fff)) + np.uint32(0x2000))
-    return np.where(inside, up, u).astype(np.uint32).view(np.float32)
-
-
-def rtn_q4(w, g, sym):
-    rows, cols = w.shape
-    ng = -(-cols // g)
-    q = np.zeros((rows, cols), dtype=np.int64)
-    sc = np.zeros((rows, ng), dtype=np.float32)
-    zs = np.zeros((rows, ng), dtype=np.uint8)
-    for j in range(ng):
-        x = w[:, j * g:(j + 1) * g].astype(np.float64)
-        if sym:
-            big = x[np.arange(rows), np.abs(x).argmax(1)]
-            d = half_exact_scale(np.where(big == 0, 0.0, big / -8).astype(np.float32)).astype(np.float64)
-            z = np.full(rows, 8.0)
-        else:
-            mn = np.minimum(x.min(1), 0)
-            mx = np.maximum(x.max(1), 0)
-            d = half_exact_scale(((mx - mn) / 15).astype(np.float32)).astype(np.float64)
-            with np.errstate(divide='ignore', invalid='ignore'):
-                z = np.where(d == 0, 0, np.clip(round_away(-mn * (1 / d)), 0, 15))
-        sc[:, j] = d
-        zs[:, j] = z
-        with np.errstate(divide='ignore', invalid='ignore'):
-            v = np.where(d[:, None] == 0, z[:, None], round_away(x * (1 / d[:, None])) + z[:, None])
-        q[:, j * g:(j + 1) * g] = np.clip(v, 0, 15)
-    if cols % 2:
-        q = np.concatenate([q, np.zeros((rows, 1), dtype=np.int64)], 1)
-    qs = (q[:, 0::2] | (q[:, 1::2] << 4)).astype(np.uint8)
-    return qs, sc, zs
-
-
 # ---------------------------------------------------------------- writing
 
 FORMATS = {
@@ -401,30 +337,6 @@ def main():
         for f in os.listdir(d):
             os.chmod(os.path.join(d, f), 0o644)
         print(name, len(tensors), 'tensors')
-
-    # qvl's own round-to-nearest quantizers on a few matrices of different shapes
-    picks = ['model.language_model.layers.0.self_attn.q_proj', 'model.language_model.layers.1.mlp.down_proj',
-             'model.visual.blocks.0.attn.qkv', 'model.visual.blocks.1.mlp.linear_fc2', 'model.visual.merger.linear_fc1']
-    rtn = {}
-    for p in picks:
-        w = WEIGHTS[p + '.weight']
-        rtn[f'{p}.q8.qs'], rtn[f'{p}.q8.scales'] = rtn_q8(w)
-        for g in (32, 128):
-            rtn[f'{p}.q4a{g}.qs'], rtn[f'{p}.q4a{g}.scales'], rtn[f'{p}.q4a{g}.zeros'] = rtn_q4(w, g, sym=False)
-        rtn[f'{p}.q4s32.qs'], rtn[f'{p}.q4s32.scales'], _ = rtn_q4(w, 32, sym=True)
-    # odd widths and ties exercise partial blocks and rounding direction
-    odd = (RNG.standard_normal((5, 45)) * 0.1).astype(np.float32)
-    odd[0, :4] = [0.5, -0.5, 0.25, -0.25]
-    odd[1, :] = 0
-    rtn['odd.input'] = odd
-    rtn['odd.q8.qs'], rtn['odd.q8.scales'] = rtn_q8(odd)
-    for g in (32, 128):
-        rtn[f'odd.q4a{g}.qs'], rtn[f'odd.q4a{g}.scales'], rtn[f'odd.q4a{g}.zeros'] = rtn_q4(odd, g, sym=False)
-    rtn['odd.q4s32.qs'], rtn['odd.q4s32.scales'], _ = rtn_q4(odd, 32, sym=True)
-    os.makedirs(os.path.join(OUT, 'rtn'), exist_ok=True)
-    np_save({k: np.ascontiguousarray(v) for k, v in rtn.items()}, os.path.join(OUT, 'rtn', 'reference.safetensors'))
-    os.chmod(os.path.join(OUT, 'rtn', 'reference.safetensors'), 0o644)
-    print('rtn', len(rtn), 'tensors')
 
 
 if __name__ == '__main__':
