@@ -9,6 +9,7 @@ import { teacherForcing, type ForcedAgreement } from '../src/eval/teacher-forced
 import {
   answerBoxes,
   compareWithHf,
+  evaluate,
   formatEvalReport,
   groundingIou,
   iou,
@@ -183,7 +184,7 @@ test('media paths become absolute against the dataset folder; URLs stay', () => 
   ]);
 });
 
-test('bad dataset lines are refused with the file, line and field named', () => {
+test('bad dataset lines are refused with the file, line and field named', async () => {
   const bad = (line: string, re: RegExp) =>
     assert.throws(() => parseItem(line, 'items.jsonl', 7), (e: unknown) => isQvlError(e, 'MESSAGE_INVALID') && re.test(e.message) && e.message.startsWith('items.jsonl:7:'));
   bad('{"id": "1", "task": "colour"', /not valid JSON/);
@@ -207,6 +208,11 @@ test('bad dataset lines are refused with the file, line and field named', () => 
     const ds = loadDataset(dir);
     assert.equal(ds.items.length, 1);
     assert.equal(ds.meta.maxNewTokens, 12);
+    // teacher forcing needs HF's tokens: refused before any model is loaded
+    await assert.rejects(
+      evaluate(path.join(dir, 'no-model'), dir, { teacherForced: true }),
+      (e: unknown) => isQvlError(e, 'OPTION_INVALID') && /none of the 1 selected items has hf_token_ids/.test(e.message),
+    );
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }

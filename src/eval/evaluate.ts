@@ -76,6 +76,9 @@ export async function evaluate(modelDir: string, datasetDir: string, opts: Evalu
   const t0 = performance.now();
   const dataset = loadDataset(datasetDir);
   const items = selectItems(dataset.items, opts);
+  if (opts.teacherForced && !items.some((i) => i.hfTokenIds?.length)) {
+    throw new QvlError('OPTION_INVALID', `teacher forcing follows HF's answer tokens, and none of the ${items.length} selected items has hf_token_ids`, { teacherForced: true });
+  }
   const maxNewTokens = opts.maxNewTokens ?? dataset.meta.maxNewTokens ?? DEFAULT_MAX_NEW_TOKENS;
   positiveInt('maxNewTokens', maxNewTokens);
   if (opts.model && path.resolve(opts.model.dir) !== path.resolve(modelDir)) {
