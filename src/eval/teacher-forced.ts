@@ -21,8 +21,9 @@ function sameToken(a: number, b: number): boolean {
 }
 
 /**
- * A `logitsProcessor` that checks the model's top token (greedy decoding's `argmax`) against HF's token at each position, records it in `rec`, then leaves only HF's
- * token possible so that decoding follows HF's path.
+ * A `logitsProcessor` that checks the model's top token (greedy decoding's `argmax`) against
+ * HF's token at each position, records it in `rec`, then leaves only HF's token possible so that
+ * decoding follows HF's path.
  */
 export function teacherForcing(hfTokenIds: readonly number[], rec: ForcedAgreement): (logits: Float32Array, generated: readonly number[]) => void {
   return (logits, generated) => {

@@ -189,8 +189,10 @@ function rangeScale(lo: number, hi: number): [number, number] {
  * row[c0, c1) (rangeError; the first on a tie, so no group does worse than plain min/max, up to
  * float32 rounding of the errors).
  */
+const rangeLanes = new Float32Array(8);
+
 function clippedRange(row: Float32Array, c0: number, c1: number, mn: number, mx: number): [number, number] {
-  const lanes = new Float32Array(8);
+  const lanes = rangeLanes;
   const first = rangeScale(mn, mx);
   // an all-zero group, or weights so large or so small that float32 cannot score the ranges
   // (a reciprocal or an error past its range): plain min/max
