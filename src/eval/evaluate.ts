@@ -3,7 +3,8 @@
  * against HF transformers' recorded answers. See score.ts for the rules, report.ts for the table.
  */
 import path from 'node:path';
-import { Qwen3VL } from '../api/qwen3vl.ts';
+import { Qwen3VL, type ChatOptions, type ChatResult } from '../api/qwen3vl.ts';
+import type { PreparedPrompt } from '../api/prompt.ts';
 import { QvlError } from '../errors.ts';
 import type { BackendName } from '../kernels/select.ts';
 import type { QuantMode } from '../weights/quant-plan.ts';
@@ -88,11 +89,13 @@ export async function evaluate(modelDir: string, datasetDir: string, opts: Evalu
   const results: ItemResult[] = [];
   for (const item of items) {
     const start = performance.now();
-    const r = await model.chat(resolveMedia(dataset.dir, item.messages), { maxNewTokens, temperature: 0 });
+    // prepared once: the teacher-forced run reuses the decoded media and the prompt's ids
+    const prepared = await model.prepare(resolveMedia(dataset.dir, item.messages));
+    const r = await generate(model, prepared, { maxNewTokens, temperature: 0 });
     const res = scoreItem(item, r.text, r.tokenIds, performance.now() - start);
     if (opts.teacherForced && item.hfTokenIds?.length) {
       const forced: ForcedAgreement = { positions: 0, agree: 0, misses: [] };
-      await model.chat(resolveMedia(dataset.dir, item.messages), {
+      await generate(model, prepared, {
         maxNewTokens: item.hfTokenIds.length,
         temperature: 0,
         repetitionPenalty: 1,
@@ -105,4 +108,13 @@ export async function evaluate(modelDir: string, datasetDir: string, opts: Evalu
   }
   const { tasks, overall } = summarize(results, items);
   return { modelDir, datasetDir, backend: model.backendName, quant: opts.quant, maxNewTokens, items: results, tasks, overall, ms: performance.now() - t0 };
+}
+
+/** A whole answer from an already prepared prompt (`Qwen3VL.chat` without the preparing). */
+async function generate(model: Qwen3VL, prepared: PreparedPrompt, opts: ChatOptions): Promise<ChatResult> {
+  const g = model.generateText(prepared, opts);
+  for (;;) {
+    const step = await g.next();
+    if (step.done) return step.value;
+  }
 }
