@@ -421,8 +421,9 @@ void attentionOptions(const Napi::CallbackInfo& info, int first, qvl::AttentionA
   }
 }
 
-// attention(q, k, v, out, nQ, nKv, heads, kvHeads, headDim, scale, causal, qOffset, segments):
-// keys and values in float32 arrays [nKv, kvHeads·headDim].
+// attention(q, k, v, out, nQ, nKv, heads, kvHeads, headDim, scale, causal, qOffset, segments, int16):
+// keys and values in float32 arrays [nKv, kvHeads·headDim]; int16: products in int16 where the
+// kernel set has them (native/attention_i16.inc).
 Napi::Value Attention(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   qvl::AttentionArgs a{};
@@ -431,6 +432,7 @@ Napi::Value Attention(const Napi::CallbackInfo& info) {
   auto v = f32(info[2], "v");
   auto out = f32(info[3], "out");
   attentionOptions(info, 4, &a);
+  a.int16 = info.Length() > 13 && info[13].ToBoolean().Value() ? 1 : 0;
   const uint64_t qs = uint64_t(a.heads) * a.headDim, kvs = uint64_t(a.kvHeads) * a.headDim;
   if (q.second != uint64_t(a.nQ) * qs || out.second != q.second || k.second < uint64_t(a.nKv) * kvs ||
       v.second < uint64_t(a.nKv) * kvs)

@@ -133,6 +133,7 @@ struct AttentionArgs {
   int32_t qOffset;
   const int32_t* segments;  // null or nSegments+1 boundaries
   int32_t nSegments;
+  int32_t int16;  // float32 keys and values: int16 products (attention_i16.inc) where the set has them
 };
 
 struct KernelTable {

@@ -130,3 +130,149 @@ test('native attention rejects bad options with a QvlError', { skip: skipReason 
     (e) => isQvlError(e, 'OPTION_INVALID') && /segments need nQ = nKv/.test(e.message),
   );
 });
+
+// ---- int16 products (native/attention_i16.inc: the vision tower of a quantized model) ----
+
+const I16_MAX = 8191;
+const f32 = Math.fround;
+/** Round half to even, as vcvtps2dq does. */
+function rne(x: number): number {
+  const r = Math.round(x);
+  return Math.abs(x % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
+}
+/** Codes × scale of values[i] for i in idx, quantized together as the kernel quantizes a block (float32 steps). */
+function quantBlock(values: Float32Array, idx: number[], out: Float32Array): void {
+  let amax = 0;
+  for (const i of idx) amax = Math.max(amax, Math.abs(values[i]));
+  const inv = amax > 0 ? f32(I16_MAX / amax) : 0;
+  const d = f32(amax / I16_MAX);
+  for (const i of idx) out[i] = rne(f32(values[i] * inv)) * d;
+}
+
+/**
+ * The int16 kernel against the float64 oracle run on what the kernel multiplies: q·scale and k
+ * quantized per row and block of 32 dimensions, v per block of 32 keys and dimension (emulated
+ * here step by step). What remains, row by row:
+ * - float32 rounding: a score is an exact int32 sum per block, converted and scaled (3 roundings
+ *   each) and summed over the blocks, so it is off by δ ≤ (3 + blocks)·u·Σ|q||k|; the output, a
+ *   mix of v rows, by max|v|·(e^(2δ) − 1), plus (8 + key blocks)·u·max|v| for the mix itself;
+ * - the softmax weights' rounding: each weight of a block of 32 keys is off by at most half a
+ *   step, pmax/16382, so the output moves by at most max|v|·Σ_blocks 32·pmax_b/(16382·l).
+ */
+function checkInt16(label: string, q: Float32Array, k: Float32Array, v: Float32Array, o: AttentionOptions): void {
+  const { nQ, nKv, heads, kvHeads, headDim: hd } = o;
+  const qd = new Float32Array(q.length), kd = new Float32Array(k.length), vd = new Float32Array(v.length);
+  const qs = q.map((x) => f32(x * o.scale));
+  for (let r = 0; r < nQ * heads; r++)
+    for (let b = 0; b < hd; b += 32) quantBlock(qs, Array.from({ length: Math.min(32, hd - b) }, (_, d) => r * hd + b + d), qd);
+  for (let r = 0; r < nKv * kvHeads; r++)
+    for (let b = 0; b < hd; b += 32) quantBlock(k, Array.from({ length: Math.min(32, hd - b) }, (_, d) => r * hd + b + d), kd);
+  for (let kh = 0; kh < kvHeads; kh++)
+    for (let d = 0; d < hd; d++)
+      for (let j0 = 0; j0 < nKv; j0 += 32)
+        quantBlock(v, Array.from({ length: Math.min(32, nKv - j0) }, (_, j) => ((j0 + j) * kvHeads + kh) * hd + d), vd);
+  const nb = backend();
+  const got = nb.attention(q, k, v, { ...o, int16: true });
+  const want = ts.attention(qd, kd, vd, { ...o, scale: 1, int16: undefined });
+  let vmax = 0;
+  for (const x of vd) vmax = Math.max(vmax, Math.abs(x));
+  const u = 2 ** -24;
+  const group = heads / kvHeads;
+  const rowTol = new Float64Array(nQ * heads);
+  const seg = o.segments;
+  for (let i = 0, sg = 0; i < nQ; i++) {
+    let lo = 0, hi = nKv;
+    if (seg) {
+      while (seg[sg + 1] <= i) sg++;
+      lo = seg[sg];
+      hi = seg[sg + 1];
+    } else if (o.causal) hi = Math.min(nKv, (o.qOffset ?? 0) + i + 1);
+    for (let h = 0; h < heads; h++) {
+      const kh = Math.floor(h / group);
+      const s: number[] = [];
+      let absMax = 0;
+      for (let j = lo; j < hi; j++) {
+        let t = 0, a = 0;
+        for (let d = 0; d < hd; d++) {
+          const x = qd[(i * heads + h) * hd + d] * kd[(j * kvHeads + kh) * hd + d];
+          t += x;
+          a += Math.abs(x);
+        }
+        s.push(t);
+        absMax = Math.max(absMax, a);
+      }
+      const m = Math.max(...s);
+      const p = s.map((x) => Math.exp(x - m));
+      const l = p.reduce((a, b) => a + b, 0);
+      const blockMax = new Map<number, number>();
+      p.forEach((x, n) => blockMax.set(Math.floor((lo + n) / 32), Math.max(blockMax.get(Math.floor((lo + n) / 32)) ?? 0, x)));
+      let sumMax = 0;
+      for (const x of blockMax.values()) sumMax += x;
+      const delta = (3 + Math.ceil(hd / 32)) * u * absMax;
+      rowTol[i * heads + h] = vmax * (Math.expm1(2 * delta) + (8 + Math.ceil(nKv / 32)) * u + (32 * sumMax) / (16382 * l));
+    }
+  }
+  const bad = firstViolation(got, want, (idx) => rowTol[Math.floor(idx / hd)]);
+  assert.equal(bad, -1, `${label}: out[${bad}] = ${got[bad]}, oracle ${want[bad]}, tol ${rowTol[Math.floor(bad / hd)]}`);
+  // the float kernel differs from it: the test would notice a kernel that ignored the option
+  const plain = nb.attention(q, k, v, o);
+  assert.ok(plain.some((x, idx) => x !== got[idx]), `${label}: int16 output equals the float kernel's`);
+}
+
+function runInt16(label: string, seed: number, o: AttentionOptions): void {
+  const r = rng(seed);
+  checkInt16(label, randn(r, o.nQ * o.heads * o.headDim, 2), randn(r, o.nKv * o.kvHeads * o.headDim, 2), randn(r, o.nKv * o.kvHeads * o.headDim), o);
+}
+
+/** The kernel sets with int16 products: the x86 ones (the baseline set computes in float32). */
+function forEachInt16Isa(f: (isa: string) => void): void {
+  forEachIsa((isa) => {
+    if (isa !== 'scalar') f(isa);
+  });
+}
+
+test('native int16 attention (quantized vision) agrees with the oracle on what it multiplies', { skip: skipReason }, () => {
+  forEachInt16Isa((isa) => {
+    for (const seg of [[0, 16], [0, 16, 16, 40], [0, 3, 70, 71, 100], [0, 65, 200]]) {
+      const n = seg[seg.length - 1];
+      runInt16(`${isa} segments ${seg.join(',')}`, n + seg.length, {
+        nQ: n, nKv: n, heads: 3, kvHeads: 3, headDim: 64, scale: 0.125, causal: false, segments: Int32Array.from(seg),
+      });
+    }
+    // head sizes off the 32-dimension blocks, GQA, a causal prefill, rows fewer than a micro-tile
+    for (const [hd, heads, kvHeads] of [[8, 2, 1], [40, 4, 2], [72, 3, 1], [80, 2, 2]]) {
+      runInt16(`${isa} hd=${hd} heads=${heads}/${kvHeads}`, hd, { nQ: 37, nKv: 37, heads, kvHeads, headDim: hd, scale: hd ** -0.5, causal: false });
+    }
+    runInt16(`${isa} causal`, 7, { nQ: 90, nKv: 90, heads: 2, kvHeads: 1, headDim: 64, scale: 0.125, causal: true });
+    runInt16(`${isa} causal, qOffset`, 8, { nQ: 20, nKv: 150, heads: 4, kvHeads: 2, headDim: 32, scale: 0.2, causal: true, qOffset: 130 });
+  });
+});
+
+test('native int16 attention: climbing scores move the reference max; a NaN value stays in its dimension', { skip: skipReason }, () => {
+  const hd = 32, nKv = 300, nQ = 9;
+  const r = rng(9);
+  const q = new Float32Array(nQ * hd).fill(1);
+  const k = new Float32Array(nKv * hd);
+  for (let j = 0; j < nKv; j++) k.fill(0.1 * j, j * hd, (j + 1) * hd);
+  const v = randn(r, nKv * hd);
+  forEachInt16Isa((isa) => {
+    const o: AttentionOptions = { nQ, nKv, heads: 1, kvHeads: 1, headDim: hd, scale: 0.5, causal: false };
+    checkInt16(`${isa} climbing scores`, q, k, v, o);
+    checkInt16(`${isa} falling scores`, q, k.slice().reverse(), v, o);
+    const vn = v.slice();
+    vn[5 * hd + 3] = Number.NaN;
+    const got = backend().attention(randn(r, nQ * hd), randn(r, nKv * hd), vn, { ...o, int16: true });
+    for (let i = 0; i < nQ; i++)
+      for (let d = 0; d < hd; d++) {
+        if (d === 3) assert.ok(Number.isNaN(got[i * hd + d]), `${isa}: row ${i} dim 3 is NaN`);
+        else assert.ok(Number.isFinite(got[i * hd + d]), `${isa}: row ${i} dim ${d} is finite`);
+      }
+  });
+});
+
+test('attention rejects an int16 option that is not a boolean', { skip: skipReason }, () => {
+  const o = { nQ: 1, nKv: 1, heads: 1, kvHeads: 1, headDim: 4, scale: 1, causal: false, int16: 1 as unknown as boolean };
+  const a = new Float32Array(4);
+  assert.throws(() => backend().attention(a, a, a, o), (e) => isQvlError(e, 'OPTION_INVALID') && /int16 must be true or false/.test(e.message));
+  assert.throws(() => ts.attention(a, a, a, o), (e) => isQvlError(e, 'OPTION_INVALID') && /int16 must be true or false/.test(e.message));
+});

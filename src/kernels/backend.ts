@@ -103,6 +103,12 @@ export interface AttentionOptions {
    * [0, s1, s2, …, nQ]; a query sees only keys of its own segment. Requires nQ = nKv.
    */
   segments?: Int32Array;
+  /**
+   * Allows the products in int16 (queries, keys, softmax weights and values quantized per block
+   * of 32; native x86 kernel sets, native/attention_i16.inc): the vision tower of a quantized
+   * model, whose matmuls take int16 activations already. Other backends compute in float32.
+   */
+  int16?: boolean;
 }
 
 export interface KvAttentionOptions {

@@ -28,6 +28,9 @@ export function checkAttention(q: Float32Array, k: Float32Array, v: Float32Array
   checkInt('attention', 'nKv', nKv);
   checkHeads('attention', heads, kvHeads, headDim);
   checkInt('attention', 'qOffset', o.qOffset ?? 0);
+  if (o.int16 !== undefined && typeof o.int16 !== 'boolean') {
+    throw new QvlError('OPTION_INVALID', `attention: int16 must be true or false, got ${String(o.int16)}`, { int16: String(o.int16) });
+  }
   if (q.length !== nQ * heads * headDim) throw shapeError('attention', `q has ${q.length} values, expected ${nQ}×${heads}×${headDim}`, { nQ, heads, headDim });
   if (k.length < nKv * kvHeads * headDim || v.length < nKv * kvHeads * headDim) {
     throw shapeError('attention', `k/v have ${k.length}/${v.length} values, expected ${nKv}×${kvHeads}×${headDim}`, { nKv, kvHeads, headDim });

@@ -171,6 +171,8 @@ export class VisionTower {
       scale: 1 / Math.sqrt(cfg.headDim),
       causal: false,
       segments,
+      // int16 products where the block's own matmuls are integer ones (q8: int16 activations)
+      int16: w.qkv.w.format === 'q8' || w.qkv.w.format === 'q4',
     }, s.att);
     const y = be.matmul(att, n, w.proj.w, w.proj.b, s.y);
     be.addInPlace(y, x);

@@ -26,7 +26,7 @@ export interface NativeAddon {
   attention(
     q: Float32Array, k: Float32Array, v: Float32Array, out: Float32Array,
     nQ: number, nKv: number, heads: number, kvHeads: number, headDim: number,
-    scale: number, causal: boolean, qOffset: number, segments: Int32Array | null,
+    scale: number, causal: boolean, qOffset: number, segments: Int32Array | null, int16: boolean,
   ): void;
   attentionKv(
     q: Float32Array, out: Float32Array, slabs: ArrayBuffer[], blocks: Int32Array, layout: Float64Array,

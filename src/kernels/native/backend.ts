@@ -145,7 +145,7 @@ export class NativeBackend implements Backend {
     const { nQ, nKv, heads, kvHeads, headDim } = o;
     const out = into ?? new Float32Array(nQ * heads * headDim);
     this.#call('attention', () =>
-      this.#addon.attention(q, k, v, out, nQ, nKv, heads, kvHeads, headDim, o.scale, o.causal, o.qOffset ?? 0, o.segments ?? null),
+      this.#addon.attention(q, k, v, out, nQ, nKv, heads, kvHeads, headDim, o.scale, o.causal, o.qOffset ?? 0, o.segments ?? null, o.int16 ?? false),
     );
     return out;
   }
