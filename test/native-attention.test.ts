@@ -99,14 +99,19 @@ test('native attention is stable with large scores (online softmax rescaling)', 
   check('large scores', q, k, v, { ...o, scale: 0.05 });
 });
 
-test('native attention: key blocks whose scores climb far past the running max (the reference max moves)', { skip: skipReason }, () => {
-  // score of key j = 1.6·j: every key block tops the last one's max by far more than kAttLazyMax
-  const hd = 16, nKv = 300, nQ = 9;
-  const r = rng(5);
+/** 9 queries of ones against 300 keys whose key j is 0.1·j in every dimension: scores climb by 0.1·hd·scale a key. */
+function climbingScores(hd: number, seed: number): { q: Float32Array; k: Float32Array; v: Float32Array; nQ: number; nKv: number } {
+  const nKv = 300, nQ = 9;
   const q = new Float32Array(nQ * hd).fill(1);
   const k = new Float32Array(nKv * hd);
   for (let j = 0; j < nKv; j++) k.fill(0.1 * j, j * hd, (j + 1) * hd);
-  const v = randn(r, nKv * hd);
+  return { q, k, v: randn(rng(seed), nKv * hd), nQ, nKv };
+}
+
+test('native attention: key blocks whose scores climb far past the running max (the reference max moves)', { skip: skipReason }, () => {
+  // score of key j = 1.6·j: every key block tops the last one's max by far more than kAttLazyMax
+  const hd = 16;
+  const { q, k, v, nQ, nKv } = climbingScores(hd, 5);
   forEachIsa((isa) => {
     check(`${isa} climbing scores`, q, k, v, { nQ, nKv, heads: 1, kvHeads: 1, headDim: hd, scale: 1, causal: false });
     // and falling ones: the first block holds the max
@@ -249,12 +254,9 @@ test('native int16 attention (quantized vision) agrees with the oracle on what i
 });
 
 test('native int16 attention: climbing scores move the reference max; a NaN value stays in its dimension', { skip: skipReason }, () => {
-  const hd = 32, nKv = 300, nQ = 9;
-  const r = rng(9);
-  const q = new Float32Array(nQ * hd).fill(1);
-  const k = new Float32Array(nKv * hd);
-  for (let j = 0; j < nKv; j++) k.fill(0.1 * j, j * hd, (j + 1) * hd);
-  const v = randn(r, nKv * hd);
+  const hd = 32;
+  const { q, k, v, nQ, nKv } = climbingScores(hd, 9);
+  const r = rng(10);
   forEachInt16Isa((isa) => {
     const o: AttentionOptions = { nQ, nKv, heads: 1, kvHeads: 1, headDim: hd, scale: 0.5, causal: false };
     checkInt16(`${isa} climbing scores`, q, k, v, o);
