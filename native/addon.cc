@@ -390,10 +390,15 @@ Napi::Value Rope(const Napi::CallbackInfo& info) {
   const int64_t hd = integer(info[3], "headDim", 2);
   auto c = f32(info[4], "cos");
   auto s = f32(info[5], "sin");
-  if (hd % 2 || uint64_t(x.second) != uint64_t(n * heads * hd) || uint64_t(c.second) < uint64_t(n * hd) ||
+  // stride: values from a token's row to the next (0: heads·headDim, rows packed)
+  const int64_t width = heads * hd;
+  const int64_t stride = info.Length() > 6 && !info[6].IsUndefined() ? integer(info[6], "stride") : 0;
+  const int64_t st = stride ? stride : width;
+  const uint64_t span = n ? uint64_t(n - 1) * uint64_t(st) + uint64_t(width) : 0;
+  if (hd % 2 || st < width || (stride ? uint64_t(x.second) < span : uint64_t(x.second) != span) || uint64_t(c.second) < uint64_t(n * hd) ||
       uint64_t(s.second) < uint64_t(n * hd))
     fail(env, "rope: bad sizes");
-  kernels()->rope(x.first, n, int32_t(heads), int32_t(hd), c.first, s.first);
+  kernels()->rope(x.first, n, st, int32_t(heads), int32_t(hd), c.first, s.first);
   return env.Undefined();
 }
 
@@ -421,9 +426,11 @@ void attentionOptions(const Napi::CallbackInfo& info, int first, qvl::AttentionA
   }
 }
 
-// attention(q, k, v, out, nQ, nKv, heads, kvHeads, headDim, scale, causal, qOffset, segments, int16):
-// keys and values in float32 arrays [nKv, kvHeads·headDim]; int16: products in int16 where the
-// kernel set has them (native/attention_i16.inc).
+// attention(q, k, v, out, nQ, nKv, heads, kvHeads, headDim, scale, causal, qOffset, segments, int16,
+// qStride, kvStride): keys and values in float32 arrays, a token's row kvStride values after the
+// last (kvHeads·headDim when 0), queries likewise (qStride, heads·headDim when 0); out is packed
+// [nQ, heads·headDim]. int16: products in int16 where the kernel set has them
+// (native/attention_i16.inc).
 Napi::Value Attention(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   qvl::AttentionArgs a{};
@@ -433,9 +440,16 @@ Napi::Value Attention(const Napi::CallbackInfo& info) {
   auto out = f32(info[3], "out");
   attentionOptions(info, 4, &a);
   a.int16 = info.Length() > 13 && info[13].ToBoolean().Value() ? 1 : 0;
-  const uint64_t qs = uint64_t(a.heads) * a.headDim, kvs = uint64_t(a.kvHeads) * a.headDim;
-  if (q.second != uint64_t(a.nQ) * qs || out.second != q.second || k.second < uint64_t(a.nKv) * kvs ||
-      v.second < uint64_t(a.nKv) * kvs)
+  const uint64_t qw = uint64_t(a.heads) * a.headDim, kvw = uint64_t(a.kvHeads) * a.headDim;
+  const int64_t qStride = info.Length() > 14 && !info[14].IsUndefined() ? integer(info[14], "qStride") : 0;
+  const int64_t kvStride = info.Length() > 15 && !info[15].IsUndefined() ? integer(info[15], "kvStride") : 0;
+  a.qStride = qStride ? qStride : int64_t(qw);
+  a.kv.rowStride = kvStride ? kvStride : int64_t(kvw);
+  if (uint64_t(a.qStride) < qw || uint64_t(a.kv.rowStride) < kvw) fail(env, "attention: a row stride is below the row's width");
+  // the last row ends its width past the start of the previous ones (no stride after it)
+  auto spans = [](uint64_t n, uint64_t stride, uint64_t width) { return n ? (n - 1) * stride + width : 0; };
+  if (q.second < spans(a.nQ, a.qStride, qw) || out.second != uint64_t(a.nQ) * qw || k.second < spans(a.nKv, a.kv.rowStride, kvw) ||
+      v.second < spans(a.nKv, a.kv.rowStride, kvw))
     fail(env, "attention: bad sizes");
   const void* kb[1] = {k.first};
   const void* vb[1] = {v.first};
@@ -505,6 +519,8 @@ Napi::Value AttentionKv(const Napi::CallbackInfo& info) {
   }
   a.kv.type = int32_t(type);
   a.kv.headMajor = 1;
+  a.kv.rowStride = int64_t(a.kvHeads) * a.headDim;
+  a.qStride = int64_t(a.heads) * a.headDim;
   a.kv.blockTokens = B;
   a.kv.k = kp.data();
   a.kv.v = vp.data();

@@ -117,6 +117,7 @@ struct KvSource {
   int32_t type;
   int32_t headMajor;
   int64_t blockTokens;
+  int64_t rowStride;           // token-major blocks: values from a token's row to the next (≥ kvHeads·headDim)
   const void* const* k;        // per block: its key rows
   const void* const* v;        // per block: its value rows
   const float* const* kScale;  // q8: per block [blockTokens][kvHeads]
@@ -125,6 +126,7 @@ struct KvSource {
 
 struct AttentionArgs {
   const float* q;
+  int64_t qStride;  // values from a query's row to the next (≥ heads·headDim); out is packed
   KvSource kv;
   float* out;
   int32_t nQ, nKv, heads, kvHeads, headDim;
@@ -143,7 +145,7 @@ struct KernelTable {
   void (*rmsNorm)(const float* x, int64_t rows, int64_t dim, const float* weight, float eps, float* out);
   void (*layerNorm)(const float* x, int64_t rows, int64_t dim, const float* weight, const float* bias, float eps,
                     float* out);
-  void (*rope)(float* x, int64_t n, int32_t heads, int32_t headDim, const float* cos, const float* sin);
+  void (*rope)(float* x, int64_t n, int64_t stride, int32_t heads, int32_t headDim, const float* cos, const float* sin);
   void (*attention)(const AttentionArgs* a);
   void (*siluMul)(const float* gate, const float* up, float* out, int64_t len);
   void (*geluTanh)(float* x, int64_t len);

@@ -272,6 +272,35 @@ test('native int16 attention: climbing scores move the reference max; a NaN valu
   });
 });
 
+test('attention over q, k and v that are views into fused rows (the vision tower\'s q|k|v) equals it over packed copies', { skip: skipReason }, () => {
+  const nb = backend();
+  for (const [heads, kvHeads, hd, n, causal] of [[3, 3, 64, 70, false], [4, 2, 16, 21, true], [2, 1, 8, 5, false]] as const) {
+    const r = rng(heads * n + hd);
+    const qw = heads * hd, kvw = kvHeads * hd, stride = qw + 2 * kvw + 1; // one spare value per row
+    const fused = randn(r, n * stride);
+    const part = (off: number, width: number) => {
+      const p = new Float32Array(n * width);
+      for (let i = 0; i < n; i++) p.set(fused.subarray(i * stride + off, i * stride + off + width), i * width);
+      return p;
+    };
+    const o: AttentionOptions = { nQ: n, nKv: n, heads, kvHeads, headDim: hd, scale: hd ** -0.5, causal };
+    const views = [fused, fused.subarray(qw), fused.subarray(qw + kvw)] as const;
+    const strided: AttentionOptions = { ...o, qStride: stride, kvStride: stride };
+    assert.deepEqual(ts.attention(...views, strided), ts.attention(part(0, qw), part(qw, kvw), part(qw + kvw, kvw), o), `oracle heads=${heads}/${kvHeads}`);
+    forEachIsa((isa) => {
+      for (const int16 of [false, true]) {
+        const packed = nb.attention(part(0, qw), part(qw, kvw), part(qw + kvw, kvw), { ...o, int16 });
+        assert.deepEqual(nb.attention(...views, { ...strided, int16 }), packed, `${isa} heads=${heads}/${kvHeads} int16=${int16}`);
+      }
+    });
+  }
+  const a = new Float32Array(40);
+  const o: AttentionOptions = { nQ: 2, nKv: 2, heads: 1, kvHeads: 1, headDim: 4, scale: 1, causal: false };
+  assert.throws(() => nb.attention(a, a, a, { ...o, qStride: 3 }), (e) => isQvlError(e, 'OPTION_INVALID') && /qStride must be an integer ≥ 4/.test(e.message));
+  assert.throws(() => nb.attention(a.subarray(0, 12), a, a, { ...o, qStride: 9 }), (e) => isQvlError(e, 'TENSOR_SHAPE') && /q has 12 values, expected 13/.test(e.message));
+  assert.throws(() => nb.attention(a.subarray(0, 8), a.subarray(0, 10), a, { ...o, kvStride: 7 }), (e) => isQvlError(e, 'TENSOR_SHAPE') && /k\/v have 10\/40 values, expected 11/.test(e.message));
+});
+
 test('attention rejects an int16 option that is not a boolean', { skip: skipReason }, () => {
   const o = { nQ: 1, nKv: 1, heads: 1, kvHeads: 1, headDim: 4, scale: 1, causal: false, int16: 1 as unknown as boolean };
   const a = new Float32Array(4);

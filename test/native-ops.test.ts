@@ -91,6 +91,37 @@ test('native rope is bit-identical to the oracle (float64 evaluation, one roundi
   });
 });
 
+test('native rope over rows a stride apart (views into wider rows) matches the oracle and leaves the gaps alone', { skip: skipReason }, () => {
+  forEachIsa((isa) => {
+    const nb = backend();
+    for (const [n, heads, hd, stride] of [[1, 1, 2, 5], [7, 2, 16, 96], [33, 4, 8, 40]]) {
+      const r = rng(n + stride);
+      const wide = randn(r, (n - 1) * stride + heads * hd + 3);
+      const ang = randn(r, n * hd, 3);
+      const cos = ang.map(Math.cos);
+      const sin = ang.map(Math.sin);
+      const a = wide.slice();
+      const b = wide.slice();
+      nb.rope(a.subarray(3), n, heads, hd, cos, sin, stride);
+      ts.rope(b.subarray(3), n, heads, hd, cos, sin, stride);
+      assert.equal(firstViolation(a, b, () => 0), -1, `${isa} rope n=${n} stride=${stride}`);
+      // the same rotation as packed rows; everything outside the rows unchanged
+      const packed = new Float32Array(n * heads * hd);
+      for (let i = 0; i < n; i++) packed.set(wide.subarray(3 + i * stride, 3 + i * stride + heads * hd), i * heads * hd);
+      nb.rope(packed, n, heads, hd, cos, sin);
+      for (let i = 0; i < a.length; i++) {
+        const row = Math.floor((i - 3) / stride), col = (i - 3) % stride;
+        const inRow = i >= 3 && row < n && col < heads * hd;
+        assert.equal(a[i], inRow ? packed[row * heads * hd + col] : wide[i], `${isa} rope stride=${stride} value ${i}`);
+      }
+    }
+  });
+  const nb = backend();
+  const x = new Float32Array(10);
+  assert.throws(() => nb.rope(x, 2, 1, 4, new Float32Array(8), new Float32Array(8), 3), (e) => isQvlError(e, 'OPTION_INVALID') && /stride must be an integer ≥ 4/.test(e.message));
+  assert.throws(() => nb.rope(x, 2, 1, 4, new Float32Array(8), new Float32Array(8), 7), (e) => isQvlError(e, 'TENSOR_SHAPE') && /expected 11 for 2 rows 7 apart/.test(e.message));
+});
+
 test('native siluMul, gelu (tanh and erf) and addInPlace agree with the oracle', { skip: skipReason }, () => {
   forEachIsa((isa) => {
     const nb = backend();

@@ -49,9 +49,11 @@ export interface Backend {
   /**
    * In place, split-half ("rotate_half") rotary embedding: for token i and head h,
    * x' = x·cos[i] + rotate_half(x)·sin[i], rotate_half(v) = concat(−v[d/2:], v[:d/2]).
-   * x is [n, heads·headDim]; cos and sin are [n, headDim].
+   * x is [n, heads·headDim]; cos and sin are [n, headDim]. With `stride`, token i's row starts at
+   * i·stride (a view into wider rows, such as the vision tower's fused q|k|v): the values between
+   * rows are left alone.
    */
-  rope(x: Float32Array, n: number, heads: number, headDim: number, cos: Float32Array, sin: Float32Array): void;
+  rope(x: Float32Array, n: number, heads: number, headDim: number, cos: Float32Array, sin: Float32Array, stride?: number): void;
 
   /**
    * Scaled dot-product attention. q is [nQ, heads·headDim]; k, v are [nKv, kvHeads·headDim];
@@ -103,6 +105,13 @@ export interface AttentionOptions {
    * [0, s1, s2, …, nQ]; a query sees only keys of its own segment. Requires nQ = nKv.
    */
   segments?: Int32Array;
+  /**
+   * Values from one query's row to the next (default heads·headDim), and from one key's or
+   * value's row to the next (default kvHeads·headDim): q, k and v may be views into wider rows
+   * (the vision tower's fused q|k|v). The output stays [nQ, heads·headDim].
+   */
+  qStride?: number;
+  kvStride?: number;
   /**
    * Allows the products in int16 (queries, keys, softmax weights and values quantized per block
    * of 32; native x86 kernel sets, native/attention_i16.inc): the vision tower of a quantized

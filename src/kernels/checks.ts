@@ -31,9 +31,19 @@ export function checkAttention(q: Float32Array, k: Float32Array, v: Float32Array
   if (o.int16 !== undefined && typeof o.int16 !== 'boolean') {
     throw new QvlError('OPTION_INVALID', `attention: int16 must be true or false, got ${String(o.int16)}`, { int16: String(o.int16) });
   }
-  if (q.length !== nQ * heads * headDim) throw shapeError('attention', `q has ${q.length} values, expected ${nQ}×${heads}×${headDim}`, { nQ, heads, headDim });
-  if (k.length < nKv * kvHeads * headDim || v.length < nKv * kvHeads * headDim) {
-    throw shapeError('attention', `k/v have ${k.length}/${v.length} values, expected ${nKv}×${kvHeads}×${headDim}`, { nKv, kvHeads, headDim });
+  if (o.qStride === undefined) {
+    if (q.length !== nQ * heads * headDim) throw shapeError('attention', `q has ${q.length} values, expected ${nQ}×${heads}×${headDim}`, { nQ, heads, headDim });
+  } else {
+    checkInt('attention', 'qStride', o.qStride, heads * headDim);
+    const need = rowsSpan(nQ, o.qStride, heads * headDim);
+    if (q.length < need) throw shapeError('attention', `q has ${q.length} values, expected ${need} for ${nQ} rows ${o.qStride} apart`, { nQ, qStride: o.qStride });
+  }
+  const kvStride = o.kvStride ?? kvHeads * headDim;
+  if (o.kvStride !== undefined) checkInt('attention', 'kvStride', o.kvStride, kvHeads * headDim);
+  const kvNeed = rowsSpan(nKv, kvStride, kvHeads * headDim);
+  if (k.length < kvNeed || v.length < kvNeed) {
+    const rows = o.kvStride === undefined ? `${nKv}×${kvHeads}×${headDim}` : `${kvNeed} for ${nKv} rows ${kvStride} apart`;
+    throw shapeError('attention', `k/v have ${k.length}/${v.length} values, expected ${rows}`, { nKv, kvHeads, headDim });
   }
   const seg = o.segments;
   if (seg) {
@@ -47,9 +57,10 @@ export function checkAttention(q: Float32Array, k: Float32Array, v: Float32Array
   }
   if (out !== undefined) {
     const shape = `${nQ}×${heads}×${headDim}`;
-    checkOut('attention', out, q.length, shape, q, 'q');
-    checkOut('attention', out, q.length, shape, k, 'k');
-    checkOut('attention', out, q.length, shape, v, 'v');
+    const len = nQ * heads * headDim;
+    checkOut('attention', out, len, shape, q, 'q');
+    checkOut('attention', out, len, shape, k, 'k');
+    checkOut('attention', out, len, shape, v, 'v');
   }
 }
 
@@ -120,12 +131,23 @@ export function checkLayerNorm(x: Float32Array, dim: number, weight: Float32Arra
   if (out !== undefined && out !== x) checkOut('layerNorm', out, x.length, `${x.length}`, x, 'x (other than being x itself)');
 }
 
-export function checkRope(x: Float32Array, n: number, heads: number, headDim: number, cos: Float32Array, sin: Float32Array): void {
+/** Values that n rows of `width`, each `stride` after the last, reach over. */
+function rowsSpan(n: number, stride: number, width: number): number {
+  return n > 0 ? (n - 1) * stride + width : 0;
+}
+
+export function checkRope(x: Float32Array, n: number, heads: number, headDim: number, cos: Float32Array, sin: Float32Array, stride?: number): void {
   checkInt('rope', 'n', n);
   checkInt('rope', 'heads', heads, 1);
   checkInt('rope', 'headDim', headDim, 2);
   if (headDim % 2) throw new QvlError('OPTION_INVALID', `rope: headDim must be even, got ${headDim}`, { headDim });
-  if (x.length !== n * heads * headDim) throw shapeError('rope', `x has ${x.length} values, expected ${n}×${heads}×${headDim}`, { n, heads, headDim });
+  if (stride === undefined) {
+    if (x.length !== n * heads * headDim) throw shapeError('rope', `x has ${x.length} values, expected ${n}×${heads}×${headDim}`, { n, heads, headDim });
+  } else {
+    checkInt('rope', 'stride', stride, heads * headDim);
+    const need = rowsSpan(n, stride, heads * headDim);
+    if (x.length < need) throw shapeError('rope', `x has ${x.length} values, expected ${need} for ${n} rows ${stride} apart`, { n, stride });
+  }
   if (cos.length < n * headDim || sin.length < n * headDim) {
     throw shapeError('rope', `cos/sin have ${cos.length}/${sin.length} values, expected ${n}×${headDim}`, { n, headDim });
   }

@@ -22,11 +22,12 @@ export interface NativeAddon {
   gatherRows(w: NativeWeightHandle, ids: Int32Array, out: Float32Array): void;
   rmsNorm(x: Float32Array, dim: number, weight: Float32Array, eps: number, out: Float32Array): void;
   layerNorm(x: Float32Array, dim: number, weight: Float32Array, bias: Float32Array, eps: number, out: Float32Array): void;
-  rope(x: Float32Array, n: number, heads: number, headDim: number, cos: Float32Array, sin: Float32Array): void;
+  rope(x: Float32Array, n: number, heads: number, headDim: number, cos: Float32Array, sin: Float32Array, stride: number): void;
   attention(
     q: Float32Array, k: Float32Array, v: Float32Array, out: Float32Array,
     nQ: number, nKv: number, heads: number, kvHeads: number, headDim: number,
     scale: number, causal: boolean, qOffset: number, segments: Int32Array | null, int16: boolean,
+    qStride: number, kvStride: number,
   ): void;
   attentionKv(
     q: Float32Array, out: Float32Array, slabs: ArrayBuffer[], blocks: Int32Array, layout: Float64Array,

@@ -135,9 +135,9 @@ export class NativeBackend implements Backend {
     return out;
   }
 
-  rope(x: Float32Array, n: number, heads: number, headDim: number, cos: Float32Array, sin: Float32Array): void {
-    checkRope(x, n, heads, headDim, cos, sin);
-    if (n) this.#call('rope', () => this.#addon.rope(x, n, heads, headDim, cos, sin));
+  rope(x: Float32Array, n: number, heads: number, headDim: number, cos: Float32Array, sin: Float32Array, stride?: number): void {
+    checkRope(x, n, heads, headDim, cos, sin, stride);
+    if (n) this.#call('rope', () => this.#addon.rope(x, n, heads, headDim, cos, sin, stride ?? 0));
   }
 
   attention(q: Float32Array, k: Float32Array, v: Float32Array, o: AttentionOptions, into?: Float32Array): Float32Array {
@@ -145,7 +145,8 @@ export class NativeBackend implements Backend {
     const { nQ, nKv, heads, kvHeads, headDim } = o;
     const out = into ?? new Float32Array(nQ * heads * headDim);
     this.#call('attention', () =>
-      this.#addon.attention(q, k, v, out, nQ, nKv, heads, kvHeads, headDim, o.scale, o.causal, o.qOffset ?? 0, o.segments ?? null, o.int16 ?? false),
+      this.#addon.attention(q, k, v, out, nQ, nKv, heads, kvHeads, headDim, o.scale, o.causal, o.qOffset ?? 0, o.segments ?? null, o.int16 ?? false,
+        o.qStride ?? 0, o.kvStride ?? 0),
     );
     return out;
   }

@@ -73,13 +73,14 @@ export class TsBackend implements Backend {
     return out;
   }
 
-  rope(x: Float32Array, n: number, heads: number, headDim: number, cos: Float32Array, sin: Float32Array): void {
-    checkRope(x, n, heads, headDim, cos, sin);
+  rope(x: Float32Array, n: number, heads: number, headDim: number, cos: Float32Array, sin: Float32Array, stride?: number): void {
+    checkRope(x, n, heads, headDim, cos, sin, stride);
     const half = headDim / 2;
+    const rowStride = stride ?? heads * headDim;
     for (let i = 0; i < n; i++) {
       const cs = i * headDim;
       for (let h = 0; h < heads; h++) {
-        const off = (i * heads + h) * headDim;
+        const off = i * rowStride + h * headDim;
         for (let d = 0; d < half; d++) {
           const a = x[off + d];
           const b = x[off + d + half];
@@ -93,7 +94,7 @@ export class TsBackend implements Backend {
   attention(q: Float32Array, k: Float32Array, v: Float32Array, o: AttentionOptions, into?: Float32Array): Float32Array {
     checkAttention(q, k, v, o, into);
     const { kvHeads, headDim } = o;
-    const kvStride = kvHeads * headDim;
+    const kvStride = o.kvStride ?? kvHeads * headDim;
     const rowOf = (src: Float32Array) => (j: number, kh: number) => src.subarray(j * kvStride + kh * headDim, j * kvStride + (kh + 1) * headDim);
     const out = sdpa(q, rowOf(k), rowOf(v), o);
     if (!into) return out;
@@ -161,8 +162,9 @@ function sdpa(q: Float32Array, keyRow: RowOf, valueRow: RowOf, o: AttentionOptio
   const { nQ, nKv, heads, kvHeads, headDim, scale } = o;
   const qOffset = o.qOffset ?? 0;
   const group = heads / kvHeads;
-  const qStride = heads * headDim;
-  const out = new Float32Array(nQ * qStride);
+  const outStride = heads * headDim;
+  const qStride = o.qStride ?? outStride;
+  const out = new Float32Array(nQ * outStride);
   const scores = new Float64Array(nKv);
   const acc = new Float64Array(headDim);
   const seg = o.segments;
@@ -180,6 +182,7 @@ function sdpa(q: Float32Array, keyRow: RowOf, valueRow: RowOf, o: AttentionOptio
     for (let h = 0; h < heads; h++) {
       const kh = Math.floor(h / group);
       const qo = i * qStride + h * headDim;
+      const oo = i * outStride + h * headDim;
       let max = -Infinity;
       for (let j = lo; j < hi; j++) {
         const k = keyRow(j, kh);
@@ -201,7 +204,7 @@ function sdpa(q: Float32Array, keyRow: RowOf, valueRow: RowOf, o: AttentionOptio
         const v = valueRow(j, kh);
         for (let d = 0; d < headDim; d++) acc[d] += p * v[d];
       }
-      for (let d = 0; d < headDim; d++) out[qo + d] = acc[d];
+      for (let d = 0; d < headDim; d++) out[oo + d] = acc[d];
     }
   }
   return out;
