@@ -10,6 +10,7 @@ import path from 'node:path';
 import { Qwen3VL, type ChatOptions, type ChatResult } from '../src/api/qwen3vl.ts';
 import { createConstraint } from '../src/generate/parse/json-constraint.ts';
 import { isQvlError } from '../src/errors.ts';
+import { DecodeBatcher } from '../src/generate/batch.ts';
 import { skipReason } from './native-util.ts';
 
 const TINY = path.join(import.meta.dirname, 'fixtures', 'tiny');
@@ -78,6 +79,62 @@ for (const quant of [undefined, 'q4'] as const) {
   });
 }
 
+// prompt rows joining a pass with generated tokens: each part's last-row logits and its cache are
+// what the sequence gets alone (prefill, decode); q4's int8 kernels make them bit-identical
+for (const quant of [undefined, 'q4'] as const) {
+  test(`forwardRows: prompt rests and generated tokens in one pass, each as alone (${quant ?? 'bf16'} weights)`, { skip: nativeSkip }, async () => {
+    assert.ok(!skipReason, `CI=true and ${skipReason}`);
+    const qvl = await Qwen3VL.fromPretrained(TINY, { backend: 'native', quant, kvType: 'f32' });
+    const m = qvl.model;
+    const same = (a: Float32Array, b: Float32Array, what: string) => {
+      assert.ok(maxAbs(a, b) <= 1e-4, `${what}: differs by ${maxAbs(a, b)}`);
+      if (quant === 'q4') assert.equal(Buffer.compare(Buffer.from(a.buffer, a.byteOffset, a.byteLength), Buffer.from(b.buffer, b.byteOffset, b.byteLength)), 0, `${what}: not bit-identical`);
+    };
+    const [text, long, pic, talk] = await Promise.all(
+      [user('Count to ten.'), user('A much longer question that makes this prompt several tokens longer than the first one is.'), user([img('image_b.png'), { type: 'text', text: 'What is this shape, and what colour is it?' }]), user('Hi')].map((p) => qvl.prepare(p)),
+    );
+    const caches: ReturnType<typeof m.newCache>[] = [];
+    const cache = () => {
+      const c = m.newCache();
+      caches.push(c);
+      return c;
+    };
+    try {
+      // a sequence that is decoding (its next token 4242), alone and in the pass
+      const decA = cache();
+      const decB = cache();
+      const delta = m.prefill(talk, decA).positions.delta;
+      m.prefill(talk, decB);
+      // the picture's prompt with its first rows (the image pads among them) already in the cache,
+      // as a reused prefix leaves it: its text rest joins
+      const k = Array.from(pic.ids).lastIndexOf(m.cfg.imageTokenId) + 3;
+      const picHead = { ...pic, ids: Array.from(pic.ids).slice(0, k) };
+      const picB = cache();
+      m.prefill(picHead, picB);
+      assert.equal(m.promptRows(pic, cache()), undefined, 'a rest with image pads must prefill (its picture is encoded there)');
+      const textB = cache();
+      const longB = cache();
+      const rests = [m.promptRows(text, textB), m.promptRows(pic, picB), m.promptRows(long, longB)];
+      assert.ok(rests.every(Boolean));
+      assert.equal(rests[1]!.rows.ids.length, pic.ids.length - k);
+      // the rope delta a rest reports is the whole prompt's
+      assert.equal(rests[1]!.positions.delta, m.positions(pic).delta);
+      const got = m.forwardRows([m.tokenRows(4242, decB, delta), ...rests.map((r) => r!.rows)]);
+      const V = got.length / 4;
+      const row = (i: number) => got.subarray(i * V, (i + 1) * V);
+      same(row(0), m.decode(4242, decA, delta), 'the generated token');
+      same(row(1), m.prefill(text, cache()).logits, 'a whole prompt');
+      same(row(2), m.prefill(pic, cache()).logits, 'a prompt after a reused prefix');
+      same(row(3), m.prefill(long, cache()).logits, 'a longer prompt');
+      assert.deepEqual([decB, textB, picB, longB].map((c) => c.length), [talk.ids.length + 1, text.ids.length, pic.ids.length, long.ids.length]);
+      assert.throws(() => m.forwardRows([m.tokenRows(1, decB, delta), m.tokenRows(2, decB, delta)]), /a cache appears twice/);
+      assert.throws(() => m.forwardRows([]), /no rows/);
+    } finally {
+      for (const c of caches) c.release();
+    }
+  });
+}
+
 test('concurrent chats share decode steps and answer exactly what each answers alone', { skip: nativeSkip, timeout: 120_000 }, async () => {
   assert.ok(!skipReason, `CI=true and ${skipReason}`);
   const solo = await Qwen3VL.fromPretrained(TINY, { backend: 'native', parallel: 1 });
@@ -98,10 +155,13 @@ test('concurrent chats share decode steps and answer exactly what each answers a
   for (const j of jobs) want.push(await solo.chat(j.messages, j.opts(solo)));
   // spy on the batch sizes the shared model runs
   const sizes: number[] = [];
-  const decodeBatch = shared.model.decodeBatch.bind(shared.model);
-  shared.model.decodeBatch = (ids, caches, deltas) => {
-    sizes.push(ids.length);
-    return decodeBatch(ids, caches, deltas);
+  let joined = 0;
+  const forwardRows = shared.model.forwardRows.bind(shared.model);
+  shared.model.forwardRows = (parts) => {
+    sizes.push(parts.length);
+    // the text-only prompts' rows go through these passes (the others prefill their media first)
+    if (parts.some((p) => p.ids.length > 1)) joined++;
+    return forwardRows(parts);
   };
   const got = await Promise.all(jobs.map((j) => shared.chat(j.messages, j.opts(shared))));
   got.forEach((g, i) => {
@@ -111,9 +171,84 @@ test('concurrent chats share decode steps and answer exactly what each answers a
     assert.deepEqual(g.usage, want[i].usage, `job ${i}: usage`);
   });
   assert.ok(Math.max(...sizes) === 4, `at most 4 run together and 4 did at some step: ${[...new Set(sizes)]}`);
+  assert.ok(joined > 0, 'no prompt joined a pass');
   assert.equal(shared.batcher.active + shared.batcher.queued, 0, 'every sequence left the batch');
   // every KV block went back to the pool
   assert.equal(shared.model.kvPool().stats.used, 0);
+});
+
+test('prompts that arrive together are computed in one pass; longer ones, and joinRows 0, prefill alone', { skip: nativeSkip, timeout: 60_000 }, async () => {
+  assert.ok(!skipReason, `CI=true and ${skipReason}`);
+  const q = await Qwen3VL.fromPretrained(TINY, { backend: 'native', parallel: 4 });
+  const prompts = [user('One two three.'), user('Four five six.'), user('Seven eight nine.'), user('Ten.')];
+  const opts = { maxNewTokens: 6, temperature: 0 };
+  const want: ChatResult[] = [];
+  for (const p of prompts) want.push(await q.chat(p, opts));
+  const passes: number[][] = [];
+  let prefills = 0;
+  const forwardRows = q.model.forwardRows.bind(q.model);
+  q.model.forwardRows = (parts) => {
+    passes.push(parts.map((p) => p.ids.length));
+    return forwardRows(parts);
+  };
+  const prefillRun = q.model.prefillRun.bind(q.model);
+  q.model.prefillRun = (...a) => {
+    prefills++;
+    return prefillRun(...a);
+  };
+  const run = async () => {
+    passes.length = 0;
+    prefills = 0;
+    const got = await Promise.all(prompts.map((p) => q.chat(p, opts)));
+    got.forEach((g, i) => assert.deepEqual(g.tokenIds, want[i].tokenIds, `prompt ${i}`));
+  };
+  await run();
+  const lengths = (await Promise.all(prompts.map((p) => q.prepare(p)))).map((p) => p.ids.length);
+  assert.deepEqual(passes[0], lengths, 'the four prompts make the first pass');
+  assert.ok(passes.slice(1).every((p) => p.length <= 4 && p.every((n) => n === 1)), `then one token each: ${JSON.stringify(passes)}`);
+  assert.equal(prefills, 0);
+  // while a stream decodes, a budget smaller than two prompts lets one prompt join each pass
+  q.batcher.joinRows = lengths[0] + 1;
+  passes.length = 0;
+  const first = q.stream(prompts[0], opts)[Symbol.asyncIterator]();
+  await first.next();
+  const later = Promise.all(prompts.slice(1).map((p) => q.chat(p, opts)));
+  while (!(await first.next()).done);
+  (await later).forEach((g, i) => assert.deepEqual(g.tokenIds, want[i + 1].tokenIds, `prompt ${i + 1} joining`));
+  const joined = passes.slice(1).map((p) => p.filter((n) => n > 1).length);
+  assert.ok(joined.every((n) => n <= 1) && joined.filter((n) => n === 1).length === 3, `one prompt per pass: ${JSON.stringify(passes)}`);
+  assert.equal(prefills, 0);
+  // a prompt longer than the budget prefills on its own; so does every prompt with 0
+  q.batcher.joinRows = lengths[0] - 1;
+  await run();
+  assert.equal(prefills, lengths.filter((n) => n > lengths[0] - 1).length);
+  q.batcher.joinRows = 0;
+  await run();
+  assert.equal(prefills, 4);
+  assert.ok(passes.every((p) => p.every((n) => n === 1)));
+  assert.equal(q.model.kvPool().stats.used, 0);
+  assert.throws(() => new DecodeBatcher(q.model, { joinRows: -1 }), (e: unknown) => isQvlError(e, 'OPTION_INVALID'));
+});
+
+test('a joining prompt cancelled before its pass ends alone; the prompts beside it answer as alone', { skip: nativeSkip, timeout: 60_000 }, async () => {
+  assert.ok(!skipReason, `CI=true and ${skipReason}`);
+  const q = await Qwen3VL.fromPretrained(TINY, { backend: 'native', parallel: 3 });
+  const prompts = [user('One two three.'), user('Four five six.'), user('Seven eight nine.')];
+  const opts = { maxNewTokens: 20, temperature: 0 };
+  const want: ChatResult[] = [];
+  for (const p of prompts) want.push(await q.chat(p, opts));
+  const ac = new AbortController();
+  const prepared = await q.prepare(prompts[1]);
+  // submitted, then cancelled in the same tick: it is admitted with its rows waiting for the first pass
+  const victim = q.generateText(prepared, { ...opts, signal: ac.signal });
+  const pending = victim.next();
+  const others = Promise.all([q.chat(prompts[0], opts), q.chat(prompts[2], opts)]);
+  ac.abort();
+  await assert.rejects(pending, (e: unknown) => isQvlError(e, 'ABORTED'));
+  const [a, c] = await others;
+  assert.deepEqual(a.tokenIds, want[0].tokenIds);
+  assert.deepEqual(c.tokenIds, want[2].tokenIds);
+  assert.equal(q.model.kvPool().stats.used, 0);
 });
 
 test('an abort in the middle of a batch ends that answer only; the others are unchanged', { skip: nativeSkip, timeout: 60_000 }, async () => {

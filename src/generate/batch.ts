@@ -1,14 +1,17 @@
 /**
  * Continuous batching: sequences that are decoding advance together, one token each per step, in
- * one pass over the weights (`Qwen3VLModel.decodeBatch`: on a CPU a step costs about what one
- * sequence's step costs, since reading the weights dominates). A new sequence joins between steps;
- * its prompt runs in chunks interleaved with the steps, so running streams keep flowing while it
- * is prefilled. Each sequence keeps its own sampler (penalties, seed), logits processor, limits and
- * cancellation; one that ends returns its KV blocks at once.
+ * one pass over the weights (`Qwen3VLModel.forwardRows`: on a CPU a step costs about what one
+ * sequence's step costs, since reading the weights dominates). A new sequence whose prompt has at
+ * most `joinRows` tokens left to compute (after a reused prefix) and no media to encode joins the
+ * next step itself: its prompt rows ride in the same pass as the running sequences' tokens. A
+ * longer prompt, or one with pictures to encode, runs in chunks interleaved with the steps, so
+ * running streams keep flowing while it is prefilled. Each sequence keeps its own sampler
+ * (penalties, seed), logits processor, limits and cancellation; one that ends returns its KV
+ * blocks at once.
  */
 import { QvlError } from '../errors.ts';
 import type { KVCache } from '../model/kv-cache.ts';
-import type { ModelInputs, PrefillRun, Qwen3VLModel } from '../model/qwen3vl.ts';
+import type { BatchRows, ModelInputs, PrefillRun, Qwen3VLModel } from '../model/qwen3vl.ts';
 import type { FinishReason, GenerateOptions, GenerateResult } from './generate.ts';
 import { resolveLimits } from './limits.ts';
 import { Sampler } from './sampler.ts';
@@ -21,6 +24,13 @@ export interface BatchOptions {
    * a decoder layer of a chunk or a vision block, may overrun it): bounds the pause running streams see.
    */
   prefillSliceMs?: number;
+  /**
+   * Prompt rows that may join a decode step (default 32): a prompt with at most this many tokens
+   * left to compute joins the next step instead of a prefill of its own, and a step in which other
+   * sequences decode takes joining prompts up to this many rows in all (always at least one; a
+   * step with none decoding takes every joining prompt). 0: every prompt prefills alone.
+   */
+  joinRows?: number;
 }
 
 /** What a submitted sequence hands its consumer: generated ids as they come, then the result. */
@@ -35,6 +45,8 @@ interface Sequence {
   opts: GenerateOptions;
   cache?: KVCache;
   prefill?: PrefillRun;
+  /** the prompt's rows still to compute, waiting to join a decode step (instead of `prefill`) */
+  promptRows?: BatchRows;
   sampler?: Sampler;
   eos: Set<number>;
   budget: number;
@@ -62,6 +74,7 @@ interface Sequence {
 export class DecodeBatcher {
   readonly maxParallel: number;
   prefillSliceMs: number;
+  joinRows: number;
   private readonly waiting: Sequence[] = [];
   private readonly running: Sequence[] = [];
   private looping = false;
@@ -79,6 +92,9 @@ export class DecodeBatcher {
     if (!Number.isInteger(n) || n < 1) throw new QvlError('OPTION_INVALID', `parallel must be a positive integer, got ${n}`, { value: n });
     this.maxParallel = n;
     this.prefillSliceMs = opts.prefillSliceMs ?? 300;
+    const j = opts.joinRows ?? 32;
+    if (!Number.isInteger(j) || j < 0) throw new QvlError('OPTION_INVALID', `joinRows must be an integer ≥ 0, got ${j}`, { value: j });
+    this.joinRows = j;
   }
 
   /** sequences decoding or being prefilled */
@@ -163,7 +179,8 @@ export class DecodeBatcher {
         const t1 = performance.now();
         this.prefillOne();
         const t2 = performance.now();
-        if (this.running.some((x) => x.logits) && t2 - t0 + (t2 - t1) >= this.prefillSliceMs) break;
+        // sequences waiting for the next step: ones with logits to sample, prompts that join it
+        if (this.running.some((x) => x.logits || x.promptRows) && t2 - t0 + (t2 - t1) >= this.prefillSliceMs) break;
       }
       this.step();
     } catch (e) {
@@ -200,7 +217,15 @@ export class DecodeBatcher {
       // at least one prompt token is computed: its logits start the answer
       s.cachedTokens = prefix.attach(model.prefixIdentities(s.inputs), s.cache, L - 1);
     }
-    s.prefill = model.prefillRun(s.inputs, s.cache, s.opts.prefill);
+    const p = s.opts.prefill;
+    const rest = this.joinRows > 0 && !p?.allLogits && !p?.trace && !p?.vision ? model.promptRows(s.inputs, s.cache) : undefined;
+    const n = rest?.rows.ids.length ?? Infinity;
+    if (rest && n <= this.joinRows && n <= (p?.chunkSize ?? Infinity)) {
+      s.promptRows = rest.rows;
+      s.delta = rest.positions.delta;
+    } else {
+      s.prefill = model.prefillRun(s.inputs, s.cache, p);
+    }
   }
 
   /** Advances the oldest sequence still prefilling by one chunk (the vision tower counts as one). */
@@ -260,16 +285,50 @@ export class DecodeBatcher {
         this.finish(s, e);
       }
     }
-    if (!next.length) return;
-    this.decodeSteps++;
-    this.decodeRows += next.length;
-    const logits = this.model.decodeBatch(
-      ids,
-      next.map((s) => s.cache!),
-      next.map((s) => s.delta),
-    );
-    const V = logits.length / next.length;
-    next.forEach((s, i) => (s.logits = next.length === 1 ? logits : logits.subarray(i * V, (i + 1) * V)));
+    const parts = next.map((s, i) => this.model.tokenRows(ids[i], s.cache!, s.delta));
+    const joining = this.joining(next.length > 0);
+    for (const s of joining) parts.push(s.promptRows!);
+    if (!parts.length) return;
+    if (next.length) {
+      this.decodeSteps++;
+      this.decodeRows += next.length;
+    }
+    const logits = this.model.forwardRows(parts);
+    const V = logits.length / parts.length;
+    const rows = (i: number) => (parts.length === 1 ? logits : logits.subarray(i * V, (i + 1) * V));
+    next.forEach((s, i) => (s.logits = rows(i)));
+    const now = performance.now();
+    joining.forEach((s, i) => {
+      this.prefilledTokens += s.promptRows!.ids.length;
+      s.promptRows = undefined;
+      s.logits = rows(next.length + i);
+      s.prefillMs = now - s.t0;
+      s.decodeStart = now;
+    });
+  }
+
+  /**
+   * Prompts that join this step, oldest first: within joinRows rows in all (at least one) while
+   * other sequences decode in it, all of them when none does (no stream waits on the pass). An
+   * aborted one ends here.
+   */
+  private joining(decoding: boolean): Sequence[] {
+    const out: Sequence[] = [];
+    let rows = 0;
+    for (const s of [...this.running]) {
+      if (!s.promptRows) continue;
+      try {
+        checkAbort(s.opts.signal);
+      } catch (e) {
+        this.finish(s, e);
+        continue;
+      }
+      const n = s.promptRows.ids.length;
+      if (decoding && out.length && rows + n > this.joinRows) continue;
+      out.push(s);
+      rows += n;
+    }
+    return out;
   }
 
   private finish(s: Sequence, error: unknown, reason: FinishReason = 'length'): void {
@@ -288,6 +347,7 @@ export class DecodeBatcher {
     s.cache = undefined;
     s.prefill?.return(undefined as never);
     s.prefill = undefined;
+    s.promptRows = undefined;
     s.finished = true;
     if (error !== undefined) {
       s.error = error;

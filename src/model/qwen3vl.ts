@@ -5,7 +5,7 @@ import { DEFAULT_KV_BLOCK_TOKENS, DEFAULT_KV_TYPE, KvLayout, type KvType } from 
 import { KVCache } from './kv-cache.ts';
 import { KvPool } from './kv-pool.ts';
 import { ropeIndex, type Grid, type RopePositions } from './rope-index.ts';
-import { TextModel, type DeepstackInjection } from './text.ts';
+import { TextModel, type DeepstackInjection, type TextPositions } from './text.ts';
 import type { Trace } from './trace.ts';
 import { VisionTower, type VisionOutput } from './vision.ts';
 import { VisionCache, mediaKey } from './vision-cache.ts';
@@ -45,6 +45,13 @@ export interface PrefillResult {
   /** [rows, vocab]: the last position, or all of them with allLogits */
   logits: Float32Array;
   vision: { image?: VisionOutput; video?: VisionOutput };
+}
+
+/** One sequence's rows in a batched pass (`Qwen3VLModel.forwardRows`): token ids, the cache they continue, their positions. */
+export interface BatchRows {
+  ids: ArrayLike<number>;
+  cache: KVCache;
+  positions: TextPositions;
 }
 
 /** A prefill in steps (see `Qwen3VLModel.prefillRun`). */
@@ -405,11 +412,65 @@ export class Qwen3VLModel {
     if (caches.length !== n || deltas.length !== n) {
       throw new QvlError('INTERNAL', `decodeBatch: ${n} ids, ${caches.length} caches and ${deltas.length} deltas must match`, {});
     }
-    if (new Set(caches).size !== n) throw new QvlError('INTERNAL', 'decodeBatch: a cache appears twice in one batch', {});
     if (n === 1) return this.decode(ids[0], caches[0], deltas[0]);
-    const p = caches.map((c, i) => c.length + deltas[i]);
-    const hidden = this.text.forwardBatch(this.text.embed(ids), { t: p, h: p, w: p }, caches);
-    return this.text.logits(hidden, n);
+    return this.forwardRows(ids.map((id, i) => this.tokenRows(id, caches[i], deltas[i])));
+  }
+
+  /** A generated token as the rows of a batched pass (`forwardRows`). */
+  tokenRows(id: number, cache: KVCache, delta: number): BatchRows {
+    const p = [cache.length + delta];
+    return { ids: [id], cache, positions: { t: p, h: p, w: p } };
+  }
+
+  /**
+   * The rest of a prompt (from the cache's length on: all of it, or what a reused prefix left) as
+   * the rows of a batched pass, with the prompt's positions; undefined when those rows hold image
+   * or video pads (their media must be encoded first: `prefillRun`) or none are left.
+   */
+  promptRows(inputs: ModelInputs, cache: KVCache): { rows: BatchRows; positions: RopePositions } | undefined {
+    const { ids } = inputs;
+    const start = cache.length;
+    if (start >= ids.length) return undefined;
+    for (let i = start; i < ids.length; i++) if (ids[i] === this.cfg.imageTokenId || ids[i] === this.cfg.videoTokenId) return undefined;
+    const positions = this.positions(inputs);
+    const rows = Array.from({ length: ids.length - start }, (_, i) => ids[start + i]);
+    return { rows: { ids: rows, cache, positions: { t: positions.t.subarray(start), h: positions.h.subarray(start), w: positions.w.subarray(start) } }, positions };
+  }
+
+  /**
+   * Several sequences' rows in one pass over the weights (generated tokens and prompt rests
+   * alike: `tokenRows`, `promptRows`), each appended to its own cache. Returns logits [parts,
+   * vocab]: row i for the last of parts[i]'s rows.
+   */
+  forwardRows(parts: readonly BatchRows[]): Float32Array {
+    if (!parts.length) throw new QvlError('INTERNAL', 'forwardRows: no rows', {});
+    if (new Set(parts.map((p) => p.cache)).size !== parts.length) throw new QvlError('INTERNAL', 'forwardRows: a cache appears twice in one pass', {});
+    const H = this.cfg.text.hiddenSize;
+    const counts = parts.map((p) => p.ids.length);
+    if (counts.some((c, i) => c < 1 || parts[i].positions.t.length !== c || parts[i].positions.h.length !== c || parts[i].positions.w.length !== c)) {
+      throw new QvlError('INTERNAL', `forwardRows: every part needs at least one row and a position per row (rows ${counts.join(', ')})`, {});
+    }
+    const n = counts.reduce((s, c) => s + c, 0);
+    const ids = new Int32Array(n);
+    const pos = { t: new Int32Array(n), h: new Int32Array(n), w: new Int32Array(n) };
+    let r = 0;
+    for (const p of parts) {
+      ids.set(Array.from(p.ids), r);
+      pos.t.set(Array.from(p.positions.t), r);
+      pos.h.set(Array.from(p.positions.h), r);
+      pos.w.set(Array.from(p.positions.w), r);
+      r += p.ids.length;
+    }
+    const hidden = this.text.forwardRows(this.text.embed(ids), pos, parts.map((p) => ({ cache: p.cache, rows: p.ids.length })));
+    if (n === parts.length) return this.text.logits(hidden, n);
+    // the logits of each part's last row only
+    const last = new Float32Array(parts.length * H);
+    let end = 0;
+    counts.forEach((c, i) => {
+      end += c;
+      last.set(hidden.subarray((end - 1) * H, end * H), i * H);
+    });
+    return this.text.logits(last, parts.length);
   }
 }
 

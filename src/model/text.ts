@@ -101,13 +101,15 @@ export class TextModel {
   }
 
   /**
-   * One token for each of several sequences (row i of `x` continues `caches[i]`): every weight
-   * matrix is read once for all rows, and each row attends to its own cache. Row i's result is
-   * what `forward` gives that sequence alone (bit for bit where the matmul kernels treat rows
-   * independently, as the quantized decode kernels do).
+   * Rows of several sequences in one pass (the first `parts[0].rows` rows of `x` continue
+   * `parts[0].cache`, and so on: a generated token, or the rest of a prompt): every weight matrix is
+   * read once for all rows, and each sequence's rows attend to its own cache. A sequence's result is
+   * what `forward` gives it alone (bit for bit where the matmul kernels treat rows independently,
+   * as the quantized ones do).
    */
-  forwardBatch(x: Float32Array, pos: TextPositions, caches: readonly KVCache[]): Float32Array {
-    return drain(this.run(x, caches.length, pos, caches.map((cache) => ({ cache, rows: 1, past: cache.length }))));
+  forwardRows(x: Float32Array, pos: TextPositions, parts: readonly { cache: KVCache; rows: number }[]): Float32Array {
+    const n = parts.reduce((s, p) => s + p.rows, 0);
+    return drain(this.run(x, n, pos, parts.map(({ cache, rows }) => ({ cache, rows, past: cache.length }))));
   }
 
   private *run(x: Float32Array, n: number, pos: TextPositions, seqs: SequenceRows[], deepstack?: DeepstackInjection, trace?: Trace): Generator<void, Float32Array, void> {
