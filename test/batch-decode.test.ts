@@ -11,6 +11,8 @@ import { Qwen3VL, type ChatOptions, type ChatResult } from '../src/api/qwen3vl.t
 import { createConstraint } from '../src/generate/parse/json-constraint.ts';
 import { isQvlError } from '../src/errors.ts';
 import { DecodeBatcher } from '../src/generate/batch.ts';
+import { loadModelFromDir } from '../src/api/load-model.ts';
+import { selectBackend } from '../src/kernels/select.ts';
 import { skipReason } from './native-util.ts';
 
 const TINY = path.join(import.meta.dirname, 'fixtures', 'tiny');
@@ -249,6 +251,29 @@ test('a joining prompt cancelled before its pass ends alone; the prompts beside 
   assert.deepEqual(a.tokenIds, want[0].tokenIds);
   assert.deepEqual(c.tokenIds, want[2].tokenIds);
   assert.equal(q.model.kvPool().stats.used, 0);
+});
+
+test('a KV pool with no room for a sequence ends that sequence only; the one beside it answers as alone', { skip: nativeSkip, timeout: 60_000 }, async () => {
+  assert.ok(!skipReason, `CI=true and ${skipReason}`);
+  const { backend } = await selectBackend('native', {});
+  const probe = loadModelFromDir(TINY, { backend, kv: { blockTokens: 16, type: 'f32' } });
+  const blockBytes = probe.kvPool().layout.blockBytes;
+  // 4 blocks of 16 positions in all: each 12-token prompt with 40 answer tokens needs 4 alone
+  const model = loadModelFromDir(TINY, { backend, kv: { blockTokens: 16, type: 'f32', maxBytes: 4 * blockBytes } });
+  const prompts = [0, 1].map((k) => ({ ids: Int32Array.from({ length: 12 }, (_, i) => 1000 + 97 * i + 13 * k) }));
+  const opts = { maxNewTokens: 40, eosTokenIds: [], temperature: 0 };
+  const batcher = new DecodeBatcher(model, { maxParallel: 2 });
+  const alone: number[][] = [];
+  for (const p of prompts) alone.push((await batcher.submit(p, opts).result).tokens);
+  assert.deepEqual(alone.map((t) => t.length), [40, 40]);
+  // together they outgrow the pool (2 blocks each, then a third): the first to ask fails alone
+  const both = await Promise.allSettled(prompts.map((p) => batcher.submit(p, opts).result));
+  const failed = both.filter((r) => r.status === 'rejected');
+  assert.equal(failed.length, 1, `exactly one sequence ends: ${both.map((r) => r.status)}`);
+  assert.ok(isQvlError((failed[0] as PromiseRejectedResult).reason, 'OUT_OF_MEMORY'));
+  const k = both.findIndex((r) => r.status === 'fulfilled');
+  assert.deepEqual((both[k] as PromiseFulfilledResult<{ tokens: number[] }>).value.tokens, alone[k]);
+  assert.equal(model.kvPool().stats.used, 0);
 });
 
 test('an abort in the middle of a batch ends that answer only; the others are unchanged', { skip: nativeSkip, timeout: 60_000 }, async () => {

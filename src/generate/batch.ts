@@ -279,6 +279,8 @@ export class DecodeBatcher {
           this.finish(s, undefined, 'length');
           continue;
         }
+        // room for the next position now: a KV pool out of blocks ends this sequence, not the pass
+        s.cache!.reserve(s.cache!.length + 1);
         next.push(s);
         ids.push(id);
       } catch (e) {
@@ -310,21 +312,22 @@ export class DecodeBatcher {
   /**
    * Prompts that join this step, oldest first: within joinRows rows in all (at least one) while
    * other sequences decode in it, all of them when none does (no stream waits on the pass). An
-   * aborted one ends here.
+   * aborted one, or one the KV pool has no room for, ends here.
    */
   private joining(decoding: boolean): Sequence[] {
     const out: Sequence[] = [];
     let rows = 0;
     for (const s of [...this.running]) {
       if (!s.promptRows) continue;
+      const n = s.promptRows.ids.length;
+      if (decoding && out.length && rows + n > this.joinRows) continue;
       try {
         checkAbort(s.opts.signal);
+        s.cache!.reserve(s.cache!.length + n);
       } catch (e) {
         this.finish(s, e);
         continue;
       }
-      const n = s.promptRows.ids.length;
-      if (decoding && out.length && rows + n > this.joinRows) continue;
       out.push(s);
       rows += n;
     }
