@@ -232,27 +232,6 @@ test('prompts that arrive together are computed in one pass; longer ones, and jo
   assert.throws(() => new DecodeBatcher(q.model, { joinRows: -1 }), (e: unknown) => isQvlError(e, 'OPTION_INVALID'));
 });
 
-test('a joining prompt cancelled before its pass ends alone; the prompts beside it answer as alone', { skip: nativeSkip, timeout: 60_000 }, async () => {
-  assert.ok(!skipReason, `CI=true and ${skipReason}`);
-  const q = await Qwen3VL.fromPretrained(TINY, { backend: 'native', parallel: 3 });
-  const prompts = [user('One two three.'), user('Four five six.'), user('Seven eight nine.')];
-  const opts = { maxNewTokens: 20, temperature: 0 };
-  const want: ChatResult[] = [];
-  for (const p of prompts) want.push(await q.chat(p, opts));
-  const ac = new AbortController();
-  const prepared = await q.prepare(prompts[1]);
-  // submitted, then cancelled in the same tick: it is admitted with its rows waiting for the first pass
-  const victim = q.generateText(prepared, { ...opts, signal: ac.signal });
-  const pending = victim.next();
-  const others = Promise.all([q.chat(prompts[0], opts), q.chat(prompts[2], opts)]);
-  ac.abort();
-  await assert.rejects(pending, (e: unknown) => isQvlError(e, 'ABORTED'));
-  const [a, c] = await others;
-  assert.deepEqual(a.tokenIds, want[0].tokenIds);
-  assert.deepEqual(c.tokenIds, want[2].tokenIds);
-  assert.equal(q.model.kvPool().stats.used, 0);
-});
-
 test('a KV pool with no room for a sequence ends that sequence only; the one beside it answers as alone', { skip: nativeSkip, timeout: 60_000 }, async () => {
   assert.ok(!skipReason, `CI=true and ${skipReason}`);
   const { backend } = await selectBackend('native', {});
@@ -276,24 +255,58 @@ test('a KV pool with no room for a sequence ends that sequence only; the one bes
   assert.equal(model.kvPool().stats.used, 0);
 });
 
-test('an abort in the middle of a batch ends that answer only; the others are unchanged', { skip: nativeSkip, timeout: 60_000 }, async () => {
+test('an abort in the middle of a batch, or before a joining prompt\'s pass, ends that answer only; the others are unchanged', { skip: nativeSkip, timeout: 60_000 }, async () => {
   assert.ok(!skipReason, `CI=true and ${skipReason}`);
   const q = await Qwen3VL.fromPretrained(TINY, { backend: 'native', parallel: 3 });
   const prompts = [user('One two three.'), user('Four five six.'), user('Seven eight nine.')];
   const opts = { maxNewTokens: 30, temperature: 0 };
   const want: ChatResult[] = [];
   for (const p of prompts) want.push(await q.chat(p, opts));
+  const besides = async (cancelled: Promise<unknown>, others: Promise<ChatResult[]>) => {
+    await assert.rejects(cancelled, (e: unknown) => isQvlError(e, 'ABORTED'));
+    const [a, c] = await others;
+    assert.deepEqual(a.tokenIds, want[0].tokenIds);
+    assert.deepEqual(c.tokenIds, want[2].tokenIds);
+    assert.equal(q.model.kvPool().stats.used, 0);
+  };
+  // after its third token
   const ac = new AbortController();
   let seen = 0;
   const victim = q.stream(prompts[1], { ...opts, signal: ac.signal });
   const consume = (async () => {
     for await (const _ of victim) if (++seen === 3) ac.abort();
   })();
-  const others = Promise.all([q.chat(prompts[0], opts), q.chat(prompts[2], opts)]);
-  await assert.rejects(consume, (e: unknown) => isQvlError(e, 'ABORTED'));
-  const [a, c] = await others;
-  assert.deepEqual(a.tokenIds, want[0].tokenIds);
-  assert.deepEqual(c.tokenIds, want[2].tokenIds);
+  await besides(consume, Promise.all([q.chat(prompts[0], opts), q.chat(prompts[2], opts)]));
+  // cancelled while its prompt waits to join: a budget of one prompt per pass, and the other
+  // prompt submitted first takes it
+  q.batcher.joinRows = Math.max(...(await Promise.all(prompts.map((p) => q.prepare(p)))).map((p) => p.ids.length));
+  const [prep1, prep2] = await Promise.all([q.prepare(prompts[1]), q.prepare(prompts[2])]);
+  const first = q.stream(prompts[0], opts)[Symbol.asyncIterator]();
+  const firstTokens: string[] = [];
+  firstTokens.push((await first.next()).value as string);
+  let promptParts = 0;
+  const forwardRows = q.model.forwardRows.bind(q.model);
+  q.model.forwardRows = (parts) => {
+    promptParts += parts.filter((p) => p.ids.length > 1).length;
+    return forwardRows(parts);
+  };
+  const third = (async () => {
+    const g = q.generateText(prep2, opts);
+    for (;;) {
+      const r = await g.next();
+      if (r.done) return r.value;
+    }
+  })();
+  const ac2 = new AbortController();
+  const pending = q.generateText(prep1, { ...opts, signal: ac2.signal }).next();
+  // the step that gave this token took the third prompt's rows; the second still waits
+  firstTokens.push((await first.next()).value as string);
+  ac2.abort();
+  await assert.rejects(pending, (e: unknown) => isQvlError(e, 'ABORTED'));
+  assert.deepEqual((await third).tokenIds, want[2].tokenIds);
+  for (let r = await first.next(); !r.done; r = await first.next()) firstTokens.push(r.value as string);
+  assert.equal(firstTokens.join(''), want[0].text);
+  assert.equal(promptParts, 1, 'the cancelled prompt was computed');
   assert.equal(q.model.kvPool().stats.used, 0);
 });
 
