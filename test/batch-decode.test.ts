@@ -204,9 +204,11 @@ test('prompts that arrive together are computed in one pass; longer ones, and jo
     const got = await Promise.all(prompts.map((p) => q.chat(p, opts)));
     got.forEach((g, i) => assert.deepEqual(g.tokenIds, want[i].tokenIds, `prompt ${i}`));
   };
+  const joinedBefore = q.stats().joinedPrompts;
   await run();
   const lengths = (await Promise.all(prompts.map((p) => q.prepare(p)))).map((p) => p.ids.length);
   assert.deepEqual(passes[0], lengths, 'the four prompts make the first pass');
+  assert.equal(q.stats().joinedPrompts - joinedBefore, 4);
   assert.ok(passes.slice(1).every((p) => p.length <= 4 && p.every((n) => n === 1)), `then one token each: ${JSON.stringify(passes)}`);
   assert.equal(prefills, 0);
   // while a stream decodes, a budget smaller than two prompts lets one prompt join each pass
@@ -225,8 +227,10 @@ test('prompts that arrive together are computed in one pass; longer ones, and jo
   await run();
   assert.equal(prefills, lengths.filter((n) => n > lengths[0] - 1).length);
   q.batcher.joinRows = 0;
+  const joinedThen = q.stats().joinedPrompts;
   await run();
   assert.equal(prefills, 4);
+  assert.equal(q.stats().joinedPrompts, joinedThen);
   assert.ok(passes.every((p) => p.every((n) => n === 1)));
   assert.equal(q.model.kvPool().stats.used, 0);
   assert.throws(() => new DecodeBatcher(q.model, { joinRows: -1 }), (e: unknown) => isQvlError(e, 'OPTION_INVALID'));

@@ -28,6 +28,7 @@ const STATS: EngineStats = {
   decodeRows: 250,
   cachedPromptTokens: 30,
   computedPromptTokens: 90,
+  joinedPrompts: 7,
   visionLookups: 8,
   visionHits: 6,
 };
@@ -191,6 +192,7 @@ test("every metric has HELP and TYPE, the content type is the registry's, and /m
     'qvl_prefill_tokens_total',
     'qvl_decode_steps_total',
     'qvl_decode_rows_total',
+    'qvl_prompts_joined_total',
     'qvl_vision_cache_lookups_total',
     'qvl_vision_cache_hits_total',
   ])
@@ -267,6 +269,7 @@ test('two requests: line gauges while they are held, then token counters, outcom
   assert.equal(value(m, 'qvl_kv_bytes'), STATS.kvBytes);
   assert.equal(value(m, 'qvl_decode_steps_total'), STATS.decodeSteps);
   assert.equal(value(m, 'qvl_decode_rows_total'), STATS.decodeRows);
+  assert.equal(value(m, 'qvl_prompts_joined_total'), STATS.joinedPrompts);
   assert.equal(value(m, 'qvl_prefill_tokens_total'), STATS.computedPromptTokens);
   assert.equal(value(m, 'qvl_vision_cache_lookups_total'), STATS.visionLookups);
   assert.equal(value(m, 'qvl_vision_cache_hits_total'), STATS.visionHits);

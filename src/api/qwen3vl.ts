@@ -185,6 +185,7 @@ export class Qwen3VL {
       decodeRows: b.decodeRows,
       cachedPromptTokens: this.model.prefixCache?.cachedTokens ?? 0,
       computedPromptTokens: b.prefilledTokens,
+      joinedPrompts: b.joinedPrompts,
       visionLookups: this.model.visionCache?.lookups ?? 0,
       visionHits: this.model.visionCache?.hits ?? 0,
     };

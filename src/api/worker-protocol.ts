@@ -82,6 +82,8 @@ export interface EngineStats {
   /** prompt tokens whose KV came from the prefix cache, and prompt tokens computed */
   cachedPromptTokens: number;
   computedPromptTokens: number;
+  /** prompts computed within a batched step, beside the running sequences' tokens */
+  joinedPrompts: number;
   /** vision-embedding cache lookups and hits */
   visionLookups: number;
   visionHits: number;

@@ -83,6 +83,8 @@ export class DecodeBatcher {
   decodeRows = 0;
   /** prompt tokens prefilled */
   prefilledTokens = 0;
+  /** prompts whose rows went through a batched step (instead of a prefill of their own) */
+  joinedPrompts = 0;
 
   constructor(
     readonly model: Qwen3VLModel,
@@ -300,6 +302,7 @@ export class DecodeBatcher {
     const rows = (i: number) => (parts.length === 1 ? logits : logits.subarray(i * V, (i + 1) * V));
     next.forEach((s, i) => (s.logits = rows(i)));
     const now = performance.now();
+    this.joinedPrompts += joining.length;
     joining.forEach((s, i) => {
       this.prefilledTokens += s.promptRows!.ids.length;
       s.promptRows = undefined;

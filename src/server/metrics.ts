@@ -87,6 +87,7 @@ export class ServerMetrics {
     engineCounter('qvl_prefill_tokens_total', 'Prompt tokens the model computed (not from the prefix cache), failed requests included.', 'computedPromptTokens');
     engineCounter('qvl_decode_steps_total', 'Batched decode steps run by the model.', 'decodeSteps');
     engineCounter('qvl_decode_rows_total', 'Sequences advanced by decode steps (rows / steps is the mean batch size).', 'decodeRows');
+    engineCounter('qvl_prompts_joined_total', 'Prompts computed within a batched step, beside the running answers\' tokens (not prefilled alone).', 'joinedPrompts');
     engineCounter('qvl_vision_cache_lookups_total', 'Vision-embedding cache lookups.', 'visionLookups');
     engineCounter('qvl_vision_cache_hits_total', 'Vision-embedding cache hits.', 'visionHits');
     // from the same usages as the two counters, so it agrees with their rates
