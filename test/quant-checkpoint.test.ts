@@ -114,9 +114,14 @@ test('the qvl quantize command: flags, group size 128, symmetric, and a refused 
   const out = path.join(dir, 'q4s');
   const program = new Command().exitOverride().configureOutput({ writeErr: () => {}, writeOut: () => {} });
   registerQuantize(program);
+  // the command's own line is kept; everything else goes through, since the test runner reports
+  // the file's other tests on stdout while this one awaits (swallowing that hid their results)
   const write = process.stdout.write;
   let printed = '';
-  process.stdout.write = ((s: string) => ((printed += s), true)) as typeof process.stdout.write;
+  process.stdout.write = ((chunk: unknown, ...rest: unknown[]) => {
+    if (typeof chunk === 'string' && chunk.startsWith('wrote ')) return ((printed += chunk), true);
+    return (write as (...a: unknown[]) => boolean).call(process.stdout, chunk, ...rest);
+  }) as typeof process.stdout.write;
   try {
     await program.parseAsync(['node', 'qvl', 'quantize', TINY, out, '--quant', 'q4', '--group-size', '128', '--symmetric']);
   } finally {
