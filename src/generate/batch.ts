@@ -220,9 +220,11 @@ export class DecodeBatcher {
       s.cachedTokens = prefix.attach(model.prefixIdentities(s.inputs), s.cache, L - 1);
     }
     const p = s.opts.prefill;
-    const rest = this.joinRows > 0 && !p?.allLogits && !p?.trace && !p?.vision ? model.promptRows(s.inputs, s.cache) : undefined;
-    const n = rest?.rows.ids.length ?? Infinity;
-    if (rest && n <= this.joinRows && n <= (p?.chunkSize ?? Infinity)) {
+    const left = L - s.cache.length;
+    const joins = left <= this.joinRows && left <= (p?.chunkSize ?? Infinity) && !p?.allLogits && !p?.trace && !p?.vision;
+    // undefined when media pads are left (their pictures are encoded by prefillRun)
+    const rest = joins ? model.promptRows(s.inputs, s.cache) : undefined;
+    if (rest) {
       s.promptRows = rest.rows;
       s.delta = rest.positions.delta;
     } else {
