@@ -382,6 +382,11 @@ Napi::Value LayerNorm(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+/** Values that n rows of `width`, each `stride` after the last, reach over (no stride after the last row). */
+static uint64_t rows_span(uint64_t n, uint64_t stride, uint64_t width) {
+  return n ? (n - 1) * stride + width : 0;
+}
+
 Napi::Value Rope(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto x = f32(info[0], "x");
@@ -394,7 +399,7 @@ Napi::Value Rope(const Napi::CallbackInfo& info) {
   const int64_t width = heads * hd;
   const int64_t stride = info.Length() > 6 && !info[6].IsUndefined() ? integer(info[6], "stride") : 0;
   const int64_t st = stride ? stride : width;
-  const uint64_t span = n ? uint64_t(n - 1) * uint64_t(st) + uint64_t(width) : 0;
+  const uint64_t span = rows_span(uint64_t(n), uint64_t(st), uint64_t(width));
   if (hd % 2 || st < width || (stride ? uint64_t(x.second) < span : uint64_t(x.second) != span) || uint64_t(c.second) < uint64_t(n * hd) ||
       uint64_t(s.second) < uint64_t(n * hd))
     fail(env, "rope: bad sizes");
@@ -446,10 +451,8 @@ Napi::Value Attention(const Napi::CallbackInfo& info) {
   a.qStride = qStride ? qStride : int64_t(qw);
   a.kv.rowStride = kvStride ? kvStride : int64_t(kvw);
   if (uint64_t(a.qStride) < qw || uint64_t(a.kv.rowStride) < kvw) fail(env, "attention: a row stride is below the row's width");
-  // the last row ends its width past the start of the previous ones (no stride after it)
-  auto spans = [](uint64_t n, uint64_t stride, uint64_t width) { return n ? (n - 1) * stride + width : 0; };
-  if (q.second < spans(a.nQ, a.qStride, qw) || out.second != uint64_t(a.nQ) * qw || k.second < spans(a.nKv, a.kv.rowStride, kvw) ||
-      v.second < spans(a.nKv, a.kv.rowStride, kvw))
+  if (q.second < rows_span(a.nQ, a.qStride, qw) || out.second != uint64_t(a.nQ) * qw || k.second < rows_span(a.nKv, a.kv.rowStride, kvw) ||
+      v.second < rows_span(a.nKv, a.kv.rowStride, kvw))
     fail(env, "attention: bad sizes");
   const void* kb[1] = {k.first};
   const void* vb[1] = {v.first};

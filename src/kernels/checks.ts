@@ -31,13 +31,7 @@ export function checkAttention(q: Float32Array, k: Float32Array, v: Float32Array
   if (o.int16 !== undefined && typeof o.int16 !== 'boolean') {
     throw new QvlError('OPTION_INVALID', `attention: int16 must be true or false, got ${String(o.int16)}`, { int16: String(o.int16) });
   }
-  if (o.qStride === undefined) {
-    if (q.length !== nQ * heads * headDim) throw shapeError('attention', `q has ${q.length} values, expected ${nQ}×${heads}×${headDim}`, { nQ, heads, headDim });
-  } else {
-    checkInt('attention', 'qStride', o.qStride, heads * headDim);
-    const need = rowsSpan(nQ, o.qStride, heads * headDim);
-    if (q.length < need) throw shapeError('attention', `q has ${q.length} values, expected ${need} for ${nQ} rows ${o.qStride} apart`, { nQ, qStride: o.qStride });
-  }
+  checkStridedRows('attention', 'q', q.length, nQ, heads, headDim, 'nQ', 'qStride', o.qStride);
   const kvStride = o.kvStride ?? kvHeads * headDim;
   if (o.kvStride !== undefined) checkInt('attention', 'kvStride', o.kvStride, kvHeads * headDim);
   const kvNeed = rowsSpan(nKv, kvStride, kvHeads * headDim);
@@ -136,18 +130,26 @@ function rowsSpan(n: number, stride: number, width: number): number {
   return n > 0 ? (n - 1) * stride + width : 0;
 }
 
+/**
+ * An array of n rows of heads·headDim values: packed (exactly that many values), or with a row
+ * `stride` (at least the row's width; the array reaches the last row's end).
+ */
+function checkStridedRows(op: string, name: string, length: number, n: number, heads: number, headDim: number, nName: string, strideName: string, stride?: number): void {
+  if (stride === undefined) {
+    if (length !== n * heads * headDim) throw shapeError(op, `${name} has ${length} values, expected ${n}×${heads}×${headDim}`, { [nName]: n, heads, headDim });
+    return;
+  }
+  checkInt(op, strideName, stride, heads * headDim);
+  const need = rowsSpan(n, stride, heads * headDim);
+  if (length < need) throw shapeError(op, `${name} has ${length} values, expected ${need} for ${n} rows ${stride} apart`, { [nName]: n, [strideName]: stride });
+}
+
 export function checkRope(x: Float32Array, n: number, heads: number, headDim: number, cos: Float32Array, sin: Float32Array, stride?: number): void {
   checkInt('rope', 'n', n);
   checkInt('rope', 'heads', heads, 1);
   checkInt('rope', 'headDim', headDim, 2);
   if (headDim % 2) throw new QvlError('OPTION_INVALID', `rope: headDim must be even, got ${headDim}`, { headDim });
-  if (stride === undefined) {
-    if (x.length !== n * heads * headDim) throw shapeError('rope', `x has ${x.length} values, expected ${n}×${heads}×${headDim}`, { n, heads, headDim });
-  } else {
-    checkInt('rope', 'stride', stride, heads * headDim);
-    const need = rowsSpan(n, stride, heads * headDim);
-    if (x.length < need) throw shapeError('rope', `x has ${x.length} values, expected ${need} for ${n} rows ${stride} apart`, { n, stride });
-  }
+  checkStridedRows('rope', 'x', x.length, n, heads, headDim, 'n', 'stride', stride);
   if (cos.length < n * headDim || sin.length < n * headDim) {
     throw shapeError('rope', `cos/sin have ${cos.length}/${sin.length} values, expected ${n}×${headDim}`, { n, headDim });
   }
