@@ -138,8 +138,8 @@ function machineLimits(threads: number, isa: InstructionSet): { fma: number; bwW
 
 const ISA_NAMES: Record<string, string> = {
   avx512vnni: 'AVX-512F/BW/DQ/VL + VNNI (vpdpbusd in the int8 GEMV) + FMA/F16C',
-  'avx512vnni+avx2vnni-gemv': 'AVX-512 kernels, with the 256-bit AVX-VNNI int8 GEMV and the AVX2 1-token float GEMV (AMD: 512-bit operations split in two)',
-  'avx512vnni+avx2-gemv': 'AVX-512 kernels, with the AVX2 1-token float GEMV (AMD: 512-bit operations split in two)',
+  'avx512vnni+avx2vnni-gemv': 'AVX-512 kernels, with the 256-bit AVX-VNNI int8 GEMV and the AVX2 1-token float GEMV (AMD, 512-bit operations split in two)',
+  'avx512vnni+avx2-gemv': 'AVX-512 kernels, with the AVX2 1-token float GEMV (AMD)',
   avx512: 'AVX-512F/BW/DQ/VL + FMA/F16C (no VNNI, no AVX512-BF16, no AMX)',
   avx2vnni: 'AVX2 + AVX-VNNI (256-bit vpdpbusd in the int8 GEMV) + FMA/F16C',
   avx2: 'AVX2 + FMA/F16C (int8 GEMV with vpmaddubsw/vpmaddwd)',

@@ -40,11 +40,13 @@ const KernelTable* kernels() { return tls_env->kernels; }
 
 const KernelTable* bestKernels() {
   if (qvl::cpu_has_avx512vnni() && qvl::kernels_avx512vnni()) {
-    if (qvl::cpu_splits_512bit_ops() && qvl::cpu_has_avx2()) {
-      if (qvl::kernels_avx2vnni())
+    // AMD: the one-row float GEMV from an AVX2 set (Zen 4 and Zen 5), the int8 GEMV too where
+    // 512-bit operations run as two halves and the CPU has AVX-VNNI (kernels_mixed.cc)
+    if (qvl::cpu_is_amd_with_avx512() && qvl::cpu_has_avx2()) {
+      if (qvl::cpu_splits_512bit_ops() && qvl::kernels_avx2vnni())
         return qvl::kernels_wide_with_narrow_gemv(qvl::kernels_avx512vnni(), qvl::kernels_avx2vnni(), true);
-      if (qvl::kernels_avx2())
-        return qvl::kernels_wide_with_narrow_gemv(qvl::kernels_avx512vnni(), qvl::kernels_avx2(), false);
+      if (const KernelTable* narrow = qvl::kernels_avx2() ? qvl::kernels_avx2() : qvl::kernels_avx2vnni())
+        return qvl::kernels_wide_with_narrow_gemv(qvl::kernels_avx512vnni(), narrow, false);
     }
     return qvl::kernels_avx512vnni();
   }

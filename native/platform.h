@@ -6,7 +6,12 @@ namespace qvl {
 bool cpu_has_avx512();
 /** cpu_has_avx512() and AVX512-VNNI (vpdpbusd). */
 bool cpu_has_avx512vnni();
-/** An AMD CPU with AVX-512 (Zen 4 and later): 512-bit operations run as two 256-bit halves on Zen 4. */
+/** An AMD CPU with AVX-512 (Zen 4 and later). */
+bool cpu_is_amd_with_avx512();
+/**
+ * An AMD CPU with AVX-512 whose SIMD datapath is 256 bits wide, so that 512-bit operations run as
+ * two halves (Zen 4; Zen 5 server and desktop cores have a 512-bit datapath).
+ */
 bool cpu_splits_512bit_ops();
 /** AVX2 with FMA and F16C. */
 bool cpu_has_avx2();
