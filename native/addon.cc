@@ -94,6 +94,7 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
   o.Set("avx512", qvl::cpu_has_avx512());
   o.Set("avx512vnni", qvl::cpu_has_avx512vnni());
   o.Set("avx2", qvl::cpu_has_avx2());
+  o.Set("splits512BitOps", qvl::cpu_splits_512bit_ops());
   return o;
 }
 

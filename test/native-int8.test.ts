@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { TsBackend } from '../src/kernels/ts/backend.ts';
+import { loadAddon } from '../src/kernels/native/addon.ts';
 import type { WeightData } from '../src/kernels/weight.ts';
 import { backend, firstViolation, INT8_MAX_TOKENS_Q4, INT8_PASS_TOKENS, int8MaxTokensQ4, isas, matmulBounds, q4 as randomQ4, randn, rng, skipReason, usesInt8Activations } from './native-util.ts';
 
@@ -213,6 +214,18 @@ test("'best' on an AMD CPU with AVX-512: the 1-token float GEMV (and, where 512-
   }
   assert.ok(discriminating > 0, 'the two float GEMVs never differed: the check cannot tell which one ran');
   nb.useInstructionSet('best');
+});
+
+test("'best' on an AMD CPU with AVX-512 takes the int8 GEMV from the AVX-VNNI set exactly where 512-bit operations run as two halves", { skip: skipReason }, (t) => {
+  const nb = backend();
+  const best = nb.useInstructionSet('best');
+  const info = loadAddon().info();
+  if (!best.startsWith('avx512vnni+')) {
+    t.skip(`'best' is ${best} here: not an AMD CPU with AVX-512`);
+    return;
+  }
+  const vnni256 = isas(nb).includes('avx2vnni');
+  assert.equal(best, info.splits512BitOps && vnni256 ? 'avx512vnni+avx2vnni-gemv' : 'avx512vnni+avx2-gemv', `splits512BitOps ${info.splits512BitOps}, AVX-VNNI ${vnni256}`);
 });
 
 function bf16(r: () => number, rows: number, cols: number): WeightData {

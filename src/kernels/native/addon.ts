@@ -12,7 +12,8 @@ export type NativeWeightHandle = { readonly __nativeWeight: unique symbol };
 
 /** What the compiled addon (native/; built by node-gyp into build/Release, or prebuilt in prebuilds/) exports. */
 export interface NativeAddon {
-  info(): { isa: string; threads: number; physicalCores: number; avx512: boolean; avx512vnni: boolean; avx2: boolean };
+  /** `splits512BitOps`: an AMD CPU with AVX-512 whose datapath is 256 bits wide (Zen 4), as `best` decides it. */
+  info(): { isa: string; threads: number; physicalCores: number; avx512: boolean; avx512vnni: boolean; avx2: boolean; splits512BitOps: boolean };
   setIsa(name: 'best' | 'avx512vnni' | 'avx512' | 'avx2vnni' | 'avx2' | 'scalar'): string;
   setThreads(n: number): number;
   prepare(desc: NativeWeightDesc): NativeWeightHandle;
