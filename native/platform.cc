@@ -46,8 +46,8 @@ bool cpu_splits_512bit_ops() {
 #if defined(__x86_64__)
   if (!cpu_is_amd_with_avx512()) return false;
   // AMD's performance optimization identifiers (CPUID 8000_001A EAX): bit 3, FP512, is set where
-  // the datapath is 512 bits wide (bit 2, FP256, on Zen 4). A hypervisor that hides the leaf
-  // leaves the Zen 4 assumption.
+  // the datapath is 512 bits wide (a 2-core Zen 5 EPYC read EAX = 0xA and ran AVX-512 FMAs at
+  // twice the AVX2 rate). A hypervisor that hides the leaf leaves the Zen 4 assumption.
   unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
   if (!__get_cpuid(0x8000001A, &eax, &ebx, &ecx, &edx)) return true;
   return (eax & (1u << 3)) == 0;
