@@ -95,6 +95,7 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
   o.Set("avx512vnni", qvl::cpu_has_avx512vnni());
   o.Set("avx2", qvl::cpu_has_avx2());
   o.Set("splits512BitOps", qvl::cpu_splits_512bit_ops());
+  o.Set("int8Gemv512", qvl::int8_gemv_512());
   return o;
 }
 
@@ -111,6 +112,14 @@ Napi::Value SetIsa(const Napi::CallbackInfo& info) {
   if (!k) fail(env, "instruction set '" + name + "' is not available on this CPU");
   tls_env->kernels = k;
   return Napi::String::New(env, k->name);
+}
+
+// Process-wide, unlike setIsa: the choice changes speed only, never a result (kernels.h).
+Napi::Value SetInt8Gemv512(const Napi::CallbackInfo& info) {
+  const Napi::Value v = info[0];
+  if (!v.IsBoolean() && !v.IsNull()) throw Napi::TypeError::New(info.Env(), "int8Gemv512 must be a boolean or null");
+  qvl::set_int8_gemv_512(v.IsNull() ? -1 : v.As<Napi::Boolean>().Value() ? 1 : 0);
+  return Napi::Boolean::New(info.Env(), qvl::int8_gemv_512());
 }
 
 Napi::Value SetThreads(const Napi::CallbackInfo& info) {
@@ -735,6 +744,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("info", Napi::Function::New(env, Info));
   exports.Set("setIsa", Napi::Function::New(env, SetIsa));
   exports.Set("setThreads", Napi::Function::New(env, SetThreads));
+  exports.Set("setInt8Gemv512", Napi::Function::New(env, SetInt8Gemv512));
   exports.Set("prepare", Napi::Function::New(env, Prepare));
   exports.Set("weightLayout", Napi::Function::New(env, WeightLayout));
   exports.Set("matmul", Napi::Function::New(env, Matmul));

@@ -58,6 +58,16 @@ struct WeightDesc {
   int32_t q8x8F16;  // whether its scales are binary16 (else float32)
 };
 
+/**
+ * Whether the AVX-512 VNNI set's eight-row int8 GEMVs take two row groups per 512-bit register
+ * for passes of 2 or more tokens (native/int8_pair512.inc): from the CPU unless set, false
+ * where 512-bit operations run as two halves (cpu_splits_512bit_ops). Either way the results are
+ * bit-identical, so a change while other threads compute changes nothing but their speed.
+ */
+bool int8_gemv_512();
+/** 1 or 0 forces the choice (tests and benchmarks cover both), −1 gives it back to the CPU. */
+void set_int8_gemv_512(int on);
+
 /** Whether a matmul of n tokens over w takes the one-row float GEMV in the AVX2 sets. */
 inline bool takes_one_row_gemv(const WeightDesc* w, int64_t n) {
   const bool fl = w->format == FMT_F32 || w->format == FMT_BF16 || w->format == FMT_F16;

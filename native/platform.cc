@@ -1,5 +1,7 @@
 #include "platform.h"
 
+#include "kernels.h"
+
 #include <sched.h>
 
 #if defined(__x86_64__)
@@ -55,6 +57,19 @@ bool cpu_splits_512bit_ops() {
   return false;
 #endif
 }
+
+namespace {
+int g_int8_gemv_512 = -1;  // −1: from the CPU
+}
+
+bool int8_gemv_512() {
+  const int v = __atomic_load_n(&g_int8_gemv_512, __ATOMIC_RELAXED);
+  if (v >= 0) return v != 0;
+  static const bool fromCpu = cpu_has_avx512vnni() && !cpu_splits_512bit_ops();
+  return fromCpu;
+}
+
+void set_int8_gemv_512(int on) { __atomic_store_n(&g_int8_gemv_512, on < 0 ? -1 : on != 0, __ATOMIC_RELAXED); }
 
 bool cpu_has_avx2() {
 #if defined(__x86_64__)

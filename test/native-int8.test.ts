@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { TsBackend } from '../src/kernels/ts/backend.ts';
 import { loadAddon } from '../src/kernels/native/addon.ts';
 import type { WeightData } from '../src/kernels/weight.ts';
+import { nearestHalfScale } from '../src/weights/convert.ts';
 import { backend, firstViolation, INT8_MAX_TOKENS_Q4, INT8_PASS_TOKENS, int8MaxTokensQ4, isas, matmulBounds, q4 as randomQ4, randn, rng, skipReason, usesInt8Activations } from './native-util.ts';
 
 // The int8-activation GEMV (native/gemv_int8.inc, gemv_int8_avx2.inc) on every kernel set that
@@ -177,6 +178,61 @@ test('every kernel set\'s int8 GEMV gives identical results (same integer sums, 
     }
   }
   nb.useInstructionSet('best');
+});
+
+// The AVX-512 VNNI set puts two eight-row groups in each 512-bit register for passes of 2 or more
+// tokens where the datapath is 512 bits wide (native/int8_pair512.inc), one per 256-bit register
+// elsewhere: each lane does the same arithmetic, so both give the same bits. Row counts that leave
+// a last odd row group, a partial one, or one row group alone; binary16 and float32 scales.
+test('the AVX-512 VNNI int8 GEMVs give the same bits with two row groups per 512-bit register as with one', { skip: skipReason }, (t) => {
+  const nb = backend();
+  if (!isas(nb).includes('avx512vnni')) {
+    t.skip('this CPU cannot execute avx512vnni: not tested here');
+    return;
+  }
+  const addon = loadAddon();
+  const fromCpu = addon.info().int8Gemv512;
+  assert.equal(fromCpu, !addon.info().splits512BitOps, 'the CPU default: pairs exactly where 512-bit operations are not split');
+  const half = (w: WeightData): WeightData => {
+    if (w.format !== 'q8' && w.format !== 'q4') throw new Error(`binary16 scales of a ${w.format} weight`);
+    return { ...w, scales: Float32Array.from(w.scales, (v) => nearestHalfScale(v)) };
+  };
+  const specs: Array<[string, (r: () => number, rows: number, cols: number) => WeightData, string]> = [
+    ['q8', q8, 'q8x8'],
+    ['q8 binary16 scales', (r, rows, cols) => half(q8(r, rows, cols)), 'q8x8-f16'],
+    ['q4 g32 zeros', (r, rows, cols) => q4(r, rows, cols, 32, true), 'q4x8'],
+    ['q4 g32 zeros binary16 scales', (r, rows, cols) => half(q4(r, rows, cols, 32, true)), 'q4x8-f16'],
+    ['q4 g128 binary16 scales', (r, rows, cols) => half(q4(r, rows, cols, 128, false)), 'q4x8-f16'],
+    ['q4 g64 zeros', (r, rows, cols) => q4(r, rows, cols, 64, true), 'q4x8'],
+  ];
+  nb.useInstructionSet('avx512vnni');
+  try {
+    for (const [label, make, layout] of specs) {
+      const r = rng(label.length * 13 + 1);
+      for (const [rows, cols] of [[8, 64], [16, 96], [13, 2560], [24, 200], [77, 1001], [400, 320], [1000, 96]] as const) {
+        const w = make(r, rows, cols);
+        const pw = nb.prepare(w);
+        assert.equal(nb.layoutOf(pw), layout, `${label} [${rows}×${cols}]: expected the ${layout} stream`);
+        const bias = randn(r, rows);
+        for (let n = 1; n <= MAX_TOKENS; n++) {
+          const x = randn(r, n * cols);
+          for (let c = 0; c < cols; c++) x[c] *= 100; // tokens of different magnitudes
+          const withBias = n % 2 === 1 ? bias : null;
+          assert.equal(addon.setInt8Gemv512(true), true);
+          const wide = nb.matmul(x, n, pw, withBias);
+          assert.equal(addon.setInt8Gemv512(false), false);
+          const narrow = nb.matmul(x, n, pw, withBias);
+          const a = new Uint32Array(wide.buffer, wide.byteOffset, wide.length);
+          const b = new Uint32Array(narrow.buffer, narrow.byteOffset, narrow.length);
+          const bad = a.findIndex((v, i) => v !== b[i]);
+          assert.equal(bad, -1, `${label} [${rows}×${cols}] n=${n}: y[${bad}] = ${wide[bad]} with pairs, ${narrow[bad]} without`);
+        }
+      }
+    }
+  } finally {
+    assert.equal(addon.setInt8Gemv512(null), fromCpu, 'null gives the choice back to the CPU');
+    nb.useInstructionSet('best');
+  }
 });
 
 test("'best' on an AMD CPU with AVX-512: the 1-token float GEMV (and, where 512-bit operations run as two halves and the CPU has AVX-VNNI, the int8 GEMV) is the AVX2 set's, everything else avx512vnni's", { skip: skipReason }, (t) => {

@@ -5,19 +5,25 @@ import { fileURLToPath } from 'node:url';
 import { QvlError } from '../../errors.ts';
 
 /** How the addon keeps a prepared weight (see native/q4x8.h). */
-export type NativeWeightLayout = 'q4x8' | 'q4x8-f16' | 'q8x8' | 'row-major';
+export type NativeWeightLayout = 'q4x8' | 'q4x8-f16' | 'q8x8' | 'q8x8-f16' | 'row-major';
 
 /** Handle of a weight prepared by the addon (opaque). */
 export type NativeWeightHandle = { readonly __nativeWeight: unique symbol };
 
 /** What the compiled addon (native/; built by node-gyp into build/Release, or prebuilt in prebuilds/) exports. */
 export interface NativeAddon {
-  /** `splits512BitOps`: an AMD CPU with AVX-512 whose datapath is 256 bits wide (Zen 4), as `best` decides it. */
-  info(): { isa: string; threads: number; physicalCores: number; avx512: boolean; avx512vnni: boolean; avx2: boolean; splits512BitOps: boolean };
+  /**
+   * `splits512BitOps`: an AMD CPU with AVX-512 whose datapath is 256 bits wide (Zen 4), as `best`
+   * decides it. `int8Gemv512`: the AVX-512 VNNI set's int8 GEMVs put two row groups in each
+   * 512-bit register for passes of 2 or more tokens (native/int8_pair512.inc).
+   */
+  info(): { isa: string; threads: number; physicalCores: number; avx512: boolean; avx512vnni: boolean; avx2: boolean; splits512BitOps: boolean; int8Gemv512: boolean };
+  /** Forces `int8Gemv512` for the process (null: the CPU's choice again); returns the setting. Speed only: results are bit-identical. */
+  setInt8Gemv512(on: boolean | null): boolean;
   setIsa(name: 'best' | 'avx512vnni' | 'avx512' | 'avx2vnni' | 'avx2' | 'scalar'): string;
   setThreads(n: number): number;
   prepare(desc: NativeWeightDesc): NativeWeightHandle;
-  /** 'q4x8' / 'q4x8-f16' / 'q8x8' when prepare repacked the weight (native/q4x8.h, q8x8.h) with the stream's bytes, else 'row-major'. */
+  /** 'q4x8' / 'q4x8-f16' / 'q8x8' / 'q8x8-f16' when prepare repacked the weight (native/q4x8.h, q8x8.h) with the stream's bytes, else 'row-major'. */
   weightLayout(w: NativeWeightHandle): { layout: NativeWeightLayout; bytes?: number };
   matmul(x: Float32Array, n: number, w: NativeWeightHandle, bias: Float32Array | null, y: Float32Array): void;
   gatherRows(w: NativeWeightHandle, ids: Int32Array, out: Float32Array): void;
