@@ -60,8 +60,9 @@ struct WeightDesc {
 
 /**
  * Whether the AVX-512 VNNI set's eight-row int8 GEMVs take two row groups per 512-bit register
- * for passes of 2 or more tokens (native/int8_pair512.inc): from the CPU unless set, false
- * where 512-bit operations run as two halves (cpu_splits_512bit_ops). Either way the results are
+ * for passes of 2 or more tokens (native/int8_pair512.inc): from the CPU unless set, true on
+ * AMD CPUs whose 512-bit operations are not split (Zen 5; cpu_splits_512bit_ops), the only kind
+ * it was measured on (Zen 4, which splits them, was slower that way). Either way the results are
  * bit-identical, so a change while other threads compute changes nothing but their speed.
  */
 bool int8_gemv_512();

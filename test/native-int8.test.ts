@@ -192,7 +192,9 @@ test('the AVX-512 VNNI int8 GEMVs give the same bits with two row groups per 512
   }
   const addon = loadAddon();
   const fromCpu = addon.info().int8Gemv512;
-  assert.equal(fromCpu, !addon.info().splits512BitOps, 'the CPU default: pairs exactly where 512-bit operations are not split');
+  // 'best' is a mixed table exactly on AMD CPUs with AVX-512 (the test below)
+  const amd = nb.useInstructionSet('best').startsWith('avx512vnni+');
+  assert.equal(fromCpu, amd && !addon.info().splits512BitOps, 'the CPU default: pairs on AMD CPUs whose 512-bit operations are not split');
   const half = (w: WeightData): WeightData => {
     if (w.format !== 'q8' && w.format !== 'q4') throw new Error(`binary16 scales of a ${w.format} weight`);
     return { ...w, scales: Float32Array.from(w.scales, (v) => nearestHalfScale(v)) };

@@ -15,7 +15,8 @@ export interface NativeAddon {
   /**
    * `splits512BitOps`: an AMD CPU with AVX-512 whose datapath is 256 bits wide (Zen 4), as `best`
    * decides it. `int8Gemv512`: the AVX-512 VNNI set's int8 GEMVs put two row groups in each
-   * 512-bit register for passes of 2 or more tokens (native/int8_pair512.inc).
+   * 512-bit register for passes of 2 or more tokens (native/int8_pair512.inc; by default on AMD
+   * CPUs whose 512-bit operations are not split).
    */
   info(): { isa: string; threads: number; physicalCores: number; avx512: boolean; avx512vnni: boolean; avx2: boolean; splits512BitOps: boolean; int8Gemv512: boolean };
   /** Forces `int8Gemv512` for the process (null: the CPU's choice again); returns the setting. Speed only: results are bit-identical. */
