@@ -7,7 +7,8 @@
 //   Zen 5 cores 1.31 → 1.19 ms (head 20.5 → 18.9);
 // - where 512-bit operations run as two halves (Zen 4) and the CPU has AVX-VNNI, the 256-bit
 //   int8 GEMV (vpdpbusd on ymm). On Zen 5, whose datapath is 512 bits wide, the AVX-512 int8
-//   GEMV is as fast for one token and 13–17% faster for q4 passes of 8 tokens (batched decode).
+//   GEMV is as fast for one token and faster for passes of several (batched decode): 13–17% for
+//   q4 passes of 8 tokens with ymm, more with two row groups per zmm (int8_pair512.inc).
 // There, `best` takes every other kernel from avx512vnni. Each part is the same code, and the
 // same results, as in its own set; forcing a set (`useInstructionSet`) still gives that set alone.
 #include "kernels.h"
