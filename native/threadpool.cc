@@ -44,16 +44,29 @@ struct Scratch {
 
 thread_local bool tls_in_pool_task = false;
 
+/** One thread's share of a job's tasks: claimed front to back (on its own cache line). */
+struct alignas(64) TaskRange {
+  std::atomic<int64_t> next{0};
+  int64_t end = 0;
+};
+
 /**
- * One job: its tasks are claimed through `next` and counted through `finished`. Jobs alternate
+ * One job: its tasks are claimed through `ranges` and counted through `finished`. Jobs alternate
  * between two slots; a worker announces itself in `active` and then checks `gen`, so a slot is
  * only rewritten once no late worker can still read it.
+ *
+ * Each thread owns a contiguous range of the tasks and claims them in order, then takes what is
+ * left of the others' ranges. Consecutive GEMV tasks hold adjacent weight rows, so a thread's
+ * reads stay one stream the hardware prefetcher follows from task to task; with the tasks dealt
+ * out alternately, each task of 256 KiB started a new stream (a C++ copy of the 1-token bf16
+ * GEMV on 2 Zen 5 cores, weights from DRAM: 42.6 GB/s with 256 KiB tasks dealt out, 50.8 with
+ * each thread's half read in order; a plain read: 54 either way).
  */
 struct Job {
   TaskFn fn = nullptr;
   void* ctx = nullptr;
   int64_t nTasks = 0;
-  std::atomic<int64_t> next{0};
+  std::vector<TaskRange> ranges;  // one per pool thread
   std::atomic<int64_t> finished{0};
   std::atomic<int> active{0};
   std::atomic<uint64_t> gen{0};  // 0: being rewritten
@@ -64,6 +77,7 @@ struct Job {
 class Pool {
  public:
   explicit Pool(int n) : nThreads_(n < 1 ? 1 : n), scratch_(nThreads_) {
+    for (Job& j : jobs_) j.ranges = std::vector<TaskRange>(size_t(nThreads_));
     for (int i = 1; i < nThreads_; i++) workers_.emplace_back([this, i] { workerLoop(i); });
   }
   ~Pool() {
@@ -94,7 +108,11 @@ class Pool {
     job.fn = fn;
     job.ctx = ctx;
     job.nTasks = nTasks;
-    job.next.store(0, std::memory_order_relaxed);
+    const int64_t nr = int64_t(job.ranges.size());
+    for (int64_t r = 0; r < nr; r++) {
+      job.ranges[r].next.store(r * nTasks / nr, std::memory_order_relaxed);
+      job.ranges[r].end = (r + 1) * nTasks / nr;
+    }
     job.finished.store(0, std::memory_order_relaxed);
     job.gen.store(g, std::memory_order_release);
     {
@@ -127,10 +145,14 @@ class Pool {
 
  private:
   static void work(Job& job, int thread) {
-    int64_t t;
-    while ((t = job.next.fetch_add(1, std::memory_order_relaxed)) < job.nTasks) {
-      job.fn(job.ctx, t, thread);
-      job.finished.fetch_add(1, std::memory_order_release);
+    const int nr = int(job.ranges.size());
+    for (int i = 0; i < nr; i++) {
+      TaskRange& r = job.ranges[(thread + i) % nr];
+      int64_t t;
+      while ((t = r.next.fetch_add(1, std::memory_order_relaxed)) < r.end) {
+        job.fn(job.ctx, t, thread);
+        job.finished.fetch_add(1, std::memory_order_release);
+      }
     }
   }
 
