@@ -56,6 +56,8 @@ struct WeightDesc {
   // q8 repacked likewise (native/q8x8.h); data and scales are then null
   const uint8_t* q8x8;
   int32_t q8x8F16;  // whether its scales are binary16 (else float32)
+  // a float matrix copied out of a file mapping by prepare (data then points here)
+  void* ownedData;
 };
 
 /**

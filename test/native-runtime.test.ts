@@ -121,3 +121,37 @@ test('the int8 probe measures each kernel set\'s dot product: within ¼ and 16 t
     nb.useInstructionSet('best');
   }
 });
+
+test('a float matrix read in place from a file mapping gives the same bits after prepare copies it out', { skip: skipReason }, () => {
+  // prepare copies mapped float matrices of 1 MiB or more into memory of its own and releases the
+  // mapping's pages: the results must be those of the same values on the heap, bit for bit
+  const dir = mkdtempSync(join(tmpdir(), 'qvl-mapped-float-'));
+  try {
+    const nb = backend();
+    const r = rng(23);
+    const rows = 700;
+    const cols = 1030; // 1.44 MB of bf16, rows not a multiple of 64 bytes
+    const bits = new Uint16Array(rows * cols);
+    const f = new Float32Array(1);
+    const u = new Uint32Array(f.buffer);
+    const src = randn(r, rows * cols);
+    for (let i = 0; i < bits.length; i++) {
+      f[0] = src[i];
+      bits[i] = u[0] >>> 16;
+    }
+    const path = join(dir, 'w.bin');
+    writeFileSync(path, new Uint8Array(bits.buffer, 0, bits.byteLength));
+    const mapped = new Uint16Array(mmapFile(path), 0, rows * cols);
+    const x = randn(r, 3 * cols);
+    for (const isa of isas(nb)) {
+      nb.useInstructionSet(isa);
+      const fromMap = nb.prepare({ format: 'bf16', rows, cols, data: mapped });
+      const fromHeap = nb.prepare({ format: 'bf16', rows, cols, data: bits.slice() });
+      for (const n of [1, 3]) assert.deepEqual(nb.matmul(x.subarray(0, n * cols), n, fromMap), nb.matmul(x.subarray(0, n * cols), n, fromHeap), `${isa}, ${n} token(s)`);
+      assert.deepEqual(nb.gatherRows(fromMap, [0, 5, rows - 1]), nb.gatherRows(fromHeap, [0, 5, rows - 1]), isa);
+    }
+    nb.useInstructionSet('best');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
