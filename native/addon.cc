@@ -158,7 +158,8 @@ void adviseHugePages(void* p, size_t bytes) {
 // from DRAM, both kinds prepared in one process and alternated (a temporary script), q4 2560→9728
 // 1 / 4 / 8 tokens 0.49 / 0.63 / 0.92 → 0.42 / 0.51 / 0.85 ms, 9728→2560 0.49 / 0.67 / 0.93 →
 // 0.39 / 0.58 / 0.84, q8 2560→9728 0.80 / 0.92 / 1.17 → 0.71 / 0.80 / 1.03. (bf16 read in
-// place from a file mapping ran at the same speed when copied into huge pages: 1.18 ms both.)
+// place from a file mapping ran at the same speed when copied into huge pages, 1.18 ms both, for
+// one matrix alone; not inside a model's decode step: copyMappedFloat.)
 // The alignment's slack is never touched, so it is address space, not memory.
 uint8_t* allocStream(Napi::Env env, size_t bytes, const char* format) {
   const size_t huge = size_t(2) << 20;
@@ -215,8 +216,8 @@ void detachWhole(Napi::Object d, std::initializer_list<const char*> keys) {
 // A float matrix read in place from a file mapping (a BF16 checkpoint) is copied into memory of
 // its own, in 2 MiB pages where it can, and the mapping's pages are released: the decode step
 // read page-cache pages measurably slower than anonymous memory (a 4B BF16 decode step on 2 Zen 5
-// cores, checkpoint mapped against read into memory, runs alternated: 229 / 261 ms against 195 /
-// 217). Below 1 MiB the copy is not worth its page.
+// cores, runs alternated: 229 / 261 ms mapped, 195 / 217 read into memory, 152 / 172 copied
+// here). Below 1 MiB the copy is not worth its page.
 void copyMappedFloat(Napi::Env env, WeightDesc* w) {
   const size_t elem = w->format == qvl::FMT_F32 ? 4 : 2;
   const size_t bytes = size_t(w->rows) * size_t(w->cols) * elem;
