@@ -326,9 +326,10 @@ Napi::Value Prepare(const Napi::CallbackInfo& info) {
   Napi::Value pack = d.Get("pack");
   Napi::Value consume = d.Get("consume");
   const bool mayConsume = consume.IsBoolean() && consume.As<Napi::Boolean>().Value();
+  const bool mayPack = pack.IsBoolean() && pack.As<Napi::Boolean>().Value();
   const bool fl = w->format == qvl::FMT_BF16 || w->format == qvl::FMT_F16 || w->format == qvl::FMT_F32;
-  if (pack.IsBoolean() && pack.As<Napi::Boolean>().Value() && fl) copyMappedFloat(env, w.get());
-  if (pack.IsBoolean() && pack.As<Napi::Boolean>().Value() && repackPays(w.get(), mayConsume)) {
+  if (mayPack && fl) copyMappedFloat(env, w.get());
+  if (mayPack && repackPays(w.get(), mayConsume)) {
     if (qvl::q4x8_eligible(w.get())) packQ4x8(env, w.get());
     else if (qvl::q8x8_eligible(w.get())) packQ8x8(env, w.get());
     if (mayConsume && (w->q4x8 || w->q8x8)) detachWhole(d, {"qs", "scales", "zeros"});
