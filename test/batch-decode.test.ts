@@ -59,11 +59,16 @@ for (const quant of [undefined, 'q4'] as const) {
     });
     try {
       let worst = 0;
+      // every step's logits into the same arrays (as the batcher and generate keep them), refilled
+      // with NaN first: a value not written by the step would show
+      const V = m.cfg.text.vocabSize;
+      const out = new Float32Array(next.length * V);
+      const oneOut = new Float32Array(V);
       for (let step = 0; step < 4; step++) {
-        const rows = m.decodeBatch(next, batched, deltas);
-        const V = rows.length / next.length;
+        const rows = m.decodeBatch(next, batched, deltas, step & 1 ? out.fill(NaN) : undefined);
+        if (step & 1) assert.equal(rows, out, 'the logits are written into the array given');
         next.forEach((id, i) => {
-          const one = m.decode(id, alone[i], deltas[i]);
+          const one = m.decode(id, alone[i], deltas[i], step & 1 ? oneOut.fill(NaN) : undefined);
           const row = rows.subarray(i * V, (i + 1) * V);
           worst = Math.max(worst, maxAbs(row, one));
           if (quant === 'q4') assert.equal(Buffer.compare(Buffer.from(row.buffer, row.byteOffset, row.byteLength), Buffer.from(one.buffer)), 0, `q4 row ${i} step ${step} is not bit-identical`);

@@ -72,7 +72,7 @@ export interface ChatOptions extends PromptOptions, SamplingOptions {
   /** drop special tokens from the text (default true) */
   skipSpecialTokens?: boolean;
   signal?: AbortSignal;
-  /** masks logits before sampling (constrained decoding) */
+  /** masks logits before sampling (constrained decoding); the array is reused by the next step */
   logitsProcessor?: (logits: Float32Array, generated: readonly number[]) => void;
   /** tokens per prefill chunk (bounds memory on long prompts; default 512) */
   prefillChunk?: number;

@@ -60,6 +60,8 @@ function* decodeLoop(model: Qwen3VLModel, inputs: ModelInputs, opts: GenerateOpt
   const pre = model.prefill(inputs, cache, opts.prefill);
   const prefillMs = performance.now() - t0;
   let logits = pre.logits;
+  // one array for every step's logits: a fresh one would be faulted in page by page each step
+  let stepLogits: Float32Array | undefined;
   let finishReason: FinishReason = 'length';
   const t1 = performance.now();
   for (let step = 0; step < budget; step++) {
@@ -73,7 +75,7 @@ function* decodeLoop(model: Qwen3VLModel, inputs: ModelInputs, opts: GenerateOpt
     sampler.accept(id);
     tokens.push(id);
     yield id;
-    if (step + 1 < budget) logits = model.decode(id, cache, pre.positions.delta);
+    if (step + 1 < budget) logits = stepLogits = model.decode(id, cache, pre.positions.delta, stepLogits);
   }
   return { tokens, finishReason, promptTokens: L, prefillMs, decodeMs: performance.now() - t1 };
 }

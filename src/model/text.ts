@@ -2,6 +2,7 @@ import type { Backend } from '../kernels/backend.ts';
 import type { TextConfig } from './config.ts';
 import type { KVCache } from './kv-cache.ts';
 import { TextRotary } from './rope.ts';
+import { type LayerScratch, ScratchPool } from './text-scratch.ts';
 import type { Trace } from './trace.ts';
 import type { TextLayerWeights, TextWeights } from './weights.ts';
 
@@ -26,43 +27,6 @@ function drain<T>(g: Generator<void, T, void>): T {
   }
 }
 
-/**
- * One pass's activations, overwritten by every layer. A decode step used to allocate ~15 arrays
- * per layer; V8 answered that churn of external memory with GC work at every step (4 batched
- * sequences on 2 cores: 80 events other than scavenges in 32 steps, its marking threads taking a
- * third of a core from the kernels), and a 512-token prompt's fresh 20 MB MLP pages were faulted
- * in at each layer.
- */
-interface LayerScratch {
-  a: Float32Array; // the normed input [n, hidden]
-  q: Float32Array;
-  k: Float32Array;
-  v: Float32Array;
-  att: Float32Array;
-  y: Float32Array; // after attention and the residual
-  b: Float32Array; // y normed
-  gate: Float32Array; // gate, then silu(gate)·up [n, intermediate]
-  up: Float32Array;
-  /** the layer outputs, alternately: a layer's input stays readable while it writes its output */
-  out: [Float32Array, Float32Array];
-}
-
-function layerScratch(n: number, hidden: number, w: TextLayerWeights | undefined): LayerScratch {
-  const rows = (m: { rows: number } | undefined) => new Float32Array(n * (m?.rows ?? 0));
-  return {
-    a: new Float32Array(n * hidden),
-    q: rows(w?.q),
-    k: rows(w?.k),
-    v: rows(w?.v),
-    att: new Float32Array(n * (w?.o.cols ?? 0)),
-    y: new Float32Array(n * hidden),
-    b: new Float32Array(n * hidden),
-    gate: rows(w?.gate),
-    up: rows(w?.up),
-    out: [new Float32Array(n * hidden), new Float32Array(n * hidden)],
-  };
-}
-
 /** Consecutive rows of one forward pass that belong to one sequence. */
 interface SequenceRows {
   cache: KVCache;
@@ -74,6 +38,7 @@ interface SequenceRows {
 /** The Qwen3 decoder: q/k-normed GQA attention with interleaved MRoPE, SiLU-gated MLP. */
 export class TextModel {
   readonly rotary: TextRotary;
+  readonly #scratch: ScratchPool;
 
   constructor(
     readonly cfg: TextConfig,
@@ -81,6 +46,7 @@ export class TextModel {
     readonly backend: Backend,
   ) {
     this.rotary = new TextRotary(cfg.rope, cfg.headDim);
+    this.#scratch = new ScratchPool(cfg.hiddenSize, w.layers[0]);
   }
 
   embed(ids: ArrayLike<number>): Float32Array {
@@ -116,28 +82,34 @@ export class TextModel {
     const { cfg, backend: be } = this;
     const H = cfg.hiddenSize;
     const { cos, sin } = this.rotary.tables(pos.t, pos.h, pos.w);
-    const scratch = layerScratch(n, H, this.w.layers[0]);
-    let h = x;
-    for (let l = 0; l < cfg.numLayers; l++) {
-      trace?.(`text.layer_input.${l}`, h.slice(), [n, H]); // a copy: h is overwritten two layers on
-      h = this.layer(h, n, l, this.w.layers[l], cos, sin, seqs, scratch, scratch.out[l & 1]);
-      const feat = deepstack?.features[l];
-      if (feat) {
-        for (let r = 0; r < deepstack.rows.length; r++) {
-          const o = deepstack.rows[r] * H;
-          for (let c = 0; c < H; c++) h[o + c] += feat[r * H + c];
+    const lease = this.#scratch.lease(n);
+    try {
+      const scratch = lease.scratch;
+      let h = x;
+      for (let l = 0; l < cfg.numLayers; l++) {
+        trace?.(`text.layer_input.${l}`, h.slice(), [n, H]); // a copy: h is overwritten two layers on
+        h = this.layer(h, n, l, this.w.layers[l], cos, sin, seqs, scratch, scratch.out[l & 1]);
+        const feat = deepstack?.features[l];
+        if (feat) {
+          for (let r = 0; r < deepstack.rows.length; r++) {
+            const o = deepstack.rows[r] * H;
+            for (let c = 0; c < H; c++) h[o + c] += feat[r * H + c];
+          }
         }
+        if (l + 1 < cfg.numLayers) yield;
       }
-      if (l + 1 < cfg.numLayers) yield;
+      // a fresh array: the scratch goes on to the next pass
+      const out = be.rmsNorm(h, H, this.w.norm, cfg.rmsNormEps);
+      trace?.('text.final_hidden', out, [n, H]);
+      return out;
+    } finally {
+      lease.release();
     }
-    const out = be.rmsNorm(h, H, this.w.norm, cfg.rmsNormEps);
-    trace?.('text.final_hidden', out, [n, H]);
-    return out;
   }
 
-  /** Logits [n, vocab] for hidden rows [n, hidden]. */
-  logits(hidden: Float32Array, n: number): Float32Array {
-    return this.backend.matmul(hidden, n, this.w.lmHead);
+  /** Logits [n, vocab] for hidden rows [n, hidden], into `out` when given. */
+  logits(hidden: Float32Array, n: number, out?: Float32Array): Float32Array {
+    return this.backend.matmul(hidden, n, this.w.lmHead, null, out);
   }
 
   private layer(
