@@ -47,7 +47,7 @@
     },
     {
       "target_name": "qvl_native",
-      "sources": ["native/addon.cc", "native/threadpool.cc", "native/mmap.cc", "native/heap.cc", "native/platform.cc", "native/kernels_mixed.cc", "native/q4x8_pack.cc", "native/q8x8_pack.cc"],
+      "sources": ["native/addon.cc", "native/threadpool.cc", "native/mmap.cc", "native/heap.cc", "native/platform.cc", "native/kernels_mixed.cc", "native/q4x8_pack.cc", "native/q8x8_pack.cc", "native/kv_write.cc"],
       "dependencies": [
         "qvl_kernels_avx512",
         "qvl_kernels_avx512vnni",

@@ -14,6 +14,7 @@
 
 #include "heap.h"
 #include "kernels.h"
+#include "kv_write.h"
 #include "mmap.h"
 #include "q4x8.h"
 #include "q8x8.h"
@@ -514,10 +515,88 @@ Napi::Value Attention(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// A KV cache layer's layout as the JavaScript side sends it: a Float64Array [type, blockTokens,
+// blockBytes, kOffset, vOffset, kScaleOffset, vScaleOffset] (src/kernels/kv.ts), checked against
+// the heads' geometry.
+struct KvLayoutArgs {
+  int64_t type, B, blockBytes, kOff, vOff, ksOff, vsOff, elem, rowBytes;
+};
+
+KvLayoutArgs kvLayout(Napi::Env env, const Napi::Value& v, int64_t kvHeads, int64_t headDim, const char* op) {
+  auto lay = typed<double, napi_float64_array>(v, "layout", "Float64Array");
+  const std::string o(op);
+  if (lay.second != 7) fail(env, o + ": layout must have 7 values");
+  KvLayoutArgs l{};
+  l.type = int64_t(lay.first[0]);
+  l.B = int64_t(lay.first[1]);
+  l.blockBytes = int64_t(lay.first[2]);
+  l.kOff = int64_t(lay.first[3]);
+  l.vOff = int64_t(lay.first[4]);
+  l.ksOff = int64_t(lay.first[5]);
+  l.vsOff = int64_t(lay.first[6]);
+  if (l.type < 0 || l.type > 3 || l.B < 1 || l.blockBytes < 1) fail(env, o + ": bad layout");
+  l.elem = l.type == qvl::KV_F32 ? 4 : l.type == qvl::KV_Q8 ? 1 : 2;
+  l.rowBytes = kvHeads * headDim * l.elem;
+  const int64_t dataBytes = l.B * l.rowBytes, scaleBytes = l.type == qvl::KV_Q8 ? l.B * kvHeads * 4 : 0;
+  auto inside = [&](int64_t off, int64_t len) { return off >= 0 && off + len <= l.blockBytes; };
+  if (!inside(l.kOff, dataBytes) || !inside(l.vOff, dataBytes) || (scaleBytes && (!inside(l.ksOff, scaleBytes) || !inside(l.vsOff, scaleBytes))))
+    fail(env, o + ": the layer's offsets fall outside the block");
+  if ((l.kOff | l.vOff) % l.elem || (scaleBytes && (l.ksOff | l.vsOff) % 4)) fail(env, o + ": misaligned offsets");
+  return l;
+}
+
+// The first `used` blocks of a block table ((slab index, byte offset) pairs) as pointers to the
+// layer's keys, values and their scales; every block is checked to lie inside its slab.
+struct KvBlockPtrs {
+  std::vector<const void*> k, v;
+  std::vector<const float*> ks, vs;
+};
+
+void kvBlockPtrs(Napi::Env env, Napi::Array slabs, const int32_t* table, int64_t used, const KvLayoutArgs& l, const char* op, KvBlockPtrs* p) {
+  const std::string o(op);
+  p->k.resize(used + 1);
+  p->v.resize(used + 1);
+  p->ks.resize(used + 1);
+  p->vs.resize(used + 1);
+  int64_t lastSlab = -1;
+  uint8_t* base = nullptr;
+  size_t len = 0;
+  for (int64_t b = 0; b < used; b++) {
+    const int64_t si = table[2 * b], off = table[2 * b + 1];
+    if (si != lastSlab) {
+      if (si < 0 || uint32_t(si) >= slabs.Length()) fail(env, o + ": a block names a missing slab");
+      Napi::Value sv = slabs.Get(uint32_t(si));
+      if (!sv.IsArrayBuffer()) throw Napi::TypeError::New(env, "slabs must be ArrayBuffers");
+      auto ab = sv.As<Napi::ArrayBuffer>();
+      base = (uint8_t*)ab.Data();
+      len = ab.ByteLength();
+      lastSlab = si;
+    }
+    if (off < 0 || uint64_t(off) + uint64_t(l.blockBytes) > len || off % 64) fail(env, o + ": a block lies outside its slab");
+    p->k[b] = base + off + l.kOff;
+    p->v[b] = base + off + l.vOff;
+    p->ks[b] = (const float*)(base + off + l.ksOff);
+    p->vs[b] = (const float*)(base + off + l.vsOff);
+  }
+}
+
+// Points an attention's keys and values at KV cache blocks.
+void useKvBlocks(qvl::AttentionArgs* a, const KvLayoutArgs& l, KvBlockPtrs& p) {
+  a->kv.type = int32_t(l.type);
+  a->kv.headMajor = 1;
+  a->kv.rowStride = int64_t(a->kvHeads) * a->headDim;
+  a->qStride = int64_t(a->heads) * a->headDim;
+  a->kv.blockTokens = l.B;
+  a->kv.k = p.k.data();
+  a->kv.v = p.v.data();
+  a->kv.kScale = p.ks.data();
+  a->kv.vScale = p.vs.data();
+}
+
 // attentionKv(q, out, slabs, blocks, layout, nQ, nKv, heads, kvHeads, headDim, scale, causal, qOffset):
 // keys and values read in place from KV cache blocks (src/kernels/kv.ts). `blocks` holds
-// (slab index, byte offset) per block; `layout` is a Float64Array [type, blockTokens, blockBytes,
-// kOffset, vOffset, kScaleOffset, vScaleOffset]. Every block is checked to lie inside its slab.
+// (slab index, byte offset) per block; `layout` as kvLayout reads it. Every block is checked to
+// lie inside its slab.
 Napi::Value AttentionKv(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   qvl::AttentionArgs a{};
@@ -526,60 +605,88 @@ Napi::Value AttentionKv(const Napi::CallbackInfo& info) {
   if (!info[2].IsArray()) throw Napi::TypeError::New(env, "slabs must be an array of ArrayBuffers");
   Napi::Array slabs = info[2].As<Napi::Array>();
   auto blocks = typed<int32_t, napi_int32_array>(info[3], "blocks", "Int32Array");
-  auto lay = typed<double, napi_float64_array>(info[4], "layout", "Float64Array");
   attentionOptions(info, 5, &a);
   if (a.segments) fail(env, "attentionKv: segments are for float32 keys only");
-  if (lay.second != 7) fail(env, "attentionKv: layout must have 7 values");
-  const int64_t type = int64_t(lay.first[0]), B = int64_t(lay.first[1]), blockBytes = int64_t(lay.first[2]);
-  const int64_t kOff = int64_t(lay.first[3]), vOff = int64_t(lay.first[4]);
-  const int64_t ksOff = int64_t(lay.first[5]), vsOff = int64_t(lay.first[6]);
-  if (type < 0 || type > 3 || B < 1 || blockBytes < 1) fail(env, "attentionKv: bad layout");
-  const int64_t elem = type == qvl::KV_F32 ? 4 : type == qvl::KV_Q8 ? 1 : 2;
-  const int64_t rowBytes = int64_t(a.kvHeads) * a.headDim * elem, dataBytes = B * rowBytes;
-  const int64_t scaleBytes = type == qvl::KV_Q8 ? B * a.kvHeads * 4 : 0;
-  auto inside = [&](int64_t off, int64_t len) { return off >= 0 && off + len <= blockBytes; };
-  if (!inside(kOff, dataBytes) || !inside(vOff, dataBytes) || (scaleBytes && (!inside(ksOff, scaleBytes) || !inside(vsOff, scaleBytes))))
-    fail(env, "attentionKv: the layer's offsets fall outside the block");
-  if ((kOff | vOff) % elem || (scaleBytes && (ksOff | vsOff) % 4)) fail(env, "attentionKv: misaligned offsets");
+  const KvLayoutArgs l = kvLayout(env, info[4], a.kvHeads, a.headDim, "attentionKv");
   const uint64_t qs = uint64_t(a.heads) * a.headDim;
   if (q.second != uint64_t(a.nQ) * qs || out.second != q.second) fail(env, "attentionKv: bad sizes");
   const int64_t nBlocks = int64_t(blocks.second / 2);
-  if (blocks.second % 2 || nBlocks * B < a.nKv) fail(env, "attentionKv: too few blocks for nKv");
-  const int64_t used = (int64_t(a.nKv) + B - 1) / B;
-  std::vector<const void*> kp(used + 1), vp(used + 1);
-  std::vector<const float*> ksp(used + 1), vsp(used + 1);
-  int64_t lastSlab = -1;
-  uint8_t* base = nullptr;
-  size_t len = 0;
-  for (int64_t b = 0; b < used; b++) {
-    const int64_t si = blocks.first[2 * b], off = blocks.first[2 * b + 1];
-    if (si != lastSlab) {
-      if (si < 0 || uint32_t(si) >= slabs.Length()) fail(env, "attentionKv: a block names a missing slab");
-      Napi::Value sv = slabs.Get(uint32_t(si));
-      if (!sv.IsArrayBuffer()) throw Napi::TypeError::New(env, "slabs must be ArrayBuffers");
-      auto ab = sv.As<Napi::ArrayBuffer>();
-      base = (uint8_t*)ab.Data();
-      len = ab.ByteLength();
-      lastSlab = si;
-    }
-    if (off < 0 || uint64_t(off) + uint64_t(blockBytes) > len || off % 64) fail(env, "attentionKv: a block lies outside its slab");
-    kp[b] = base + off + kOff;
-    vp[b] = base + off + vOff;
-    ksp[b] = (const float*)(base + off + ksOff);
-    vsp[b] = (const float*)(base + off + vsOff);
-  }
-  a.kv.type = int32_t(type);
-  a.kv.headMajor = 1;
-  a.kv.rowStride = int64_t(a.kvHeads) * a.headDim;
-  a.qStride = int64_t(a.heads) * a.headDim;
-  a.kv.blockTokens = B;
-  a.kv.k = kp.data();
-  a.kv.v = vp.data();
-  a.kv.kScale = ksp.data();
-  a.kv.vScale = vsp.data();
+  if (blocks.second % 2 || nBlocks * l.B < a.nKv) fail(env, "attentionKv: too few blocks for nKv");
+  KvBlockPtrs p;
+  kvBlockPtrs(env, slabs, blocks.first, (int64_t(a.nKv) + l.B - 1) / l.B, l, "attentionKv", &p);
+  useKvBlocks(&a, l, p);
   a.q = q.first;
   a.out = out.first;
   kernels()->attention(&a);
+  return env.Undefined();
+}
+
+// attentionKvBatch(q, k, v, out, slabs, blocks, layout, parts, heads, kvHeads, headDim, scale):
+// one decoder layer of several sequences (src/kernels/backend.ts appendAttendKv). `parts` holds
+// [rows, past, first block, blocks] per sequence, its blocks a range of `blocks` ((slab, offset)
+// pairs); q / k / v / out hold the sequences' rows in order. Each sequence's new keys and values
+// are written at positions past.. of its blocks, then its rows attend causally to positions
+// 0..past+rows−1.
+Napi::Value AttentionKvBatch(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto q = f32(info[0], "q");
+  auto k = f32(info[1], "k");
+  auto v = f32(info[2], "v");
+  auto out = f32(info[3], "out");
+  if (!info[4].IsArray()) throw Napi::TypeError::New(env, "slabs must be an array of ArrayBuffers");
+  Napi::Array slabs = info[4].As<Napi::Array>();
+  auto blocks = typed<int32_t, napi_int32_array>(info[5], "blocks", "Int32Array");
+  auto parts = typed<int32_t, napi_int32_array>(info[7], "parts", "Int32Array");
+  const int64_t heads = integer(info[8], "heads", 1), kvHeads = integer(info[9], "kvHeads", 1), hd = integer(info[10], "headDim", 1);
+  const float scale = float(info[11].As<Napi::Number>().DoubleValue());
+  if (heads % kvHeads) fail(env, "heads must be a multiple of kvHeads");
+  const KvLayoutArgs l = kvLayout(env, info[6], kvHeads, hd, "attentionKvBatch");
+  if (parts.second == 0 || parts.second % 4) fail(env, "attentionKvBatch: parts must hold 4 values per sequence");
+  const int64_t nParts = int64_t(parts.second / 4), tableBlocks = int64_t(blocks.second / 2);
+  if (blocks.second % 2) fail(env, "attentionKvBatch: blocks must hold (slab, offset) pairs");
+  int64_t rows = 0;
+  for (int64_t i = 0; i < nParts; i++) {
+    const int64_t n = parts.first[4 * i], past = parts.first[4 * i + 1], b0 = parts.first[4 * i + 2], nb = parts.first[4 * i + 3];
+    if (n < 1 || past < 0 || b0 < 0 || nb < 0 || b0 + nb > tableBlocks || nb * l.B < past + n) fail(env, "attentionKvBatch: bad part " + std::to_string(i));
+    rows += n;
+  }
+  const uint64_t qw = uint64_t(heads) * hd, kvw = uint64_t(kvHeads) * hd;
+  if (q.second != uint64_t(rows) * qw || out.second != q.second || k.second != uint64_t(rows) * kvw || v.second != k.second)
+    fail(env, "attentionKvBatch: bad sizes");
+  std::vector<KvBlockPtrs> ptrs(nParts);
+  std::vector<qvl::AttentionArgs> args(nParts);
+  int64_t r = 0;
+  for (int64_t i = 0; i < nParts; i++) {
+    const int64_t n = parts.first[4 * i], past = parts.first[4 * i + 1], b0 = parts.first[4 * i + 2];
+    KvBlockPtrs& p = ptrs[i];
+    kvBlockPtrs(env, slabs, blocks.first + 2 * b0, (past + n + l.B - 1) / l.B, l, "attentionKvBatch", &p);
+    // the new rows, head by head into their blocks ([kvHead][token][headDim])
+    for (int64_t j = 0; j < n; j++) {
+      const int64_t t = past + j, b = t / l.B, tb = t % l.B;
+      for (int64_t h = 0; h < kvHeads; h++) {
+        const int64_t e = (h * l.B + tb) * hd;
+        const float* kr = k.first + (r + j) * kvw + h * hd;
+        const float* vr = v.first + (r + j) * kvw + h * hd;
+        qvl::kv_write_row(int32_t(l.type), kr, hd, (uint8_t*)p.k[b] + e * l.elem, (float*)p.ks[b] + h * l.B + tb);
+        qvl::kv_write_row(int32_t(l.type), vr, hd, (uint8_t*)p.v[b] + e * l.elem, (float*)p.vs[b] + h * l.B + tb);
+      }
+    }
+    qvl::AttentionArgs& a = args[i];
+    a = qvl::AttentionArgs{};
+    a.nQ = int32_t(n);
+    a.nKv = int32_t(past + n);
+    a.heads = int32_t(heads);
+    a.kvHeads = int32_t(kvHeads);
+    a.headDim = int32_t(hd);
+    a.scale = scale;
+    a.causal = 1;
+    a.qOffset = int32_t(past);
+    useKvBlocks(&a, l, p);
+    a.q = q.first + r * qw;
+    a.out = out.first + r * qw;
+    r += n;
+  }
+  kernels()->attentionBatch(args.data(), nParts);
   return env.Undefined();
 }
 
@@ -790,6 +897,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("rope", Napi::Function::New(env, Rope));
   exports.Set("attention", Napi::Function::New(env, Attention));
   exports.Set("attentionKv", Napi::Function::New(env, AttentionKv));
+  exports.Set("attentionKvBatch", Napi::Function::New(env, AttentionKvBatch));
   exports.Set("siluMul", Napi::Function::New(env, SiluMul));
   exports.Set("gelu", Napi::Function::New(env, Gelu));
   exports.Set("add", Napi::Function::New(env, Add));

@@ -160,6 +160,8 @@ struct KernelTable {
                     float* out);
   void (*rope)(float* x, int64_t n, int64_t stride, int32_t heads, int32_t headDim, const float* cos, const float* sin);
   void (*attention)(const AttentionArgs* a);
+  /** Several attentions at once (a batched decode step's sequences, one layer): one job for all. */
+  void (*attentionBatch)(const AttentionArgs* a, int64_t n);
   void (*siluMul)(const float* gate, const float* up, float* out, int64_t len);
   void (*geluTanh)(float* x, int64_t len);
   void (*geluErf)(float* x, int64_t len);

@@ -6,7 +6,7 @@ import { fromBf16, fromF16, KV_TYPES, KvLayout, KvRowReader, toBf16, toF16, type
 import { TsBackend } from '../src/kernels/ts/backend.ts';
 import { KVCache } from '../src/model/kv-cache.ts';
 import { KvPool } from '../src/model/kv-pool.ts';
-import { backend, firstViolation, isas, randn, rng, skipReason } from './native-util.ts';
+import { backend, firstViolation, isas, kvAttentionTolerance, randn, rng, skipReason } from './native-util.ts';
 
 const ts = new TsBackend();
 
@@ -146,12 +146,6 @@ test('the TypeScript oracle reads every KV type in place exactly as float32 atte
   }
 });
 
-/** As test/native-attention.test.ts: score error through the softmax, times max|v|. */
-function tolerance(q: Float32Array, k: Float32Array, v: Float32Array, hd: number, scale: number): number {
-  const mx = (a: Float32Array) => a.reduce((m, x) => Math.max(m, Math.abs(x)), 0);
-  const scoreErr = 2 * hd * 2 ** -24 * mx(q) * mx(k) * scale * hd;
-  return mx(v) * (4 * scoreErr + 64 * 2 ** -24);
-}
 
 test('native attention over KV blocks agrees with the oracle for every KV type, ISA, block size and length', { skip: skipReason }, () => {
   const nb = backend();
@@ -175,7 +169,7 @@ test('native attention over KV blocks agrees with the oracle for every KV type, 
           const q = randn(rng(nKv + hd), nQ * heads * hd);
           const o = { nQ, heads, scale: 1 / Math.sqrt(hd), qOffset: nKv - nQ };
           const want = ts.attentionKv(q, view, o);
-          const tol = tolerance(q, kf, vf, hd, o.scale);
+          const tol = kvAttentionTolerance(q, kf, vf, hd, o.scale);
           const got = nb.attentionKv(q, view, o);
           const bad = firstViolation(got, want, () => tol);
           assert.equal(bad, -1, `${isa} ${type} nQ=${nQ} nKv=${nKv} ${heads}/${kvHeads}×${hd} block ${block}: out[${bad}] = ${got[bad]}, oracle ${want[bad]}`);
@@ -189,7 +183,7 @@ test('native attention over KV blocks agrees with the oracle for every KV type, 
       const { view, kf, vf } = filledCache(type, 1, 64, 5000, 256, 99);
       const q = randn(rng(5), 2 * 64);
       const o = { nQ: 1, heads: 2, scale: 0.125, qOffset: 4999 };
-      const bad = firstViolation(nb.attentionKv(q, view, o), ts.attentionKv(q, view, o), () => tolerance(q, kf, vf, 64, 0.125));
+      const bad = firstViolation(nb.attentionKv(q, view, o), ts.attentionKv(q, view, o), () => kvAttentionTolerance(q, kf, vf, 64, 0.125));
       assert.equal(bad, -1, `split decode ${type}`);
     }
   } finally {

@@ -213,3 +213,10 @@ export function firstViolation(a: Float32Array, b: Float32Array, tol: (i: number
 }
 
 export { E4M3_TABLE };
+
+/** As test/native-attention.test.ts: score error through the softmax, times max|v|. */
+export function kvAttentionTolerance(q: Float32Array, k: Float32Array, v: Float32Array, hd: number, scale: number): number {
+  const mx = (a: Float32Array) => a.reduce((m, x) => Math.max(m, Math.abs(x)), 0);
+  const scoreErr = 2 * hd * 2 ** -24 * mx(q) * mx(k) * scale * hd;
+  return mx(v) * (4 * scoreErr + 64 * 2 ** -24);
+}

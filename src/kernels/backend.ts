@@ -71,6 +71,15 @@ export interface Backend {
   attentionKv(q: Float32Array, kv: KvView, opts: KvAttentionOptions, out?: Float32Array): Float32Array;
 
   /**
+   * One decoder layer's attention for several sequences at once (a batched decode step): part i
+   * takes the next `rows` rows of q, k, v and out. Its keys and values are written into its view
+   * at positions past..past+rows−1 (view.length = past + rows, blocks already held: KVCache.extend),
+   * then its queries attend causally to its view, as `attentionKv` with qOffset = past. Every
+   * view is of the same layer and layout. Returns out.
+   */
+  appendAttendKv(q: Float32Array, k: Float32Array, v: Float32Array, parts: readonly KvBatchPart[], opts: KvBatchOptions, out: Float32Array): Float32Array;
+
+  /**
    * silu(gate) ⊙ up, element-wise; written into `out` when given (the same length; it may be
    * `gate` or `up` itself, each element being read before it is written) and returned.
    */
@@ -125,6 +134,19 @@ export interface KvAttentionOptions {
   heads: number;
   scale: number;
   qOffset: number;
+}
+
+/** One sequence's rows in `appendAttendKv`. */
+export interface KvBatchPart {
+  view: KvView;
+  rows: number;
+  /** positions the view held before these rows */
+  past: number;
+}
+
+export interface KvBatchOptions {
+  heads: number;
+  scale: number;
 }
 
 /** What `Backend.prepare` returns: the shape plus whatever the backend keeps. */

@@ -1,5 +1,5 @@
 import { QvlError } from '../errors.ts';
-import type { AttentionOptions, KvAttentionOptions, PreparedWeight } from './backend.ts';
+import type { AttentionOptions, KvAttentionOptions, KvBatchOptions, KvBatchPart, PreparedWeight } from './backend.ts';
 import type { KvView } from './kv.ts';
 
 /**
@@ -70,6 +70,37 @@ export function checkAttentionKv(q: Float32Array, kv: KvView, o: KvAttentionOpti
     throw shapeError('attentionKv', `${kv.blocks.length / 2} blocks of ${blockTokens} tokens cannot hold ${kv.length} tokens`, { length: kv.length });
   }
   if (out !== undefined) checkOut('attentionKv', out, q.length, `${nQ}×${heads}×${headDim}`, q, 'q');
+}
+
+/** Returns the rows of all parts together. */
+export function checkAppendAttendKv(q: Float32Array, k: Float32Array, v: Float32Array, parts: readonly KvBatchPart[], o: KvBatchOptions, out: Float32Array): number {
+  const op = 'appendAttendKv';
+  if (!parts.length) throw new QvlError('OPTION_INVALID', `${op}: no parts`, { op });
+  const { layout, layer } = parts[0].view;
+  const { kvHeads, headDim, blockTokens } = layout;
+  checkHeads(op, o.heads, kvHeads, headDim);
+  if (!(layer >= 0 && layer < layout.layers)) throw new QvlError('OPTION_INVALID', `${op}: layer ${layer} is outside 0..${layout.layers - 1}`, { layer });
+  let n = 0;
+  parts.forEach(({ view, rows, past }, i) => {
+    checkInt(op, `parts[${i}].rows`, rows, 1);
+    checkInt(op, `parts[${i}].past`, past);
+    if (view.layout !== layout || view.layer !== layer || view.slabs !== parts[0].view.slabs) {
+      throw new QvlError('OPTION_INVALID', `${op}: parts[${i}] is of another layer, cache layout or KV pool than parts[0]`, { part: i });
+    }
+    if (view.length !== past + rows) throw shapeError(op, `parts[${i}]: the view holds ${view.length} positions, expected past + rows = ${past + rows}`, { part: i });
+    if (view.blocks.length * blockTokens < 2 * view.length) {
+      throw shapeError(op, `parts[${i}]: ${view.blocks.length / 2} blocks of ${blockTokens} tokens cannot hold ${view.length} tokens`, { part: i });
+    }
+    n += rows;
+  });
+  if (q.length !== n * o.heads * headDim) throw shapeError(op, `q has ${q.length} values, expected ${n}×${o.heads}×${headDim}`, { rows: n });
+  for (const [name, a] of [['k', k], ['v', v]] as const) {
+    if (a.length !== n * kvHeads * headDim) throw shapeError(op, `${name} has ${a.length} values, expected ${n}×${kvHeads}×${headDim}`, { rows: n });
+  }
+  checkOut(op, out, q.length, `${n}×${o.heads}×${headDim}`, q, 'q');
+  checkOut(op, out, q.length, `${n}×${o.heads}×${headDim}`, k, 'k');
+  checkOut(op, out, q.length, `${n}×${o.heads}×${headDim}`, v, 'v');
+  return n;
 }
 
 export function checkMatmul(x: Float32Array, n: number, w: PreparedWeight, bias?: Float32Array | null, out?: Float32Array): void {

@@ -85,6 +85,29 @@ export interface KvView {
 export { f32ToBf16 as toBf16, f32ToF16 as toF16, f16ToF32 as fromF16, bf16ToF32 as fromBf16 } from './dtypes.ts';
 
 /**
+ * Writes n rows of keys and values ([n, kvHeads·headDim] each) into a view's layer at positions
+ * t0..t0+n−1, across its blocks (which must already hold them).
+ */
+export function writeKvAt(view: KvView, t0: number, k: Float32Array, v: Float32Array, n: number): void {
+  const L = view.layout;
+  const B = L.blockTokens;
+  if (2 * Math.ceil((t0 + n) / B) > view.blocks.length) {
+    throw new QvlError('TENSOR_SHAPE', `KV write: positions ${t0}..${t0 + n - 1} need ${Math.ceil((t0 + n) / B)} blocks, the view has ${view.blocks.length / 2}`, { t0, n });
+  }
+  for (let t = t0; t < t0 + n; ) {
+    const b = Math.floor(t / B);
+    const tb = t - b * B;
+    const m = Math.min(B - tb, t0 + n - t);
+    const slab = view.slabs[view.blocks[2 * b]];
+    const off = view.blocks[2 * b + 1];
+    const r = t - t0;
+    writeKvRows(L, slab, off, view.layer, 0, tb, k.subarray(r * L.rowElems, (r + m) * L.rowElems), m);
+    writeKvRows(L, slab, off, view.layer, 1, tb, v.subarray(r * L.rowElems, (r + m) * L.rowElems), m);
+    t += m;
+  }
+}
+
+/**
  * Writes rows `src` [n, kvHeads·headDim] (keys when `which` is 0, values when 1) of `layer`
  * into a block at token `t0`. q8: each head's row gets its own scale max|x|/127 and values
  * round(x/scale) in −127..127.

@@ -1,5 +1,5 @@
 import { QvlError } from '../errors.ts';
-import { type KvLayout, type KvView, writeKvRows } from '../kernels/kv.ts';
+import { type KvLayout, type KvView, writeKvAt } from '../kernels/kv.ts';
 import type { KvPool } from './kv-pool.ts';
 
 /** Returns a dropped cache's blocks to its pool (a safety net: `release` is the normal way). */
@@ -50,28 +50,25 @@ export class KVCache {
 
   /** Appends n rows of keys and values for `layer` ([n, kvHeads·headDim] each) and returns the layer's view. */
   append(layer: number, k: Float32Array, v: Float32Array, n: number): KvView {
-    if (this.released) throw new QvlError('INTERNAL', 'the KV cache was released', {});
     const L = this.layout;
-    const start = this.filled[layer];
-    const total = start + n;
     if (k.length < n * L.rowElems || v.length < n * L.rowElems) {
       throw new QvlError('TENSOR_SHAPE', `KV append: ${n} rows need ${n * L.rowElems} values, got ${k.length}/${v.length}`, { n });
     }
-    this.reserve(total);
-    const B = L.blockTokens;
-    for (let t = start; t < total; ) {
-      const b = Math.floor(t / B);
-      const t0 = t - b * B;
-      const m = Math.min(B - t0, total - t);
-      const slab = this.pool.slabs[this.table[2 * b]];
-      const off = this.table[2 * b + 1];
-      const r = t - start;
-      writeKvRows(L, slab, off, layer, 0, t0, k.subarray(r * L.rowElems, (r + m) * L.rowElems), m);
-      writeKvRows(L, slab, off, layer, 1, t0, v.subarray(r * L.rowElems, (r + m) * L.rowElems), m);
-      t += m;
-    }
-    this.filled[layer] = total;
-    return this.view(layer);
+    const { view, past } = this.extend(layer, n);
+    writeKvAt(view, past, k, v, n);
+    return view;
+  }
+
+  /**
+   * Makes room for n more positions of `layer` and counts them as filled, without writing them:
+   * the caller writes rows past..past+n−1 of the returned view (a backend's appendAttendKv).
+   */
+  extend(layer: number, n: number): { view: KvView; past: number } {
+    if (this.released) throw new QvlError('INTERNAL', 'the KV cache was released', {});
+    const past = this.filled[layer];
+    this.reserve(past + n);
+    this.filled[layer] = past + n;
+    return { view: this.view(layer), past };
   }
 
   /** Layer `layer`'s keys and values as attention reads them. */

@@ -31,8 +31,6 @@ function drain<T>(g: Generator<void, T, void>): T {
 interface SequenceRows {
   cache: KVCache;
   rows: number;
-  /** positions the cache held before this pass */
-  past: number;
 }
 
 /** The Qwen3 decoder: q/k-normed GQA attention with interleaved MRoPE, SiLU-gated MLP. */
@@ -58,12 +56,12 @@ export class TextModel {
    * and values to `cache`, and returns the final-norm hidden states [n, hidden].
    */
   forward(x: Float32Array, n: number, pos: TextPositions, cache: KVCache, deepstack?: DeepstackInjection, trace?: Trace): Float32Array {
-    return drain(this.run(x, n, pos, [{ cache, rows: n, past: cache.length }], deepstack, trace));
+    return drain(this.run(x, n, pos, [{ cache, rows: n }], deepstack, trace));
   }
 
   /** `forward`, pausing after each layer (a scheduler decodes other sequences in between). */
   forwardSteps(x: Float32Array, n: number, pos: TextPositions, cache: KVCache, deepstack?: DeepstackInjection, trace?: Trace): Generator<void, Float32Array, void> {
-    return this.run(x, n, pos, [{ cache, rows: n, past: cache.length }], deepstack, trace);
+    return this.run(x, n, pos, [{ cache, rows: n }], deepstack, trace);
   }
 
   /**
@@ -75,7 +73,7 @@ export class TextModel {
    */
   forwardRows(x: Float32Array, pos: TextPositions, parts: readonly { cache: KVCache; rows: number }[]): Float32Array {
     const n = parts.reduce((s, p) => s + p.rows, 0);
-    return drain(this.run(x, n, pos, parts.map(({ cache, rows }) => ({ cache, rows, past: cache.length }))));
+    return drain(this.run(x, n, pos, parts.map(({ cache, rows }) => ({ cache, rows }))));
   }
 
   private *run(x: Float32Array, n: number, pos: TextPositions, seqs: SequenceRows[], deepstack?: DeepstackInjection, trace?: Trace): Generator<void, Float32Array, void> {
@@ -144,18 +142,14 @@ export class TextModel {
     return z;
   }
 
-  /** Appends each sequence's keys and values to its cache and attends its rows to it. */
+  /**
+   * Appends each sequence's keys and values to its cache and attends its rows to it: one backend
+   * call for all of them (a batched decode step's sequences share the threads' job).
+   */
   private attend(l: number, q: Float32Array, k: Float32Array, v: Float32Array, seqs: readonly SequenceRows[], out: Float32Array): Float32Array {
     const { cfg, backend: be } = this;
-    const opts = (rows: number, past: number) => ({ nQ: rows, heads: cfg.numHeads, scale: 1 / Math.sqrt(cfg.headDim), qOffset: past });
-    const qw = cfg.numHeads * cfg.headDim;
-    const kw = cfg.numKvHeads * cfg.headDim;
-    let r = 0;
-    for (const { cache, rows, past } of seqs) {
-      const view = cache.append(l, k.subarray(r * kw, (r + rows) * kw), v.subarray(r * kw, (r + rows) * kw), rows);
-      be.attentionKv(q.subarray(r * qw, (r + rows) * qw), view, opts(rows, past), out.subarray(r * qw, (r + rows) * qw));
-      r += rows;
-    }
-    return out;
+    const parts = seqs.map(({ cache, rows }) => ({ ...cache.extend(l, rows), rows }));
+    return be.appendAttendKv(q, k, v, parts, { heads: cfg.numHeads, scale: 1 / Math.sqrt(cfg.headDim) }, out);
   }
+
 }

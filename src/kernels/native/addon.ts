@@ -42,6 +42,11 @@ export interface NativeAddon {
     nQ: number, nKv: number, heads: number, kvHeads: number, headDim: number,
     scale: number, causal: boolean, qOffset: number, segments: null,
   ): void;
+  /** parts: [rows, past, first block, blocks] per sequence, its blocks a range of `blocks` */
+  attentionKvBatch(
+    q: Float32Array, k: Float32Array, v: Float32Array, out: Float32Array, slabs: ArrayBuffer[], blocks: Int32Array, layout: Float64Array,
+    parts: Int32Array, heads: number, kvHeads: number, headDim: number, scale: number,
+  ): void;
   siluMul(gate: Float32Array, up: Float32Array, out: Float32Array): void;
   gelu(x: Float32Array, erf: boolean): void;
   add(a: Float32Array, b: Float32Array): void;

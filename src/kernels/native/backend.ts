@@ -1,6 +1,7 @@
 import { QvlError } from '../../errors.ts';
-import type { AttentionOptions, Backend, KvAttentionOptions, PreparedWeight, PrepareOptions } from '../backend.ts';
+import type { AttentionOptions, Backend, KvAttentionOptions, KvBatchOptions, KvBatchPart, PreparedWeight, PrepareOptions } from '../backend.ts';
 import {
+  checkAppendAttendKv,
   checkAttention,
   checkAttentionKv,
   checkGeluKind,
@@ -13,7 +14,7 @@ import {
   checkSameLength,
   checkSiluMul,
 } from '../checks.ts';
-import { KV_TYPE_CODE, type KvView } from '../kv.ts';
+import { KV_TYPE_CODE, type KvLayout, type KvView } from '../kv.ts';
 import { weightBytes, type WeightData } from '../weight.ts';
 import { loadAddon, type NativeAddon, type NativeWeightHandle, type NativeWeightLayout } from './addon.ts';
 import { describeWeight } from './weights.ts';
@@ -154,11 +155,28 @@ export class NativeBackend implements Backend {
   attentionKv(q: Float32Array, kv: KvView, o: KvAttentionOptions, into?: Float32Array): Float32Array {
     checkAttentionKv(q, kv, o, into);
     const L = kv.layout;
-    const l = kv.layer;
-    const layout = new Float64Array([KV_TYPE_CODE[L.type], L.blockTokens, L.blockBytes, L.kOffset(l), L.vOffset(l), L.kScaleOffset(l), L.vScaleOffset(l)]);
+    const layout = layerLayout(L, kv.layer);
     const out = into ?? new Float32Array(o.nQ * o.heads * L.headDim);
     this.#call('attentionKv', () =>
       this.#addon.attentionKv(q, out, kv.slabs as ArrayBuffer[], kv.blocks, layout, o.nQ, kv.length, o.heads, L.kvHeads, L.headDim, o.scale, true, o.qOffset, null),
+    );
+    return out;
+  }
+
+  appendAttendKv(q: Float32Array, k: Float32Array, v: Float32Array, parts: readonly KvBatchPart[], o: KvBatchOptions, out: Float32Array): Float32Array {
+    checkAppendAttendKv(q, k, v, parts, o, out);
+    const { layout: L, layer, slabs } = parts[0].view;
+    // the parts' block tables one after another, each part naming its range
+    const tables = new Int32Array(parts.reduce((s, p) => s + p.view.blocks.length, 0));
+    const meta = new Int32Array(4 * parts.length);
+    let at = 0;
+    parts.forEach(({ view, rows, past }, i) => {
+      tables.set(view.blocks, at);
+      meta.set([rows, past, at / 2, view.blocks.length / 2], 4 * i);
+      at += view.blocks.length;
+    });
+    this.#call('appendAttendKv', () =>
+      this.#addon.attentionKvBatch(q, k, v, out, slabs as ArrayBuffer[], tables, layerLayout(L, layer), meta, o.heads, L.kvHeads, L.headDim, o.scale),
     );
     return out;
   }
@@ -195,4 +213,9 @@ export class NativeBackend implements Backend {
       throw new QvlError('NATIVE_ERROR', `${op}: ${(e as Error).message}`, { op });
     }
   }
+}
+
+/** A KV layer's layout as the addon reads it (native/addon.cc kvLayout). */
+function layerLayout(L: KvLayout, layer: number): Float64Array {
+  return new Float64Array([KV_TYPE_CODE[L.type], L.blockTokens, L.blockBytes, L.kOffset(layer), L.vOffset(layer), L.kScaleOffset(layer), L.vScaleOffset(layer)]);
 }

@@ -1,6 +1,6 @@
-import type { AttentionOptions, Backend, KvAttentionOptions, PreparedWeight } from '../backend.ts';
-import { checkAttention, checkAttentionKv, checkGeluKind, checkLayerNorm, checkMatmul, checkRmsNorm, checkRope, checkRowIds, checkSameLength, checkSiluMul } from '../checks.ts';
-import { KvRowReader, type KvView } from '../kv.ts';
+import type { AttentionOptions, Backend, KvAttentionOptions, KvBatchOptions, KvBatchPart, PreparedWeight } from '../backend.ts';
+import { checkAppendAttendKv, checkAttention, checkAttentionKv, checkGeluKind, checkLayerNorm, checkMatmul, checkRmsNorm, checkRope, checkRowIds, checkSameLength, checkSiluMul } from '../checks.ts';
+import { KvRowReader, type KvView, writeKvAt } from '../kv.ts';
 import { weightBytes, type WeightData } from '../weight.ts';
 import { dequantRow } from './dequant.ts';
 
@@ -120,6 +120,20 @@ export class TsBackend implements Backend {
     if (!into) return out;
     into.set(out);
     return into;
+  }
+
+  appendAttendKv(q: Float32Array, k: Float32Array, v: Float32Array, parts: readonly KvBatchPart[], o: KvBatchOptions, out: Float32Array): Float32Array {
+    checkAppendAttendKv(q, k, v, parts, o, out);
+    const { kvHeads, headDim } = parts[0].view.layout;
+    const qw = o.heads * headDim;
+    const kw = kvHeads * headDim;
+    let r = 0;
+    for (const { view, rows, past } of parts) {
+      writeKvAt(view, past, k.subarray(r * kw, (r + rows) * kw), v.subarray(r * kw, (r + rows) * kw), rows);
+      this.attentionKv(q.subarray(r * qw, (r + rows) * qw), view, { nQ: rows, heads: o.heads, scale: o.scale, qOffset: past }, out.subarray(r * qw, (r + rows) * qw));
+      r += rows;
+    }
+    return out;
   }
 
   siluMul(gate: Float32Array, up: Float32Array, into?: Float32Array): Float32Array {
