@@ -204,6 +204,9 @@ test('the AVX-512 VNNI int8 GEMVs give the same bits with two row groups per 512
     ['q8 binary16 scales', (r, rows, cols) => half(q8(r, rows, cols)), 'q8x8-f16'],
     ['q4 g32 zeros', (r, rows, cols) => q4(r, rows, cols, 32, true), 'q4x8'],
     ['q4 g32 zeros binary16 scales', (r, rows, cols) => half(q4(r, rows, cols, 32, true)), 'q4x8-f16'],
+    // group 32 takes a kernel of its own for each scale form, with and without zero points
+    ['q4 g32 symmetric', (r, rows, cols) => q4(r, rows, cols, 32, false), 'q4x8'],
+    ['q4 g32 symmetric binary16 scales', (r, rows, cols) => half(q4(r, rows, cols, 32, false)), 'q4x8-f16'],
     ['q4 g128 binary16 scales', (r, rows, cols) => half(q4(r, rows, cols, 128, false)), 'q4x8-f16'],
     ['q4 g64 zeros', (r, rows, cols) => q4(r, rows, cols, 64, true), 'q4x8'],
   ];
