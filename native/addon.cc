@@ -3,6 +3,9 @@
 // that no call can read or write outside the arrays it was given.
 #include <napi.h>
 
+#include <errno.h>
+#include <string.h>
+
 #include <algorithm>
 #include <set>
 #include <string>
@@ -807,6 +810,30 @@ Napi::Value MmapFile(const Napi::CallbackInfo& info) {
       new size_t(m.size));
 }
 
+// allocPages(bytes): a zero-filled ArrayBuffer of its own mapping in huge pages where the system
+// gives them (qvl::map_pages), unmapped when collected. For the KV cache's slabs: V8's buffers come
+// from the C heap in 4 KiB pages, and a decode step that writes new positions then faults a page
+// per (layer, kv head, K or V) every few tokens, while the attention reads hop pages.
+Napi::Value AllocPages(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const int64_t bytes = integer(info[0], "bytes", 1);
+  size_t mapped = 0;
+  void* p = qvl::map_pages(size_t(bytes), &mapped);
+  if (!p) {
+    Napi::Error e = Napi::Error::New(env, "allocPages: cannot map " + std::to_string(bytes) + " bytes: " + strerror(errno));
+    e.Set("errno", Napi::Number::New(env, errno));
+    throw e;
+  }
+  Napi::MemoryManagement::AdjustExternalMemory(env, int64_t(mapped));
+  return Napi::ArrayBuffer::New(
+      env, p, size_t(bytes), [](Napi::Env env, void* base, size_t* len) {
+        Napi::MemoryManagement::AdjustExternalMemory(env, -int64_t(*len));
+        qvl::unmap_pages(base, *len);
+        delete len;
+      },
+      new size_t(mapped));
+}
+
 Napi::Value AdviseDontNeed(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!info[0].IsArrayBuffer()) throw Napi::TypeError::New(env, "adviseDontNeed needs the ArrayBuffer from mmapFile");
@@ -903,6 +930,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("add", Napi::Function::New(env, Add));
   exports.Set("quantize", Napi::Function::New(env, Quantize));
   exports.Set("mmapFile", Napi::Function::New(env, MmapFile));
+  exports.Set("allocPages", Napi::Function::New(env, AllocPages));
   exports.Set("adviseDontNeed", Napi::Function::New(env, AdviseDontNeed));
   exports.Set("probeFma", Napi::Function::New(env, ProbeFma));
   exports.Set("probeRead", Napi::Function::New(env, ProbeRead));

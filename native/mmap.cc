@@ -101,4 +101,26 @@ int64_t advise_dontneed_at(const void* p, size_t len) {
   return advise_dontneed(base, size, int64_t(uintptr_t(p) - uintptr_t(base)), int64_t(len));
 }
 
+void* map_pages(size_t bytes, size_t* mapped) {
+  const size_t huge = size_t(2) << 20;
+  const size_t len = (bytes + huge - 1) & ~(huge - 1);
+  if (len == 0 || len < bytes) {
+    errno = EINVAL;
+    return nullptr;
+  }
+  // one huge page more than needed, then the unaligned slack at either end is given back
+  void* raw = mmap(nullptr, len + huge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (raw == MAP_FAILED) return nullptr;
+  const uintptr_t r = uintptr_t(raw), a = (r + huge - 1) & ~(huge - 1), end = r + len + huge;
+  if (a > r) munmap(raw, a - r);
+  if (end > a + len) munmap((void*)(a + len), end - (a + len));
+#if defined(MADV_HUGEPAGE)
+  madvise((void*)a, len, MADV_HUGEPAGE);
+#endif
+  *mapped = len;
+  return (void*)a;
+}
+
+void unmap_pages(void* p, size_t mapped) { munmap(p, mapped); }
+
 }  // namespace qvl

@@ -27,4 +27,12 @@ bool is_mapped(const void* p, size_t len);
 /** advise_dontneed for bytes [p, p+len) wherever they lie in a map_file mapping; −1 if in none. */
 int64_t advise_dontneed_at(const void* p, size_t len);
 
+/**
+ * Zero-filled anonymous memory of `bytes`, 2 MiB aligned, with transparent huge pages asked for
+ * (MADV_HUGEPAGE: a request, honoured where THP is "madvise" or "always"); *mapped is what
+ * unmap_pages must be given. Null on failure (errno set).
+ */
+void* map_pages(size_t bytes, size_t* mapped);
+void unmap_pages(void* p, size_t mapped);
+
 }  // namespace qvl

@@ -83,6 +83,48 @@ test('KV blocks: a pool hands out, reuses and bounds blocks; caches grow and shr
   assert.throws(() => new KvPool(layout, { maxBytes: layout.blockBytes - 1 }), (e) => isQvlError(e, 'OUT_OF_MEMORY'));
 });
 
+test("KV slabs: the pool makes them with the allocator it is given, and one that fails is the budget's refusal", () => {
+  const layout = new KvLayout('bf16', 2, 2, 8, 4);
+  const made: number[] = [];
+  const pool = new KvPool(layout, { allocSlab: (bytes) => (made.push(bytes), new ArrayBuffer(bytes)) });
+  const cache = new KVCache(pool);
+  const k = randn(rng(3), 6 * layout.rowElems);
+  for (let l = 0; l < 2; l++) cache.append(l, k, k, 6);
+  assert.equal(made.length, 1, 'one slab holds both blocks');
+  assert.equal(made[0], pool.blocksPerSlab * layout.blockBytes);
+  assert.equal(pool.slabs[0].byteLength, made[0]);
+  const failing = new KvPool(layout, { allocSlab: () => { throw new RangeError('no memory'); } });
+  assert.throws(() => new KVCache(failing).append(0, k, k, 1), (e) => isQvlError(e, 'OUT_OF_MEMORY') && /could not allocate/.test(e.message));
+  assert.equal(failing.stats.bytes, 0);
+});
+
+test('KV slabs from the native backend (allocPages): zero-filled, writable, exactly the size asked; bad sizes refused naming the field', { skip: skipReason }, () => {
+  const nb = backend();
+  for (const bytes of [1, 4096 + 3, (2 << 20) + 64]) {
+    const buf = nb.allocPages(bytes);
+    assert.ok(buf instanceof ArrayBuffer);
+    assert.equal(buf.byteLength, bytes);
+    const u = new Uint8Array(buf);
+    assert.equal(u.findIndex((v) => v !== 0), -1, `${bytes} bytes: zero-filled`);
+    u.fill(0xa5);
+    assert.equal(u[bytes - 1], 0xa5);
+  }
+  for (const bad of [0, -1, 1.5, Number.NaN]) {
+    assert.throws(() => nb.allocPages(bad), (e) => isQvlError(e) && /allocPages/.test(e.message) && /bytes/.test(e.message), String(bad));
+  }
+  // a model's pool takes its slabs from there: the cache on them reads back what it was given
+  const layout = new KvLayout('f32', 1, 2, 8, 4);
+  const cache = new KVCache(new KvPool(layout, { allocSlab: (b) => nb.allocPages(b) }));
+  const k = randn(rng(5), 5 * layout.rowElems);
+  cache.append(0, k, k, 5);
+  const view = cache.view(0);
+  for (const which of [0, 1] as const) {
+    const reader = new KvRowReader(view, which);
+    for (let t = 0; t < 5; t++)
+      for (let h = 0; h < 2; h++) assert.deepEqual(reader.row(t, h), k.subarray(t * layout.rowElems + h * 8, t * layout.rowElems + (h + 1) * 8));
+  }
+});
+
 test('KV rows read back as written: f32 exactly, bf16/f16 to half an ulp, q8 to half a step of its row scale', () => {
   const r = rng(7);
   for (const type of KV_TYPES) {

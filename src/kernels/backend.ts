@@ -93,6 +93,12 @@ export interface Backend {
 
   /** Frees what `prepare` allocated outside the JS heap (no-op for the TS backend). */
   release?(w: PreparedWeight): void;
+
+  /**
+   * A zero-filled buffer of `bytes` for the KV cache's slabs, in memory the backend's kernels
+   * read best (the native backend's: huge pages); without it the pool uses `new ArrayBuffer`.
+   */
+  allocPages?(bytes: number): ArrayBuffer;
 }
 
 export interface AttentionOptions {

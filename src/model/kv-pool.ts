@@ -31,10 +31,17 @@ export class KvPool {
   private readonly refs: number[] = [];
   private created = 0;
 
+  private readonly allocSlab: (bytes: number) => ArrayBuffer;
+
+  /**
+   * `allocSlab` makes each slab (zero-filled; default `new ArrayBuffer`): the native backend's
+   * gives memory in huge pages (Backend.allocPages).
+   */
   constructor(
     readonly layout: KvLayout,
-    opts: { maxBytes?: number } = {},
+    opts: { maxBytes?: number; allocSlab?: (bytes: number) => ArrayBuffer } = {},
   ) {
+    this.allocSlab = opts.allocSlab ?? ((bytes) => new ArrayBuffer(bytes));
     this.blocksPerSlab = Math.max(1, Math.floor(SLAB_BYTES / layout.blockBytes));
     const maxBytes = opts.maxBytes ?? Infinity;
     if (!(maxBytes > 0)) throw new QvlError('OPTION_INVALID', `the KV cache budget must be positive, got ${maxBytes}`, { maxBytes });
@@ -61,7 +68,7 @@ export class KvPool {
       if (slab === this.slabs.length) {
         const n = Math.min(this.blocksPerSlab, this.maxBlocks - slab * this.blocksPerSlab);
         try {
-          this.slabs.push(new ArrayBuffer(n * this.layout.blockBytes));
+          this.slabs.push(this.allocSlab(n * this.layout.blockBytes));
         } catch {
           this.created--;
           throw new QvlError('OUT_OF_MEMORY', `could not allocate ${formatBytes(n * this.layout.blockBytes)} more for the KV cache`, { bytes: n * this.layout.blockBytes });

@@ -179,7 +179,10 @@ export class Qwen3VLModel {
     let pool = this.pools.get(type);
     if (!pool) {
       const t = this.cfg.text;
-      pool = new KvPool(new KvLayout(type, t.numLayers, t.numKvHeads, t.headDim, this.kvOptions.blockTokens), { maxBytes: this.kvOptions.maxBytes });
+      pool = new KvPool(new KvLayout(type, t.numLayers, t.numKvHeads, t.headDim, this.kvOptions.blockTokens), {
+        maxBytes: this.kvOptions.maxBytes,
+        allocSlab: this.backend.allocPages?.bind(this.backend),
+      });
       this.pools.set(type, pool);
     }
     return pool;

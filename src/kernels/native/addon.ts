@@ -61,6 +61,7 @@ export interface NativeAddon {
     qs: Int8Array | Uint8Array, scales: Float32Array, zeros: Uint8Array | null,
   ): number;
   mmapFile(path: string): ArrayBuffer;
+  allocPages(bytes: number): ArrayBuffer;
   adviseDontNeed(buffer: ArrayBuffer, offset: number, length: number): number;
   /** Total GFLOP/s of `iters` FMA rounds on every pool thread. */
   probeFma(iters: number): number;

@@ -198,6 +198,11 @@ export class NativeBackend implements Backend {
     this.#call('addInPlace', () => this.#addon.add(a, b));
   }
 
+  allocPages(bytes: number): ArrayBuffer {
+    checkInt('allocPages', 'bytes', bytes, 1);
+    return this.#call('allocPages', () => this.#addon.allocPages(bytes));
+  }
+
   #handle(w: PreparedWeight, op: string): NativeWeightHandle {
     const impl = w.impl as NativeImpl | undefined;
     if (!impl || !('handle' in impl)) throw new QvlError('INTERNAL', `${op}: the weight was not prepared by the native backend`, { op });
