@@ -820,8 +820,9 @@ Napi::Value AllocPages(const Napi::CallbackInfo& info) {
   size_t mapped = 0;
   void* p = qvl::map_pages(size_t(bytes), &mapped);
   if (!p) {
-    Napi::Error e = Napi::Error::New(env, "allocPages: cannot map " + std::to_string(bytes) + " bytes: " + strerror(errno));
-    e.Set("errno", Napi::Number::New(env, errno));
+    const int err = errno;  // before anything else can set it
+    Napi::Error e = Napi::Error::New(env, "allocPages: cannot map " + std::to_string(bytes) + " bytes: " + strerror(err));
+    e.Set("errno", Napi::Number::New(env, err));
     throw e;
   }
   Napi::MemoryManagement::AdjustExternalMemory(env, int64_t(mapped));
