@@ -112,6 +112,8 @@ test('KV slabs from the native backend (allocPages): zero-filled, writable, exac
   for (const bad of [0, -1, 1.5, Number.NaN]) {
     assert.throws(() => nb.allocPages(bad), (e) => isQvlError(e) && /allocPages/.test(e.message) && /bytes/.test(e.message), String(bad));
   }
+  // more than any address space: the mapping fails, with the system's reason
+  assert.throws(() => nb.allocPages(2 ** 52), (e) => isQvlError(e) && /allocPages: cannot map 4503599627370496 bytes: \S/.test(e.message));
   // a model's pool takes its slabs from there: the cache on them reads back what it was given
   const layout = new KvLayout('f32', 1, 2, 8, 4);
   const cache = new KVCache(new KvPool(layout, { allocSlab: (b) => nb.allocPages(b) }));
