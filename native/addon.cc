@@ -663,17 +663,6 @@ Napi::Value AttentionKvBatch(const Napi::CallbackInfo& info) {
     const int64_t n = parts.first[4 * i], past = parts.first[4 * i + 1], b0 = parts.first[4 * i + 2];
     KvBlockPtrs& p = ptrs[i];
     kvBlockPtrs(env, slabs, blocks.first + 2 * b0, (past + n + l.B - 1) / l.B, l, "attentionKvBatch", &p);
-    // the new rows, head by head into their blocks ([kvHead][token][headDim])
-    for (int64_t j = 0; j < n; j++) {
-      const int64_t t = past + j, b = t / l.B, tb = t % l.B;
-      for (int64_t h = 0; h < kvHeads; h++) {
-        const int64_t e = (h * l.B + tb) * hd;
-        const float* kr = k.first + (r + j) * kvw + h * hd;
-        const float* vr = v.first + (r + j) * kvw + h * hd;
-        qvl::kv_write_row(int32_t(l.type), kr, hd, (uint8_t*)p.k[b] + e * l.elem, (float*)p.ks[b] + h * l.B + tb);
-        qvl::kv_write_row(int32_t(l.type), vr, hd, (uint8_t*)p.v[b] + e * l.elem, (float*)p.vs[b] + h * l.B + tb);
-      }
-    }
     qvl::AttentionArgs& a = args[i];
     a = qvl::AttentionArgs{};
     a.nQ = int32_t(n);
@@ -687,6 +676,9 @@ Napi::Value AttentionKvBatch(const Napi::CallbackInfo& info) {
     useKvBlocks(&a, l, p);
     a.q = q.first + r * qw;
     a.out = out.first + r * qw;
+    // the new rows go into their blocks ([kvHead][token][headDim]) inside the job (attention_batch)
+    a.newK = k.first + r * kvw;
+    a.newV = v.first + r * kvw;
     r += n;
   }
   kernels()->attentionBatch(args.data(), nParts);

@@ -149,6 +149,10 @@ struct AttentionArgs {
   const int32_t* segments;  // null or nSegments+1 boundaries
   int32_t nSegments;
   int32_t int16;  // float32 keys and values: int16 products (attention_i16.inc) where the set has them
+  // attentionBatch: nQ new key and value rows ([nQ][kvHeads·headDim]) that it writes into the cache
+  // at positions qOffset.. (kv_write_row) before they are read; null: the cache holds them already
+  const float* newK;
+  const float* newV;
 };
 
 struct KernelTable {
