@@ -23,7 +23,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { performance } from 'node:perf_hooks';
 import { loadModelFromDir } from '../src/api/load-model.ts';
-import { argmax } from '../src/generate/sampler.ts';
+import { argmax } from '../src/kernels/ts/argmax.ts';
 import { KvLayout, type KvType } from '../src/kernels/kv.ts';
 import { adviseDontNeed, loadNativeBackend, mmapFile, type InstructionSet } from '../src/kernels/native/index.ts';
 import type { WeightData } from '../src/kernels/weight.ts';

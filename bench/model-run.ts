@@ -6,7 +6,7 @@
  */
 import { performance } from 'node:perf_hooks';
 import { loadModelFromDir } from '../src/api/load-model.ts';
-import { argmax } from '../src/generate/sampler.ts';
+import { argmax } from '../src/kernels/ts/argmax.ts';
 import type { PreparedWeight } from '../src/kernels/backend.ts';
 import { loadNativeBackend, mmapFile, releaseMappedWeight, type InstructionSet } from '../src/kernels/native/index.ts';
 import { weightBytes, type WeightData } from '../src/kernels/weight.ts';

@@ -712,6 +712,12 @@ Napi::Value Add(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+Napi::Value Argmax(const Napi::CallbackInfo& info) {
+  auto x = f32(info[0], "x");
+  if (x.second >= (size_t(1) << 36)) fail(info.Env(), "argmax: x holds 2^36 values or more");
+  return Napi::Number::New(info.Env(), double(kernels()->argmax(x.first, int64_t(x.second))));
+}
+
 // ---- load-time quantization ----
 
 // quantize(src, bits, refit, groupSize, symmetric, qs, scales, zeros): refit 0 (none), 1 or 2
@@ -921,6 +927,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("siluMul", Napi::Function::New(env, SiluMul));
   exports.Set("gelu", Napi::Function::New(env, Gelu));
   exports.Set("add", Napi::Function::New(env, Add));
+  exports.Set("argmax", Napi::Function::New(env, Argmax));
   exports.Set("quantize", Napi::Function::New(env, Quantize));
   exports.Set("mmapFile", Napi::Function::New(env, MmapFile));
   exports.Set("allocPages", Napi::Function::New(env, AllocPages));

@@ -170,6 +170,8 @@ struct KernelTable {
   void (*geluTanh)(float* x, int64_t len);
   void (*geluErf)(float* x, int64_t len);
   void (*add)(float* a, const float* b, int64_t len);
+  /** The first index of the largest value, NaN never chosen; 0 when there is none (all NaN, or len 0). */
+  int64_t (*argmax)(const float* x, int64_t len);
   /**
    * Benchmark probes: FMA throughput on one thread (GFLOP/s), a streaming read (bytes summed) and
    * the int8 dot product's throughput on one thread (GMAC/s; 0 where the set has none).

@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import { loadModelFromDir } from '../src/api/load-model.ts';
 import { isQvlError } from '../src/errors.ts';
 import { generateTokens } from '../src/generate/generate.ts';
-import { argmax } from '../src/generate/sampler.ts';
+import { argmax } from '../src/kernels/ts/argmax.ts';
 import { TsBackend } from '../src/kernels/ts/backend.ts';
 import { SafetensorsFile } from '../src/weights/safetensors.ts';
 import { readF32, readInts } from '../src/weights/tensor-reader.ts';

@@ -33,6 +33,7 @@ const BAD: Array<[string, (b: Backend) => unknown]> = [
   ['siluMul lengths', (b) => b.siluMul(new Float32Array(2), new Float32Array(3))],
   ['gelu kind', (b) => b.gelu(new Float32Array(2), 'relu' as 'tanh')],
   ['addInPlace lengths', (b) => b.addInPlace(new Float32Array(2), new Float32Array(3))],
+  ['argmax of numbers', (b) => b.argmax([1, 2] as unknown as Float32Array)],
 ];
 
 function codeOf(f: () => unknown): string {

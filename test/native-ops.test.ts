@@ -174,6 +174,45 @@ test('native gelu keeps 1e-4 accuracy over the whole float range used by vision'
   }
 });
 
+test('native argmax picks what the oracle picks: first of equal values, NaN skipped, across lanes, tails and chunks', { skip: skipReason }, () => {
+  forEachIsa((isa) => {
+    const nb = backend();
+    // lengths around the vector widths, the one-thread limit (65,536) and the vocabulary
+    for (const len of [0, 1, 2, 7, 15, 16, 17, 31, 33, 65_535, 65_536, 65_537, 151_936, 300_001]) {
+      const r = rng(len + 3);
+      const x = randn(r, len);
+      const cases: Array<[string, Float32Array]> = [['random', x]];
+      if (len > 0) {
+        const at = (f: number) => Math.min(len - 1, Math.floor(f * len));
+        // the largest value twice: in another lane, another chunk, the tail
+        for (const [a, b] of [[0.1, 0.9], [0.5, 0.51], [0, 1], [0.99, 0.3]]) {
+          const y = x.slice();
+          y[at(a)] = 7;
+          y[at(b)] = 7;
+          cases.push([`ties ${a}/${b}`, y]);
+        }
+        const nan = x.slice();
+        for (let i = 0; i < len; i += 5) nan[i] = Number.NaN;
+        nan[at(0.7)] = Number.NaN;
+        cases.push(['NaN every 5th', nan]);
+        cases.push(['all NaN', new Float32Array(len).fill(Number.NaN)]);
+        cases.push(['all −∞', new Float32Array(len).fill(-Infinity)]);
+        const late = new Float32Array(len).fill(Number.NaN);
+        late[len - 1] = -Infinity;
+        cases.push(['NaN then one −∞ last', late]);
+        const inf = x.slice();
+        inf[at(0.6)] = Infinity;
+        cases.push(['+∞', inf]);
+        const zeros = new Float32Array(len).fill(-1);
+        zeros[at(0.8)] = 0;
+        zeros[at(0.2)] = -0;
+        cases.push(['−0 before +0', zeros]);
+      }
+      for (const [name, y] of cases) assert.equal(nb.argmax(y), ts.argmax(y), `${isa} length ${len}: ${name}`);
+    }
+  });
+});
+
 test('native element-wise ops reject mismatched lengths', { skip: skipReason }, () => {
   const nb = backend();
   assert.throws(() => nb.siluMul(new Float32Array(3), new Float32Array(4)), (e) => isQvlError(e, 'TENSOR_SHAPE') && /gate has 3 values, up has 4/.test(e.message));
@@ -182,6 +221,7 @@ test('native element-wise ops reject mismatched lengths', { skip: skipReason }, 
   assert.throws(() => nb.layerNorm(new Float32Array(8), 4, new Float32Array(4), new Float32Array(3), 1e-6), (e) => isQvlError(e, 'TENSOR_SHAPE'));
   assert.throws(() => nb.rope(new Float32Array(6), 1, 2, 3, new Float32Array(3), new Float32Array(3)), (e) => isQvlError(e, 'OPTION_INVALID') && /headDim must be even/.test(e.message));
   assert.throws(() => nb.gelu(new Float32Array(2), 'relu' as never), (e) => isQvlError(e, 'OPTION_INVALID') && /relu/.test(e.message));
+  assert.throws(() => nb.argmax(new Float64Array(3) as never), (e) => isQvlError(e, 'OPTION_INVALID') && /argmax: x must be a Float32Array, got Float64Array/.test(e.message));
 });
 
 test('native ops handle empty inputs', { skip: skipReason }, () => {

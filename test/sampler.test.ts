@@ -1,7 +1,9 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import fc from 'fast-check';
 import { isQvlError } from '../src/errors.ts';
-import { Sampler, argmax, topIndices } from '../src/generate/sampler.ts';
+import { argmax } from '../src/kernels/ts/argmax.ts';
+import { Sampler, topIndices } from '../src/generate/sampler.ts';
 import { StopStringFilter } from '../src/generate/stop-strings.ts';
 
 const logitsFromProbs = (p: number[]) => Float32Array.from(p, Math.log);
@@ -83,4 +85,25 @@ test('stop strings: held back while undecided, never emitted, earliest wins', ()
   assert.equal(g.flush(), '');
   const h = new StopStringFilter(['zz']);
   assert.equal(h.push('tail z') + h.flush(), 'tail z', 'held-back text comes out at the end');
+});
+
+test('argmax: the first index of the largest value, NaN never chosen, 0 when nothing else is', () => {
+  // the definition, spelled out: the values that are not NaN, their largest, its first index
+  const naive = (x: Float32Array) => {
+    let best = -1;
+    for (let i = 0; i < x.length; i++) if (!Number.isNaN(x[i]) && (best < 0 || x[i] > x[best])) best = i;
+    return best < 0 ? 0 : best;
+  };
+  const values = fc.oneof(fc.float({ noDefaultInfinity: false }), fc.constantFrom(Number.NaN, -Infinity, Infinity, 0, -0, 1));
+  fc.assert(fc.property(fc.array(values, { maxLength: 40 }), (xs) => argmax(Float32Array.from(xs)) === naive(Float32Array.from(xs))), { numRuns: 2000 });
+  assert.equal(argmax(Float32Array.of(Number.NaN, -Infinity, Number.NaN)), 1);
+  assert.equal(argmax(Float32Array.of(Number.NaN, Number.NaN)), 0);
+  assert.equal(argmax(new Float32Array(0)), 0);
+});
+
+test('a sampler given kernels picks greedily with their argmax', () => {
+  const calls: number[] = [];
+  const kernels = { argmax: (x: Float32Array) => (calls.push(x.length), 2) };
+  assert.equal(new Sampler({ temperature: 0 }, [], kernels).pick(Float32Array.of(5, 1, 0)), 2);
+  assert.deepEqual(calls, [3]);
 });

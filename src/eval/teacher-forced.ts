@@ -4,7 +4,7 @@
  * flipped box digit changes the rest of the answer, and the item counts once whatever else
  * happened); positions along one fixed path are counted one by one, each against HF's own token.
  */
-import { argmax } from '../generate/sampler.ts';
+import { argmax } from '../kernels/ts/argmax.ts';
 import { EOS_IDS } from './score.ts';
 
 export interface ForcedAgreement {

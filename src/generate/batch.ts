@@ -212,7 +212,7 @@ export class DecodeBatcher {
     const L = s.inputs.ids.length;
     s.budget = resolveLimits(L, s.opts, model.contextLength).maxNewTokens;
     checkAbort(s.opts.signal);
-    s.sampler = new Sampler(s.opts, s.inputs.ids);
+    s.sampler = new Sampler(s.opts, s.inputs.ids, this.model.backend);
     s.t0 = performance.now();
     s.cache = model.newCache();
     const prefix = model.prefixCache;

@@ -52,7 +52,7 @@ export function* generateTokens(
 function* decodeLoop(model: Qwen3VLModel, inputs: ModelInputs, opts: GenerateOptions, cache: KVCache): Generator<number, GenerateResult, void> {
   const L = inputs.ids.length;
   const budget = resolveLimits(L, opts, model.contextLength).maxNewTokens;
-  const sampler = new Sampler(opts, inputs.ids);
+  const sampler = new Sampler(opts, inputs.ids, model.backend);
   const eos = new Set(opts.eosTokenIds);
   const tokens: number[] = [];
   const t0 = performance.now();

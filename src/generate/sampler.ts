@@ -1,4 +1,5 @@
 import { QvlError } from '../errors.ts';
+import { argmax } from '../kernels/ts/argmax.ts';
 import { Rng } from './rng.ts';
 
 export interface SamplingOptions {
@@ -43,9 +44,13 @@ export class Sampler {
   /** generated ids and their counts (presence/frequency penalties) */
   private readonly generated = new Map<number, number>();
 
-  constructor(opts: SamplingOptions, promptIds: ArrayLike<number> = []) {
+  /** greedy's pick: a backend's (the native one reads a 152K-logit row in ~0.02 ms, TypeScript in ~0.15) */
+  private readonly argmax: (x: Float32Array) => number;
+
+  constructor(opts: SamplingOptions, promptIds: ArrayLike<number> = [], kernels?: { argmax(x: Float32Array): number }) {
     validateSampling(opts);
     this.o = opts;
+    this.argmax = kernels ? (x) => kernels.argmax(x) : argmax;
     this.rng = new Rng(opts.seed ?? Math.floor(Math.random() * 2 ** 32));
     if ((opts.repetitionPenalty ?? 1) !== 1) for (let i = 0; i < promptIds.length; i++) this.seen.add(promptIds[i]);
   }
@@ -76,7 +81,7 @@ export class Sampler {
   /** Penalizes `logits` in place and returns the chosen id. */
   pick(logits: Float32Array): number {
     this.penalize(logits);
-    if (this.greedy) return argmax(logits);
+    if (this.greedy) return this.argmax(logits);
     const t = this.o.temperature ?? 1;
     const V = logits.length;
     // Candidates sorted by logit, cut by top-k first (cheap partial selection).
@@ -119,12 +124,6 @@ export class Sampler {
     }
     return cand[keep - 1];
   }
-}
-
-export function argmax(x: Float32Array): number {
-  let best = 0;
-  for (let i = 1; i < x.length; i++) if (x[i] > x[best]) best = i;
-  return best;
 }
 
 /** Indices of the k largest values, in descending order (ties: lower index first). */

@@ -91,6 +91,12 @@ export interface Backend {
   /** In place a += b (same length). */
   addInPlace(a: Float32Array, b: Float32Array): void;
 
+  /**
+   * The index of the largest value of `x`, the first of equal ones; NaN is never chosen, and 0 is
+   * the answer when nothing else is (every value NaN, or none). Greedy decoding's pick.
+   */
+  argmax(x: Float32Array): number;
+
   /** Frees what `prepare` allocated outside the JS heap (no-op for the TS backend). */
   release?(w: PreparedWeight): void;
 

@@ -15,6 +15,12 @@ export function checkInt(op: string, name: string, v: number, min = 0): void {
   if (!Number.isInteger(v) || v < min) throw new QvlError('OPTION_INVALID', `${op}: ${name} must be an integer ≥ ${min}, got ${v}`, { op, name, value: v });
 }
 
+export function checkFloat32(op: string, name: string, x: unknown): void {
+  if (x instanceof Float32Array) return;
+  const got = x === null ? 'null' : typeof x === 'object' ? (x.constructor?.name ?? 'an object') : typeof x;
+  throw new QvlError('OPTION_INVALID', `${op}: ${name} must be a Float32Array, got ${got}`, { op, name });
+}
+
 function checkHeads(op: string, heads: number, kvHeads: number, headDim: number): void {
   checkInt(op, 'heads', heads, 1);
   checkInt(op, 'kvHeads', kvHeads, 1);

@@ -7,7 +7,7 @@ import type { BackendName } from '../kernels/select.ts';
 import { loadImage, type RgbImage } from '../media/index.ts';
 import type { ModelInputs } from '../model/qwen3vl.ts';
 import type { Grid } from '../model/rope-index.ts';
-import { argmax } from '../generate/sampler.ts';
+import { argmax } from '../kernels/ts/argmax.ts';
 import { expandPrompt, preprocessImage, preprocessVideo, resizeRgbBicubic, type VideoPromptLayout } from '../processor/index.ts';
 import { check, maxAbsDiff, mismatches, textDiff, type StageCheck } from './compare.ts';
 import { FixtureCase, listCases } from './fixture-case.ts';

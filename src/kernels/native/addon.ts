@@ -50,6 +50,7 @@ export interface NativeAddon {
   siluMul(gate: Float32Array, up: Float32Array, out: Float32Array): void;
   gelu(x: Float32Array, erf: boolean): void;
   add(a: Float32Array, b: Float32Array): void;
+  argmax(x: Float32Array): number;
   /**
    * Quantizes a float matrix (f32, bf16 or f16) into q8 (bits 8: Int8Array codes) or q4 (bits 4:
    * packed Uint8Array codes, zero points unless symmetric) on the pool, q8 refitted like refitQ8

@@ -4,6 +4,7 @@ import {
   checkAppendAttendKv,
   checkAttention,
   checkAttentionKv,
+  checkFloat32,
   checkGeluKind,
   checkInt,
   checkLayerNorm,
@@ -196,6 +197,11 @@ export class NativeBackend implements Backend {
   addInPlace(a: Float32Array, b: Float32Array): void {
     checkSameLength('addInPlace', a, b);
     this.#call('addInPlace', () => this.#addon.add(a, b));
+  }
+
+  argmax(x: Float32Array): number {
+    checkFloat32('argmax', 'x', x);
+    return this.#call('argmax', () => this.#addon.argmax(x));
   }
 
   allocPages(bytes: number): ArrayBuffer {

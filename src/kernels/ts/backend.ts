@@ -1,7 +1,8 @@
 import type { AttentionOptions, Backend, KvAttentionOptions, KvBatchOptions, KvBatchPart, PreparedWeight } from '../backend.ts';
-import { checkAppendAttendKv, checkAttention, checkAttentionKv, checkGeluKind, checkLayerNorm, checkMatmul, checkRmsNorm, checkRope, checkRowIds, checkSameLength, checkSiluMul } from '../checks.ts';
+import { checkAppendAttendKv, checkAttention, checkAttentionKv, checkFloat32, checkGeluKind, checkLayerNorm, checkMatmul, checkRmsNorm, checkRope, checkRowIds, checkSameLength, checkSiluMul } from '../checks.ts';
 import { KvRowReader, type KvView, writeKvAt } from '../kv.ts';
 import { weightBytes, type WeightData } from '../weight.ts';
+import { argmax } from './argmax.ts';
 import { dequantRow } from './dequant.ts';
 
 /**
@@ -165,6 +166,11 @@ export class TsBackend implements Backend {
   addInPlace(a: Float32Array, b: Float32Array): void {
     checkSameLength('addInPlace', a, b);
     for (let i = 0; i < a.length; i++) a[i] += b[i];
+  }
+
+  argmax(x: Float32Array): number {
+    checkFloat32('argmax', 'x', x);
+    return argmax(x);
   }
 }
 
