@@ -3,8 +3,10 @@ import { test } from 'node:test';
 import fc from 'fast-check';
 import { isQvlError } from '../src/errors.ts';
 import { argmax } from '../src/kernels/ts/argmax.ts';
-import { Sampler, topIndices } from '../src/generate/sampler.ts';
+import { draw, drawSorted, topIndices } from '../src/generate/draw.ts';
+import { Sampler } from '../src/generate/sampler.ts';
 import { StopStringFilter } from '../src/generate/stop-strings.ts';
+import { rng } from './helpers/rng.ts';
 
 const logitsFromProbs = (p: number[]) => Float32Array.from(p, Math.log);
 
@@ -106,4 +108,37 @@ test('a sampler given kernels picks greedily with their argmax', () => {
   const kernels = { argmax: (x: Float32Array) => (calls.push(x.length), 2) };
   assert.equal(new Sampler({ temperature: 0 }, [], kernels).pick(Float32Array.of(5, 1, 0)), 2);
   assert.deepEqual(calls, [3]);
+});
+
+test('draw picks what the full sort picks, for every cut and kind of row', () => {
+  const r = rng(5);
+  const gauss = () => Math.sqrt(-2 * Math.log(1 - r())) * Math.cos(2 * Math.PI * r());
+  const rows: Array<[string, Float32Array]> = [];
+  for (const V of [1, 7, 5000, 151_936]) {
+    rows.push([`${V} flat`, Float32Array.from({ length: V }, () => gauss())]);
+    rows.push([`${V} wide`, Float32Array.from({ length: V }, () => 4 * gauss())]);
+    // a trained model's shape: a few tokens far above a broad bulk
+    const peaked = Float32Array.from({ length: V }, () => 2 * gauss());
+    for (let i = 0; i < Math.min(V, 6); i++) peaked[Math.floor(r() * V)] = 18 + 3 * gauss();
+    rows.push([`${V} peaked`, peaked]);
+    const ties = Float32Array.from({ length: V }, () => Math.round(2 * gauss()));
+    for (let i = 0; i < V; i += 3) ties[i] = -Infinity;
+    rows.push([`${V} ties and −∞`, ties]);
+  }
+  let checked = 0;
+  for (const [name, x] of rows) {
+    const large = x.length > 10_000;
+    for (const temperature of large ? [0.7] : [0.3, 0.7, 1.5]) {
+      for (const topK of large ? [0, 20] : [0, 1, 20, 300]) {
+        for (const [topP, minP] of [[1, 0], [0.8, 0], [0.95, 0.05], [1, 0.05]]) {
+          const o = { temperature, topK, topP, minP };
+          for (const u of large ? [0, 0.5, 0.9999] : [0, 0.25, 0.5, 0.9, 0.999999, r(), r()]) {
+            assert.equal(draw(x, o, u, argmax), drawSorted(x, o, u), `${name} ${JSON.stringify(o)} u=${u}`);
+            checked++;
+          }
+        }
+      }
+    }
+  }
+  assert.ok(checked > 500);
 });

@@ -1,5 +1,6 @@
 import { QvlError } from '../errors.ts';
 import { argmax } from '../kernels/ts/argmax.ts';
+import { draw } from './draw.ts';
 import { Rng } from './rng.ts';
 
 export interface SamplingOptions {
@@ -82,71 +83,7 @@ export class Sampler {
   pick(logits: Float32Array): number {
     this.penalize(logits);
     if (this.greedy) return this.argmax(logits);
-    const t = this.o.temperature ?? 1;
-    const V = logits.length;
-    // Candidates sorted by logit, cut by top-k first (cheap partial selection).
-    const k = this.o.topK && this.o.topK > 0 ? Math.min(this.o.topK, V) : V;
-    const cand = topIndices(logits, k);
-    const probs = new Float64Array(cand.length);
-    const maxL = logits[cand[0]] / t;
-    let sum = 0;
-    for (let i = 0; i < cand.length; i++) {
-      probs[i] = Math.exp(logits[cand[i]] / t - maxL);
-      sum += probs[i];
-    }
-    for (let i = 0; i < cand.length; i++) probs[i] /= sum;
-    let keep = cand.length;
-    const topP = this.o.topP ?? 1;
-    if (topP < 1) {
-      // HF keeps the smallest set whose mass reaches top_p (always at least one token).
-      let acc = 0;
-      for (let i = 0; i < cand.length; i++) {
-        acc += probs[i];
-        if (acc >= topP) {
-          keep = i + 1;
-          break;
-        }
-      }
-    }
-    const minP = this.o.minP ?? 0;
-    if (minP > 0) {
-      const thresh = probs[0] * minP;
-      let m = 1;
-      while (m < keep && probs[m] >= thresh) m++;
-      keep = m;
-    }
-    let mass = 0;
-    for (let i = 0; i < keep; i++) mass += probs[i];
-    let r = this.rng.next() * mass;
-    for (let i = 0; i < keep; i++) {
-      r -= probs[i];
-      if (r <= 0) return cand[i];
-    }
-    return cand[keep - 1];
+    const o = { temperature: this.o.temperature ?? 1, topK: this.o.topK ?? 0, topP: this.o.topP ?? 1, minP: this.o.minP ?? 0 };
+    return draw(logits, o, this.rng.next(), this.argmax);
   }
-}
-
-/** Indices of the k largest values, in descending order (ties: lower index first). */
-export function topIndices(x: Float32Array, k: number): number[] {
-  if (k >= x.length / 4) {
-    const all = Array.from({ length: x.length }, (_, i) => i);
-    all.sort((a, b) => x[b] - x[a] || a - b);
-    return all.slice(0, k);
-  }
-  // Keep a small sorted buffer: O(V·log k) for the usual k ≤ 100.
-  const idx: number[] = [];
-  for (let i = 0; i < x.length; i++) {
-    const v = x[i];
-    if (idx.length === k && v <= x[idx[k - 1]]) continue;
-    let lo = 0;
-    let hi = idx.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >> 1;
-      if (x[idx[mid]] >= v) lo = mid + 1;
-      else hi = mid;
-    }
-    idx.splice(lo, 0, i);
-    if (idx.length > k) idx.pop();
-  }
-  return idx;
 }
