@@ -15,7 +15,7 @@ const ts = new TsBackend();
 test('blocked GEMM agrees with the oracle across row, token and column blocks', { skip: skipReason }, () => {
   const nb = backend();
   const list = isas(nb);
-  // 530 tokens: two token blocks on AVX-512 (512), three on AVX2 (256), five portable (128);
+  // 530 tokens: two token blocks on AVX-512 and AVX2 (512 each), five portable (128);
   // 110 rows: a partial row block and a partial micro-tile; 300 columns: a partial slice
   const [n, rows, cols] = [530, 110, 300];
   // q4 without act-order takes int8 passes instead of the GEMM in the AVX2 sets (their bound
@@ -42,7 +42,7 @@ test('blocked GEMM agrees with the oracle across row, token and column blocks', 
 });
 
 test('long GEMMs run in chunks of token blocks with the same results', { skip: skipReason }, () => {
-  // ≥ 32 row blocks make every chunk one token block: 530 tokens are 2 (AVX-512) to 5 chunks.
+  // ≥ 32 row blocks make every chunk one token block: 530 tokens are 2 (AVX-512, AVX2) or 5 chunks.
   // The output (17 MB) is past the 16 MiB from which AVX2 writes it with non-temporal stores
   // (whole 8-row tiles, 16-byte aligned; native/gemm.inc): a fresh buffer takes that path, an
   // `out` shifted by one float the cached one, and the last row block (4 rows) the element-wise tail.
