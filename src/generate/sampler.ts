@@ -45,7 +45,7 @@ export class Sampler {
   /** generated ids and their counts (presence/frequency penalties) */
   private readonly generated = new Map<number, number>();
 
-  /** greedy's pick: a backend's (the native one reads a 152K-logit row in ~0.02 ms, TypeScript in ~0.15) */
+  /** greedy's pick: a backend's (a 152K-logit row: ~0.015 ms native, ~0.18 ms in TypeScript) */
   private readonly argmax: (x: Float32Array) => number;
 
   constructor(opts: SamplingOptions, promptIds: ArrayLike<number> = [], kernels?: { argmax(x: Float32Array): number }) {
