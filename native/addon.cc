@@ -538,7 +538,7 @@ KvLayoutArgs kvLayout(Napi::Env env, const Napi::Value& v, int64_t kvHeads, int6
   l.ksOff = int64_t(lay.first[5]);
   l.vsOff = int64_t(lay.first[6]);
   if (l.type < 0 || l.type > 3 || l.B < 1 || l.blockBytes < 1) fail(env, o + ": bad layout");
-  l.elem = l.type == qvl::KV_F32 ? 4 : l.type == qvl::KV_Q8 ? 1 : 2;
+  l.elem = qvl::kv_elem_bytes(int32_t(l.type));
   l.rowBytes = kvHeads * headDim * l.elem;
   const int64_t dataBytes = l.B * l.rowBytes, scaleBytes = l.type == qvl::KV_Q8 ? l.B * kvHeads * 4 : 0;
   auto inside = [&](int64_t off, int64_t len) { return off >= 0 && off + len <= l.blockBytes; };

@@ -78,6 +78,8 @@ inline bool takes_one_row_gemv(const WeightDesc* w, int64_t n) {
 }
 
 enum KvType : int32_t { KV_F32 = 0, KV_BF16 = 1, KV_F16 = 2, KV_Q8 = 3 };
+/** Bytes per cached value of a KV type. */
+constexpr int64_t kv_elem_bytes(int32_t type) { return type == KV_F32 ? 4 : type == KV_Q8 ? 1 : 2; }
 
 /**
  * Keys and values for attention: blocks of `blockTokens` tokens of `type`. KV cache blocks are

@@ -23,8 +23,11 @@ export interface DrawOptions {
 /** The reference: candidates sorted, softmax over them, cuts, the walk. */
 export function drawSorted(logits: Float32Array, o: DrawOptions, u: number): number {
   const V = logits.length;
-  const k = o.topK > 0 ? Math.min(o.topK, V) : V;
-  const cand = topIndices(logits, k);
+  return pickAmong(logits, topIndices(logits, o.topK > 0 ? Math.min(o.topK, V) : V), o, u);
+}
+
+/** The draw among sorted candidates, the softmax over them alone (top-k's renormalization). */
+function pickAmong(logits: Float32Array, cand: number[], o: DrawOptions, u: number): number {
   const probs = new Float64Array(cand.length);
   const maxL = logits[cand[0]] / o.temperature;
   let sum = 0;
@@ -53,16 +56,11 @@ export function draw(logits: Float32Array, o: DrawOptions, u: number, argmax: (x
   const all = k === V;
   const count = new Int32Array(BUCKETS + 1);
   const weight = new Float64Array(BUCKETS + 1);
-  // the ids within NEAR of the largest are kept on the way (a second pass only when the
-  // candidates reach further or there are too many of them)
-  const near = new Int32Array(NEAR_MAX);
-  let nNear = 0;
   for (let i = 0; i < V; i++) {
     const d = m - logits[i];
     const b = d < BUCKETS * BUCKET_WIDTH ? (d * (1 / BUCKET_WIDTH)) | 0 : BUCKETS; // d ≥ 0; NaN: the last
     count[b]++;
     if (all) weight[b] += Math.exp(-d / t);
-    if (d < NEAR && nNear < NEAR_MAX) near[nNear++] = i;
   }
   let z = 0;
   for (const w of weight) z += w;
@@ -84,21 +82,9 @@ export function draw(logits: Float32Array, o: DrawOptions, u: number, argmax: (x
   if (n > V / 4) return drawSorted(logits, o, u);
   const cand: number[] = [];
   const floor = (last + 1) * BUCKET_WIDTH;
-  if (floor <= NEAR && nNear < NEAR_MAX) {
-    for (let j = 0; j < nNear; j++) if (m - logits[near[j]] < floor) cand.push(near[j]);
-  } else {
-    for (let i = 0; i < V; i++) if (m - logits[i] < floor) cand.push(i);
-  }
+  for (let i = 0; i < V; i++) if (m - logits[i] < floor) cand.push(i);
   cand.sort((a, b) => logits[b] - logits[a] || a - b);
-  if (!all) {
-    const top = cand.slice(0, k);
-    const probs = new Float64Array(k);
-    let sum = 0;
-    for (let i = 0; i < k; i++) sum += probs[i] = Math.exp(logits[top[i]] / t - m / t);
-    for (let i = 0; i < k; i++) probs[i] /= sum;
-    const keep = cut(probs, k, o);
-    return walk(top, probs, keep, u) ?? top[keep - 1];
-  }
+  if (!all) return pickAmong(logits, cand.slice(0, k), o, u);
   const probs = new Float64Array(cand.length);
   for (let i = 0; i < cand.length; i++) probs[i] = Math.exp((logits[cand[i]] - m) / t) / z;
   if (o.topP < 1 || o.minP > 0) {
@@ -115,8 +101,6 @@ export function draw(logits: Float32Array, o: DrawOptions, u: number, argmax: (x
 
 const BUCKET_WIDTH = 0.25;
 const BUCKETS = 160; // 40 logits below the largest
-const NEAR = 8;
-const NEAR_MAX = 4096;
 
 /** How many candidates the top-p and min-p cuts keep (at least one). */
 function cut(probs: Float64Array, n: number, o: DrawOptions): number {
