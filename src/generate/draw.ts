@@ -36,8 +36,7 @@ function pickAmong(logits: Float32Array, cand: number[], o: DrawOptions, u: numb
     sum += probs[i];
   }
   for (let i = 0; i < cand.length; i++) probs[i] /= sum;
-  const keep = cut(probs, cand.length, o);
-  return walk(cand, probs, keep, u) ?? cand[keep - 1];
+  return cutAndWalk(cand, probs, o, u);
 }
 
 /**
@@ -92,8 +91,7 @@ export function draw(logits: Float32Array, o: DrawOptions, u: number, argmax: (x
     for (const p of probs) massC += p;
     // a top-p cut that rounding put past the candidates: the reference decides
     if (o.topP < 1 && massC < o.topP) return drawSorted(logits, o, u);
-    const keep = cut(probs, cand.length, o);
-    return walk(cand, probs, keep, u) ?? cand[keep - 1];
+    return cutAndWalk(cand, probs, o, u);
   }
   // every token kept: the mass is the whole row's, 1
   return walk(cand, probs, cand.length, u, true) ?? drawSorted(logits, o, u);
@@ -101,6 +99,12 @@ export function draw(logits: Float32Array, o: DrawOptions, u: number, argmax: (x
 
 const BUCKET_WIDTH = 0.25;
 const BUCKETS = 160; // 40 logits below the largest
+
+/** The top-p and min-p cuts, then the walk among what they keep (its last one if u runs past). */
+function cutAndWalk(cand: number[], probs: Float64Array, o: DrawOptions, u: number): number {
+  const keep = cut(probs, cand.length, o);
+  return walk(cand, probs, keep, u) ?? cand[keep - 1];
+}
 
 /** How many candidates the top-p and min-p cuts keep (at least one). */
 function cut(probs: Float64Array, n: number, o: DrawOptions): number {
