@@ -395,6 +395,43 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// matmulMany(x, n, weights[], biases[] (each null or Float32Array), ys[]): matmul over each weight
+// of the same x (kernels.h), in one job where the kernels allow.
+Napi::Value MatmulMany(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto x = f32(info[0], "x");
+  const int64_t n = integer(info[1], "n");
+  if (!info[2].IsArray() || !info[3].IsArray() || !info[4].IsArray()) fail(env, "matmulMany: weights, biases and ys must be arrays");
+  Napi::Array ws = info[2].As<Napi::Array>(), bs = info[3].As<Napi::Array>(), ys = info[4].As<Napi::Array>();
+  const uint32_t count = ws.Length();
+  if (count < 1 || count > uint32_t(qvl::kMatmulManyMax))
+    fail(env, "matmulMany: " + std::to_string(count) + " weights, expected 1.." + std::to_string(qvl::kMatmulManyMax));
+  if (bs.Length() != count || ys.Length() != count) fail(env, "matmulMany: biases and ys must have one entry per weight");
+  const qvl::WeightDesc* w[qvl::kMatmulManyMax];
+  const float* bias[qvl::kMatmulManyMax];
+  float* y[qvl::kMatmulManyMax];
+  for (uint32_t i = 0; i < count; i++) {
+    const std::string at = "[" + std::to_string(i) + "]";
+    w[i] = handle(ws.Get(i));
+    if (w[i]->cols != w[0]->cols)
+      fail(env, "matmulMany: weights" + at + " has " + std::to_string(w[i]->cols) + " columns, weights[0] " + std::to_string(w[0]->cols));
+    bias[i] = nullptr;
+    Napi::Value b = bs.Get(i);
+    if (!b.IsNull() && !b.IsUndefined()) {
+      auto bv = f32(b, ("biases" + at).c_str());
+      if (int64_t(bv.second) < w[i]->rows) fail(env, "biases" + at + " is shorter than the weight's rows");
+      bias[i] = bv.first;
+    }
+    auto yv = f32(ys.Get(i), ("ys" + at).c_str());
+    if (uint64_t(yv.second) != uint64_t(n) * uint64_t(w[i]->rows)) fail(env, "ys" + at + " has the wrong length");
+    y[i] = yv.first;
+  }
+  if (uint64_t(x.second) != uint64_t(n) * uint64_t(w[0]->cols))
+    fail(env, "x has " + std::to_string(x.second) + " values, expected " + std::to_string(n) + "×" + std::to_string(w[0]->cols));
+  kernels()->matmulMany(x.first, n, int(count), w, bias, y);
+  return env.Undefined();
+}
+
 Napi::Value GatherRows(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const WeightDesc* w = handle(info[0]);
@@ -917,6 +954,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("prepare", Napi::Function::New(env, Prepare));
   exports.Set("weightLayout", Napi::Function::New(env, WeightLayout));
   exports.Set("matmul", Napi::Function::New(env, Matmul));
+  exports.Set("matmulMany", Napi::Function::New(env, MatmulMany));
   exports.Set("gatherRows", Napi::Function::New(env, GatherRows));
   exports.Set("rmsNorm", Napi::Function::New(env, RmsNorm));
   exports.Set("layerNorm", Napi::Function::New(env, LayerNorm));

@@ -26,6 +26,9 @@ constexpr int64_t kInt8MaxTokens = 8;
  */
 constexpr int64_t kInt8PassMaxTokens = 64;
 
+/** The most weights that one matmulMany call takes (a layer's q, k and v; gate and up). */
+constexpr int kMatmulManyMax = 4;
+
 /**
  * AVX2 sets, 1 token over a float matrix: a row at a time with 4 FMA chains while the activations
  * fit this many bytes (L1). bf16 at 2 Zen 4 cores: 2560→9728 24 → 34 GB/s, the 2560-column head
@@ -160,6 +163,12 @@ struct AttentionArgs {
 struct KernelTable {
   const char* name;
   void (*matmul)(const float* x, int64_t n, const WeightDesc* w, const float* bias, float* y);
+  /**
+   * y[i] = x · w[i]ᵀ (+ bias[i], which may be null) for i < count ≤ kMatmulManyMax, every w[i] of
+   * x's columns: each y[i] what matmul gives it, bit for bit; repacked q4 / q8 weights in one
+   * pool job over activations quantized once (int8_many.inc).
+   */
+  void (*matmulMany)(const float* x, int64_t n, int count, const WeightDesc* const* w, const float* const* bias, float* const* y);
   void (*gatherRows)(const WeightDesc* w, const int32_t* ids, int64_t count, float* out);
   void (*rmsNorm)(const float* x, int64_t rows, int64_t dim, const float* weight, float eps, float* out);
   void (*layerNorm)(const float* x, int64_t rows, int64_t dim, const float* weight, const float* bias, float eps,

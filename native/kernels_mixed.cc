@@ -33,6 +33,14 @@ void mixed_matmul(const float* x, int64_t n, const WeightDesc* w, const float* b
   (narrow ? g_narrow : g_wide)->matmul(x, n, w, bias, y);
 }
 
+/** One set's matmulMany where every weight goes to the same set, else a matmul at a time. */
+void mixed_matmul_many(const float* x, int64_t n, int count, const WeightDesc* const* w, const float* const* bias, float* const* y) {
+  int narrow = 0;
+  for (int i = 0; i < count; i++) narrow += (g_narrow_int8 && narrow_int8(w[i], n)) || takes_one_row_gemv(w[i], n);
+  if (narrow == 0 || narrow == count) return (narrow ? g_narrow : g_wide)->matmulMany(x, n, count, w, bias, y);
+  for (int i = 0; i < count; i++) mixed_matmul(x, n, w[i], bias[i], y[i]);
+}
+
 }  // namespace
 
 const KernelTable* kernels_wide_with_narrow_gemv(const KernelTable* wide, const KernelTable* narrow, bool narrowInt8) {
@@ -44,6 +52,7 @@ const KernelTable* kernels_wide_with_narrow_gemv(const KernelTable* wide, const 
     KernelTable t = *wide;
     t.name = narrowInt8 ? "avx512vnni+avx2vnni-gemv" : "avx512vnni+avx2-gemv";
     t.matmul = mixed_matmul;
+    t.matmulMany = mixed_matmul_many;
     return t;
   }();
   return &mixed;

@@ -31,6 +31,14 @@ export interface Backend {
    */
   matmul(x: Float32Array, n: number, w: PreparedWeight, bias?: Float32Array | null, out?: Float32Array): Float32Array;
 
+  /**
+   * `matmul` of one x over each of 1 to 4 weights of x's width (a layer's q, k and v; gate and
+   * up): result i is x · ws[i]ᵀ (+ biases[i]), into outs[i] when given (outs not overlapping x or
+   * each other), what `matmul` gives it bit for bit. The native backend computes repacked q4 / q8
+   * weights in one job over activations quantized once.
+   */
+  matmulMany(x: Float32Array, n: number, ws: readonly PreparedWeight[], biases?: readonly (Float32Array | null | undefined)[], outs?: readonly Float32Array[]): Float32Array[];
+
   /** Rows `ids` of a [vocab, dim] table, as float32 ([ids.length, dim]). */
   gatherRows(w: PreparedWeight, ids: ArrayLike<number>): Float32Array;
 

@@ -109,22 +109,45 @@ export function checkAppendAttendKv(q: Float32Array, k: Float32Array, v: Float32
   return n;
 }
 
-export function checkMatmul(x: Float32Array, n: number, w: PreparedWeight, bias?: Float32Array | null, out?: Float32Array): void {
-  checkInt('matmul', 'n', n);
-  if (x.length !== n * w.cols) throw shapeError('matmul', `x has ${x.length} values, expected ${n}×${w.cols}`, { n, cols: w.cols, length: x.length });
-  if (bias && bias.length !== w.rows) throw shapeError('matmul', `bias has ${bias.length} values, expected ${w.rows}`, { rows: w.rows, length: bias.length });
-  if (out !== undefined) checkOut('matmul', out, n * w.rows, `${n}×${w.rows}`, x, 'x');
+export function checkMatmul(x: Float32Array, n: number, w: PreparedWeight, bias?: Float32Array | null, out?: Float32Array, op = 'matmul', at = ''): void {
+  checkInt(op, 'n', n);
+  if (x.length !== n * w.cols) throw shapeError(op, `x has ${x.length} values, expected ${n}×${w.cols}${at && ` (the columns of ws${at})`}`, { n, cols: w.cols, length: x.length });
+  if (bias && bias.length !== w.rows) throw shapeError(op, `bias${at} has ${bias.length} values, expected ${w.rows}`, { rows: w.rows, length: bias.length });
+  if (out !== undefined) checkOut(op, out, n * w.rows, `${n}×${w.rows}`, x, 'x', at);
+}
+
+/** The most weights one `matmulMany` takes (native/kernels.h, kMatmulManyMax). */
+export const MATMUL_MANY_MAX = 4;
+
+export function checkMatmulMany(
+  x: Float32Array, n: number, ws: readonly PreparedWeight[], biases?: readonly (Float32Array | null | undefined)[], outs?: readonly Float32Array[],
+): void {
+  const op = 'matmulMany';
+  if (!Array.isArray(ws) || ws.length < 1 || ws.length > MATMUL_MANY_MAX) {
+    throw new QvlError('OPTION_INVALID', `${op}: ws must be an array of 1..${MATMUL_MANY_MAX} weights`, { op, count: Array.isArray(ws) ? ws.length : null });
+  }
+  if (biases !== undefined && biases.length !== ws.length) throw shapeError(op, `biases has ${biases.length} entries, expected ${ws.length} (one per weight)`, {});
+  if (outs !== undefined && outs.length !== ws.length) throw shapeError(op, `outs has ${outs.length} entries, expected ${ws.length} (one per weight)`, {});
+  for (let i = 0; i < ws.length; i++) {
+    checkMatmul(x, n, ws[i], biases?.[i], outs?.[i], op, `[${i}]`);
+    for (let j = 0; outs && j < i; j++) {
+      const a = outs[i], b = outs[j];
+      if (a.buffer === b.buffer && a.byteOffset < b.byteOffset + b.byteLength && b.byteOffset < a.byteOffset + a.byteLength) {
+        throw shapeError(op, `outs[${i}] overlaps outs[${j}]`, {});
+      }
+    }
+  }
 }
 
 /**
  * An op's caller-given output: a Float32Array of `length` values that does not overlap its
  * input (the op reads other values than the one it is writing).
  */
-function checkOut(op: string, out: Float32Array, length: number, shape: string, input: Float32Array, inputName: string): void {
-  if (!(out instanceof Float32Array)) throw shapeError(op, 'out must be a Float32Array', {});
-  if (out.length !== length) throw shapeError(op, `out has ${out.length} values, expected ${shape}`, { length: out.length });
+function checkOut(op: string, out: Float32Array, length: number, shape: string, input: Float32Array, inputName: string, at = ''): void {
+  if (!(out instanceof Float32Array)) throw shapeError(op, `out${at} must be a Float32Array`, {});
+  if (out.length !== length) throw shapeError(op, `out${at} has ${out.length} values, expected ${shape}`, { length: out.length });
   if (out.buffer === input.buffer && out.byteOffset < input.byteOffset + input.byteLength && input.byteOffset < out.byteOffset + out.byteLength) {
-    throw shapeError(op, `out overlaps ${inputName}`, {});
+    throw shapeError(op, `out${at} overlaps ${inputName}`, {});
   }
 }
 

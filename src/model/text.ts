@@ -126,17 +126,20 @@ export class TextModel {
     const hd = cfg.headDim;
     const eps = cfg.rmsNormEps;
     const a = be.rmsNorm(x, H, w.inputNorm, eps, s.a);
-    // q_norm / k_norm act on each head's vector, before the rotation.
-    const q = be.rmsNorm(be.matmul(a, n, w.q, w.qBias, s.q), hd, w.qNorm, eps, s.q);
-    const k = be.rmsNorm(be.matmul(a, n, w.k, w.kBias, s.k), hd, w.kNorm, eps, s.k);
-    const v = be.matmul(a, n, w.v, w.vBias, s.v);
+    // q, k and v in one call (one pass over a's quantized activations); q_norm / k_norm act on
+    // each head's vector, before the rotation.
+    be.matmulMany(a, n, [w.q, w.k, w.v], [w.qBias, w.kBias, w.vBias], [s.q, s.k, s.v]);
+    const q = be.rmsNorm(s.q, hd, w.qNorm, eps, s.q);
+    const k = be.rmsNorm(s.k, hd, w.kNorm, eps, s.k);
+    const v = s.v;
     be.rope(q, n, cfg.numHeads, hd, cos, sin);
     be.rope(k, n, cfg.numKvHeads, hd, cos, sin);
     const att = this.attend(l, q, k, v, seqs, s.att);
     const y = be.matmul(att, n, w.o, w.oBias, s.y);
     be.addInPlace(y, x);
     const b = be.rmsNorm(y, H, w.postNorm, eps, s.b);
-    const act = be.siluMul(be.matmul(b, n, w.gate, null, s.gate), be.matmul(b, n, w.up, null, s.up), s.gate);
+    be.matmulMany(b, n, [w.gate, w.up], [null, null], [s.gate, s.up]);
+    const act = be.siluMul(s.gate, s.up, s.gate);
     const z = be.matmul(act, n, w.down, null, out);
     be.addInPlace(z, y);
     return z;

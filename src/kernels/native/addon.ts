@@ -27,6 +27,8 @@ export interface NativeAddon {
   /** 'q4x8' / 'q4x8-f16' / 'q8x8' / 'q8x8-f16' when prepare repacked the weight (native/q4x8.h, q8x8.h) with the stream's bytes, else 'row-major'. */
   weightLayout(w: NativeWeightHandle): { layout: NativeWeightLayout; bytes?: number };
   matmul(x: Float32Array, n: number, w: NativeWeightHandle, bias: Float32Array | null, y: Float32Array): void;
+  /** matmul over each of 1..4 weights of the same x (native/kernels.h, matmulMany); biases[i] may be null. */
+  matmulMany(x: Float32Array, n: number, ws: NativeWeightHandle[], biases: (Float32Array | null)[], ys: Float32Array[]): void;
   gatherRows(w: NativeWeightHandle, ids: Int32Array, out: Float32Array): void;
   rmsNorm(x: Float32Array, dim: number, weight: Float32Array, eps: number, out: Float32Array): void;
   layerNorm(x: Float32Array, dim: number, weight: Float32Array, bias: Float32Array, eps: number, out: Float32Array): void;

@@ -9,6 +9,7 @@ import {
   checkInt,
   checkLayerNorm,
   checkMatmul,
+  checkMatmulMany,
   checkRmsNorm,
   checkRope,
   checkRowIds,
@@ -113,6 +114,14 @@ export class NativeBackend implements Backend {
     const h = this.#handle(w, 'matmul');
     this.#call('matmul', () => this.#addon.matmul(x, n, h, bias ?? null, y));
     return y;
+  }
+
+  matmulMany(x: Float32Array, n: number, ws: readonly PreparedWeight[], biases?: readonly (Float32Array | null | undefined)[], outs?: readonly Float32Array[]): Float32Array[] {
+    checkMatmulMany(x, n, ws, biases, outs);
+    const ys = ws.map((w, i) => outs?.[i] ?? new Float32Array(n * w.rows));
+    const hs = ws.map((w) => this.#handle(w, 'matmulMany'));
+    this.#call('matmulMany', () => this.#addon.matmulMany(x, n, hs, ws.map((_, i) => biases?.[i] ?? null), ys));
+    return ys;
   }
 
   gatherRows(w: PreparedWeight, ids: ArrayLike<number>): Float32Array {

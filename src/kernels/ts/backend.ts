@@ -1,5 +1,5 @@
 import type { AttentionOptions, Backend, KvAttentionOptions, KvBatchOptions, KvBatchPart, PreparedWeight } from '../backend.ts';
-import { checkAppendAttendKv, checkAttention, checkAttentionKv, checkFloat32, checkGeluKind, checkLayerNorm, checkMatmul, checkRmsNorm, checkRope, checkRowIds, checkSameLength, checkSiluMul } from '../checks.ts';
+import { checkAppendAttendKv, checkAttention, checkAttentionKv, checkFloat32, checkGeluKind, checkLayerNorm, checkMatmul, checkMatmulMany, checkRmsNorm, checkRope, checkRowIds, checkSameLength, checkSiluMul } from '../checks.ts';
 import { KvRowReader, type KvView, writeKvAt } from '../kv.ts';
 import { weightBytes, type WeightData } from '../weight.ts';
 import { argmax } from './argmax.ts';
@@ -34,6 +34,11 @@ export class TsBackend implements Backend {
       }
     }
     return y;
+  }
+
+  matmulMany(x: Float32Array, n: number, ws: readonly PreparedWeight[], biases?: readonly (Float32Array | null | undefined)[], outs?: readonly Float32Array[]): Float32Array[] {
+    checkMatmulMany(x, n, ws, biases, outs);
+    return ws.map((w, i) => this.matmul(x, n, w, biases?.[i], outs?.[i]));
   }
 
   gatherRows(pw: PreparedWeight, ids: ArrayLike<number>): Float32Array {
