@@ -126,8 +126,8 @@ export class TextModel {
     const hd = cfg.headDim;
     const eps = cfg.rmsNormEps;
     const a = be.rmsNorm(x, H, w.inputNorm, eps, s.a);
-    // q, k and v in one call (one pass over a's quantized activations); q_norm / k_norm act on
-    // each head's vector, before the rotation.
+    // q, k and v in one call (repacked q4 / q8: one job over a quantized once); q_norm / k_norm
+    // act on each head's vector, before the rotation.
     be.matmulMany(a, n, [w.q, w.k, w.v], [w.qBias, w.kBias, w.vBias], [s.q, s.k, s.v]);
     const q = be.rmsNorm(s.q, hd, w.qNorm, eps, s.q);
     const k = be.rmsNorm(s.k, hd, w.kNorm, eps, s.k);
