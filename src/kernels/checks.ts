@@ -131,10 +131,7 @@ export function checkMatmulMany(
   for (let i = 0; i < ws.length; i++) {
     checkMatmul(x, n, ws[i], biases?.[i], outs?.[i], op, `[${i}]`);
     for (let j = 0; outs && j < i; j++) {
-      const a = outs[i], b = outs[j];
-      if (a.buffer === b.buffer && a.byteOffset < b.byteOffset + b.byteLength && b.byteOffset < a.byteOffset + a.byteLength) {
-        throw shapeError(op, `outs[${i}] overlaps outs[${j}]`, {});
-      }
+      if (overlaps(outs[i], outs[j])) throw shapeError(op, `outs[${i}] overlaps outs[${j}]`, {});
     }
   }
 }
@@ -146,9 +143,12 @@ export function checkMatmulMany(
 function checkOut(op: string, out: Float32Array, length: number, shape: string, input: Float32Array, inputName: string, at = ''): void {
   if (!(out instanceof Float32Array)) throw shapeError(op, `out${at} must be a Float32Array`, {});
   if (out.length !== length) throw shapeError(op, `out${at} has ${out.length} values, expected ${shape}`, { length: out.length });
-  if (out.buffer === input.buffer && out.byteOffset < input.byteOffset + input.byteLength && input.byteOffset < out.byteOffset + out.byteLength) {
-    throw shapeError(op, `out${at} overlaps ${inputName}`, {});
-  }
+  if (overlaps(out, input)) throw shapeError(op, `out${at} overlaps ${inputName}`, {});
+}
+
+/** Whether two views share any byte. */
+function overlaps(a: Float32Array, b: Float32Array): boolean {
+  return a.buffer === b.buffer && a.byteOffset < b.byteOffset + b.byteLength && b.byteOffset < a.byteOffset + a.byteLength;
 }
 
 /** The ids as an Int32Array, each checked to name a row. */
