@@ -9,6 +9,8 @@ import { pathToFileURL } from 'node:url';
 import { isQvlError, type QvlErrorCode } from '../src/errors.ts';
 import { decodeBase64Strict, parseDataUri } from '../src/media/base64.ts';
 import { forbiddenAddressReason } from '../src/media/ip-policy.ts';
+import { fetchToFile } from '../src/media/fetch-url.ts';
+import { resolveLimits } from '../src/media/source-options.ts';
 import { classifySource, loadMediaBytes, loadMediaFile } from '../src/media/source.ts';
 
 const PNG = readFileSync(path.join(import.meta.dirname, 'fixtures', 'media', 'rgba.png'));
@@ -144,6 +146,36 @@ test('http URL to a file: the download lands in a temporary file that cleanup re
   assert.deepEqual(readFileSync(f.path), PNG);
   await f.cleanup();
   assert.throws(() => readFileSync(f.path));
+});
+
+// A refused or failed download must not open its file: the caller removes the file's directory
+// as soon as the refusal arrives, and an open still in flight then failed with ENOENT, an error
+// naming the temporary path that reached the request (the server answered 500 with it).
+test('a download into a file opens it only for an accepted answer, and closes it before a refusal is reported', async () => {
+  const stray: unknown[] = [];
+  const onStray = (e: unknown) => void stray.push(e);
+  process.on('unhandledRejection', onStray);
+  process.on('uncaughtException', onStray);
+  try {
+    const gone = path.join(tmpdir(), `qvl-no-such-dir-${process.pid}`, 'input');
+    const limits = (extra: object) => resolveLimits('video', { contentTypes: ['image/'], ...extra });
+    await rejectsWith(fetchToFile('https://[::1]:1/doc.pdf', gone, { limits: limits({}) }), 'MEDIA_FORBIDDEN', /loopback/);
+    await rejectsWith(fetchToFile(`${base}/missing`, gone, { limits: limits({ allowPrivateNetwork: true }) }), 'MEDIA_SOURCE', /HTTP 404/);
+    await rejectsWith(fetchToFile(`${base}/html`, gone, { limits: limits({ allowPrivateNetwork: true }) }), 'MEDIA_SOURCE', /Content-Type text\/html/);
+    // opened, then abandoned: the file is closed when the error arrives, its directory removable
+    const dir = mkdtempSync(path.join(tmpdir(), 'qvl-fetch-'));
+    await rejectsWith(
+      fetchToFile(`${base}/big-chunked`, path.join(dir, 'input'), { limits: limits({ allowPrivateNetwork: true, maxBytes: 200_000 }) }),
+      'MEDIA_TOO_LARGE',
+      /over the limit of 200000/,
+    );
+    rmSync(dir, { recursive: true });
+    await new Promise((r) => setTimeout(r, 50));
+    assert.deepEqual(stray.map(String), [], 'nothing surfaced outside the promise');
+  } finally {
+    process.off('unhandledRejection', onStray);
+    process.off('uncaughtException', onStray);
+  }
 });
 
 test('unsupported URL schemes are refused', () => {

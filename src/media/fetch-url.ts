@@ -2,7 +2,7 @@
  * Downloads a media URL into memory or into a file, within a byte cap and a deadline, refusing
  * answers whose Content-Type is not media (an HTML error page decoded as an image helps nobody).
  */
-import { createWriteStream } from 'node:fs';
+import { createWriteStream, type WriteStream } from 'node:fs';
 import { QvlError } from '../errors.ts';
 import { describeUrl, httpGet } from './http-get.ts';
 import type { ResolvedLimits } from './source-options.ts';
@@ -37,23 +37,48 @@ export function fetchToMemory(url: string, p: FetchParams): Promise<FetchedMedia
   });
 }
 
+/**
+ * The file is opened with the first byte of an accepted answer, not before: a refused URL (a
+ * private address, an HTTP error) never opens it, and a download abandoned after that waits for
+ * the file to close. Opened early, a refusal left the open in flight while the caller removed the
+ * file's directory, and its ENOENT (naming the temporary path) surfaced in the request.
+ */
 export function fetchToFile(url: string, file: string, p: FetchParams): Promise<FetchedFile> {
-  const out = createWriteStream(file, { flags: 'w' });
-  const opened = new Promise<void>((res, rej) => out.once('open', () => res()).once('error', rej));
+  let out: WriteStream | undefined;
+  let failure: Error | undefined;
+  const open = (): WriteStream => {
+    if (!out) {
+      out = createWriteStream(file, { flags: 'w' });
+      out.on('error', (e) => void (failure ??= e));
+    }
+    if (failure) throw failure;
+    return out;
+  };
   return download(url, p, {
     write: async (c) => {
-      await opened;
-      if (!out.write(c)) await new Promise<void>((res, rej) => out.once('drain', res).once('error', rej));
+      const s = open();
+      if (!s.write(c)) await new Promise<void>((res, rej) => s.once('drain', res).once('error', rej));
     },
-    finish: () => new Promise<void>((res, rej) => out.end((e?: Error | null) => (e ? rej(e) : res()))),
-    abandon: () => out.destroy(),
+    finish: () => {
+      const s = open(); // an empty answer is an empty file
+      return new Promise<void>((res, rej) => s.end((e?: Error | null) => (e ? rej(e) : failure ? rej(failure) : res())));
+    },
+    abandon: () => {
+      const s = out;
+      if (!s || s.closed) return;
+      return new Promise<void>((res) => {
+        s.once('close', () => res());
+        s.destroy();
+      });
+    },
   });
 }
 
 interface Sink {
   write(chunk: Buffer): Promise<void>;
   finish(): Promise<void>;
-  abandon(): void;
+  /** Drops what was written; a promise where something must close first. */
+  abandon(): void | Promise<void>;
 }
 
 async function download(url: string, p: FetchParams, sink: Sink): Promise<FetchedFile> {
@@ -116,7 +141,7 @@ async function download(url: string, p: FetchParams, sink: Sink): Promise<Fetche
       close();
     }
   } catch (e) {
-    sink.abandon();
+    await sink.abandon();
     if (deadline.signal.aborted && !p.signal?.aborted && !(e instanceof QvlError && e.code !== 'ABORTED')) throw timedOut();
     if (e instanceof QvlError) throw e;
     if (deadline.signal.aborted && !p.signal?.aborted) throw timedOut();
