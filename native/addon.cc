@@ -344,6 +344,8 @@ Napi::Value Prepare(const Napi::CallbackInfo& info) {
   }
   Napi::Value pack = d.Get("pack");
   Napi::Value consume = d.Get("consume");
+  Napi::Value fine = d.Get("fineActivations");
+  w->q8Fine = w->format == qvl::FMT_Q8 && fine.IsBoolean() && fine.As<Napi::Boolean>().Value();
   const bool mayConsume = consume.IsBoolean() && consume.As<Napi::Boolean>().Value();
   const bool mayPack = pack.IsBoolean() && pack.As<Napi::Boolean>().Value();
   const bool fl = w->format == qvl::FMT_BF16 || w->format == qvl::FMT_F16 || w->format == qvl::FMT_F32;
@@ -363,7 +365,8 @@ Napi::Value Prepare(const Napi::CallbackInfo& info) {
 
 // How a prepared weight is kept: {layout: 'q4x8', 'q4x8-f16', 'q8x8' or 'q8x8-f16' (repacked by
 // prepare, with float32 or binary16 scales), bytes: of the repacked stream} or {layout:
-// 'row-major'} (the caller's arrays).
+// 'row-major'} (the caller's arrays); fineActivations: a q8 weight prepared for fine
+// activations.
 Napi::Value WeightLayout(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const WeightDesc* w = handle(info[0]);
@@ -371,6 +374,7 @@ Napi::Value WeightLayout(const Napi::CallbackInfo& info) {
   o.Set("layout", w->q8x8 ? (w->q8x8F16 ? "q8x8-f16" : "q8x8") : !w->q4x8 ? "row-major" : w->q4x8F16 ? "q4x8-f16" : "q4x8");
   if (w->q4x8) o.Set("bytes", double(qvl::q4x8_bytes(qvl::q4x8_layout(w))));
   if (w->q8x8) o.Set("bytes", double(qvl::q8x8_bytes(w->rows, w->cols, w->q8x8F16 != 0)));
+  o.Set("fineActivations", w->q8Fine != 0);
   return o;
 }
 

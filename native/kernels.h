@@ -59,6 +59,9 @@ struct WeightDesc {
   // q8 repacked likewise (native/q8x8.h); data and scales are then null
   const uint8_t* q8x8;
   int32_t q8x8F16;  // whether its scales are binary16 (else float32)
+  // q8: the int8 GEMV quantizes the activations on a grid 64 times finer than int8's (two
+  // int8 halves, int8_act256.inc); a row-major q8 weight so marked declines the int8 GEMV (float activations)
+  int32_t q8Fine;
   // a float matrix copied out of a file mapping by prepare (data then points here)
   void* ownedData;
 };

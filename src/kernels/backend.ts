@@ -16,6 +16,13 @@ export interface PrepareOptions {
    * of at V8's next collection. They read as empty afterwards.
    */
   consume?: boolean;
+  /**
+   * q8: the native int8 GEMV (decode) quantizes the activations on a grid 64 times finer than
+   * int8's, as two int8 halves, for twice the integer dot products (native/gemv_q8x8.inc).
+   * q8 mode's text decoder asks for it (src/model/weights.ts); other formats and the TypeScript
+   * backend, whose activations stay float32, ignore it.
+   */
+  fineActivations?: boolean;
 }
 
 export interface Backend {

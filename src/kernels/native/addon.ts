@@ -24,8 +24,8 @@ export interface NativeAddon {
   setIsa(name: 'best' | 'avx512vnni' | 'avx512' | 'avx2vnni' | 'avx2' | 'scalar'): string;
   setThreads(n: number): number;
   prepare(desc: NativeWeightDesc): NativeWeightHandle;
-  /** 'q4x8' / 'q4x8-f16' / 'q8x8' / 'q8x8-f16' when prepare repacked the weight (native/q4x8.h, q8x8.h) with the stream's bytes, else 'row-major'. */
-  weightLayout(w: NativeWeightHandle): { layout: NativeWeightLayout; bytes?: number };
+  /** 'q4x8' / 'q4x8-f16' / 'q8x8' / 'q8x8-f16' when prepare repacked the weight (native/q4x8.h, q8x8.h) with the stream's bytes, else 'row-major'; fineActivations: a q8 weight prepared for fine GEMV activations. */
+  weightLayout(w: NativeWeightHandle): { layout: NativeWeightLayout; bytes?: number; fineActivations: boolean };
   matmul(x: Float32Array, n: number, w: NativeWeightHandle, bias: Float32Array | null, y: Float32Array): void;
   /** matmul over each of 1..4 weights of the same x (native/kernels.h, matmulMany); biases[i] may be null. */
   matmulMany(x: Float32Array, n: number, ws: NativeWeightHandle[], biases: (Float32Array | null)[], ys: Float32Array[]): void;
@@ -88,6 +88,8 @@ export interface NativeWeightDesc {
   pack?: boolean;
   /** the arrays are the caller's to give away: repack whatever the size, then detach them */
   consume?: boolean;
+  /** q8: the int8 GEMV's activations on the fine grid (PrepareOptions.fineActivations) */
+  fineActivations?: boolean;
   groupSize?: number;
   nGroups?: number;
   blockRows?: number;

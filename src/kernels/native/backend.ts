@@ -92,7 +92,7 @@ export class NativeBackend implements Backend {
   }
 
   prepare(w: WeightData, opts: PrepareOptions = {}): PreparedWeight {
-    const desc = { ...describeWeight(w), pack: this.#repack, consume: opts.consume === true };
+    const desc = { ...describeWeight(w), pack: this.#repack, consume: opts.consume === true, fineActivations: opts.fineActivations === true };
     const handle = this.#call('prepare', () => this.#addon.prepare(desc));
     const kept = this.#addon.weightLayout(handle);
     const impl: NativeImpl = { handle, weight: kept.layout === 'row-major' ? w : null };
@@ -102,6 +102,11 @@ export class NativeBackend implements Backend {
   /** How the addon keeps a prepared weight: 'q4x8' / 'q4x8-f16' / 'q8x8' (repacked) or 'row-major' (the caller's arrays). */
   layoutOf(w: PreparedWeight): NativeWeightLayout {
     return this.#addon.weightLayout(this.#handle(w, 'layoutOf')).layout;
+  }
+
+  /** Whether prepare marked this q8 weight for fine activations in the int8 GEMV (PrepareOptions.fineActivations). */
+  hasFineActivations(w: PreparedWeight): boolean {
+    return this.#addon.weightLayout(this.#handle(w, 'hasFineActivations')).fineActivations;
   }
 
   release(w: PreparedWeight): void {
