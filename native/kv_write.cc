@@ -66,7 +66,11 @@ void kv_write_row(int32_t type, const float* src, int64_t hd, void* dst, float* 
       for (int64_t c = 0; c < hd; c++) ((uint16_t*)dst)[c] = to_bf16(src[c]);
       return;
     case KV_F16:
-      for (int64_t c = 0; c < hd; c++) ((uint16_t*)dst)[c] = to_f16(src[c]);
+      // as kv.ts's toF16Saturating: a finite value past binary16's range is kept as ±65504
+      for (int64_t c = 0; c < hd; c++) {
+        const uint16_t h = to_f16(src[c]);
+        ((uint16_t*)dst)[c] = (h & 0x7fffu) == 0x7c00u && std::isfinite(src[c]) ? uint16_t((h & 0x8000u) | 0x7bffu) : h;
+      }
       return;
     default: {
       // as kv.ts computes it: max in float32 (a NaN makes it NaN, as Math.max does), the division

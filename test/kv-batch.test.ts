@@ -75,7 +75,7 @@ function run(be: Backend, c: Case, seed: number, special = false) {
   const v = randn(r, n * c.kvHeads * c.hd);
   if (special) {
     // what the writers must agree on too: NaN, infinities, signed zero, halfway cases, tiny values
-    const odd = [NaN, Infinity, -Infinity, -0, 1 + 2 ** -8, 1 + 3 * 2 ** -8, 2 ** -130, 65520, -1e-9, 127.5 / 127];
+    const odd = [NaN, Infinity, -Infinity, -0, 1 + 2 ** -8, 1 + 3 * 2 ** -8, 2 ** -130, 65520, -1e-9, 127.5 / 127, 1e6, -7e4];
     odd.forEach((x, i) => {
       k[i * 7] = x;
       v[i * 5 + 1] = x;

@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { isQvlError } from '../src/errors.ts';
-import { fromBf16, fromF16, KV_TYPES, KvLayout, KvRowReader, toBf16, toF16, type KvType } from '../src/kernels/kv.ts';
+import { fromBf16, fromF16, KV_TYPES, KvLayout, KvRowReader, toBf16, toF16, toF16Saturating, type KvType } from '../src/kernels/kv.ts';
 import { TsBackend } from '../src/kernels/ts/backend.ts';
 import { KVCache } from '../src/model/kv-cache.ts';
 import { KvPool } from '../src/model/kv-pool.ts';
@@ -40,6 +40,23 @@ test('bf16 and f16 conversions round to the nearest representable value (ties to
   assert.equal(fromF16(toF16(1e6)), Infinity);
   assert.ok(Number.isNaN(fromBf16(toBf16(NaN))));
   assert.equal(toBf16(1 + 2 ** -8), toBf16(1));
+});
+
+test('the f16 cache keeps a finite value finite: past ±65504 it saturates, NaN and infinities stay, the rest is toF16', () => {
+  for (const [x, want] of [[1e6, 65504], [-7e4, -65504], [65520, 65504], [3.4e38, 65504], [Infinity, Infinity], [-Infinity, -Infinity], [65504, 65504], [-1.5, -1.5]] as const)
+    assert.equal(fromF16(toF16Saturating(x)), want, `${x}`);
+  assert.ok(Number.isNaN(fromF16(toF16Saturating(NaN))));
+  fc.assert(
+    fc.property(fc.float({ noNaN: true, noDefaultInfinity: true, min: -65504, max: 65504 }), (x) => toF16Saturating(x) === toF16(x)),
+    { seed: 13, numRuns: 3000 },
+  );
+  // through the cache: a row written and read back
+  const layout = new KvLayout('f16', 1, 1, 4, 4);
+  const cache = new KVCache(new KvPool(layout, { maxBytes: layout.blockBytes }));
+  cache.append(0, Float32Array.of(1e6, -1e6, 2, NaN), Float32Array.of(-7e4, 7e4, Infinity, 0.5), 1);
+  const view = cache.view(0);
+  assert.deepEqual(Array.from(new KvRowReader(view, 0).row(0, 0)), [65504, -65504, 2, NaN]);
+  assert.deepEqual(Array.from(new KvRowReader(view, 1).row(0, 0)), [-65504, 65504, Infinity, 0.5]);
 });
 
 test('KV blocks: a pool hands out, reuses and bounds blocks; caches grow and shrink by whole blocks', () => {

@@ -38,7 +38,7 @@ export interface FromPretrainedOptions {
   quant?: QuantMode;
   onProgress?: (done: number, total: number) => void;
   // long context (docs/long-context.md)
-  /** how keys and values are stored: 'bf16' (default), 'f16', 'q8' (about half of bf16) or 'f32' */
+  /** how keys and values are stored: 'f16' (default), 'bf16', 'q8' (about half of f16) or 'f32' */
   kvType?: KvType;
   /**
    * prompt + answer tokens of one sequence. Default: the model's own limit when it fits in the

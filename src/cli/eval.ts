@@ -26,7 +26,7 @@ export function registerEval(program: Command): void {
     .option('--backend <name>', 'compute backend: auto, native or ts', 'auto')
     .option('-t, --threads <n>', 'threads for the native backend (default: physical cores)', intArg(1, 1024))
     .addOption(quantOption('quantize the weights at load (compare the answers with HF\'s float ones)'))
-    .addOption(new Option('--kv-type <type>', 'KV cache storage (compare the answers with HF\'s float ones): bf16 (default), f16, q8 or f32').choices(['bf16', 'f16', 'q8', 'f32']))
+    .addOption(new Option('--kv-type <type>', 'KV cache storage (compare the answers with HF\'s float ones): f16 (default), bf16, q8 or f32').choices(['f16', 'bf16', 'q8', 'f32']))
     .option('--limit <n>', 'at most this many items', intArg(1))
     .option('--per-task <n>', 'at most this many items of each task', intArg(1))
     .option('--task <name>', 'only this task (repeatable)', collect, [])

@@ -67,7 +67,7 @@ export function addModelFlags(cmd: Command): Command {
     .option('--backend <name>', 'compute backend: auto, native or ts', 'auto')
     .option('-t, --threads <n>', 'threads for the native backend (default: physical cores)', intArg(1, 1024))
     .addOption(quantOption('quantize float weights while loading (q8: int8 blocks; q4: 4-bit text decoder)'))
-    .addOption(new Option('--kv-type <type>', 'KV cache storage: bf16 (default), f16, q8 (about half of bf16) or f32').choices(['bf16', 'f16', 'q8', 'f32']))
+    .addOption(new Option('--kv-type <type>', 'KV cache storage: f16 (default), bf16, q8 (about half of f16) or f32').choices(['f16', 'bf16', 'q8', 'f32']))
     .option('--context <n>', "prompt + answer tokens per sequence (default: the model's when it fits in memory, else what fits)", intArg(16))
     .addOption(new Option('--rope-scaling <type>', 'extend the context beyond the trained one (with --rope-factor)').choices(['yarn']))
     .option('--rope-factor <x>', 'YaRN factor: the context becomes factor × the trained one', floatArg(1.0001, 64))

@@ -59,7 +59,7 @@ export type PrefillRun = Generator<void, PrefillResult, void>;
 
 /** How the KV cache is stored: its type, block size and the pool's budget per type. */
 export interface KvOptions {
-  /** default 'bf16' */
+  /** default 'f16' (DEFAULT_KV_TYPE) */
   type?: KvType;
   /** tokens per block (default 256) */
   blockTokens?: number;
