@@ -20,14 +20,16 @@ uint16_t to_bf16(float x) {
   return uint16_t((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
 }
 
-uint16_t to_f16(float x) {
+// binary16, rounded to nearest even, except that a finite value past ±65504 becomes ±65504 (as
+// kv.ts's toF16Saturating); NaN and ±Infinity stay what they are
+uint16_t to_f16_saturating(float x) {
   const uint32_t u = bits(x);
   const uint32_t sign = (u >> 16) & 0x8000u;
   const int32_t exp = int32_t((u >> 23) & 0xffu);
   uint32_t mant = u & 0x7fffffu;
   if (exp == 0xff) return uint16_t(sign | 0x7c00u | (mant ? 0x200u : 0u));
   int32_t e = exp - 127 + 15;
-  if (e >= 31) return uint16_t(sign | 0x7c00u);
+  if (e >= 31) return uint16_t(sign | 0x7bffu);
   if (e <= 0) {
     if (e < -10) return uint16_t(sign);
     mant |= 0x800000u;
@@ -43,7 +45,7 @@ uint16_t to_f16(float x) {
     if (r == 0x400u) {
       r = 0;
       e++;
-      if (e >= 31) return uint16_t(sign | 0x7c00u);
+      if (e >= 31) return uint16_t(sign | 0x7bffu);
     }
   }
   return uint16_t(sign | uint32_t(e << 10) | r);
@@ -66,11 +68,7 @@ void kv_write_row(int32_t type, const float* src, int64_t hd, void* dst, float* 
       for (int64_t c = 0; c < hd; c++) ((uint16_t*)dst)[c] = to_bf16(src[c]);
       return;
     case KV_F16:
-      // as kv.ts's toF16Saturating: a finite value past binary16's range is kept as ±65504
-      for (int64_t c = 0; c < hd; c++) {
-        const uint16_t h = to_f16(src[c]);
-        ((uint16_t*)dst)[c] = (h & 0x7fffu) == 0x7c00u && std::isfinite(src[c]) ? uint16_t((h & 0x8000u) | 0x7bffu) : h;
-      }
+      for (int64_t c = 0; c < hd; c++) ((uint16_t*)dst)[c] = to_f16_saturating(src[c]);
       return;
     default: {
       // as kv.ts computes it: max in float32 (a NaN makes it NaN, as Math.max does), the division

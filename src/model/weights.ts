@@ -105,7 +105,7 @@ export function loadModelWeights(
     return { w, b };
   };
   const mat = (prefix: string, rows: number, cols: number) => linear(prefix, rows, cols, false).w;
-  // The text decoder's q8 matrices decode with 15-bit activations (PrepareOptions): with int8
+  // The text decoder's q8 matrices decode with fine activations (PrepareOptions): with int8
   // ones they moved more of the demo model's held-out answers than q8 weights did. The head
   // keeps int8 activations (q4 mode's q8 head is there for bytes and speed).
   const textMat = (prefix: string, rows: number, cols: number) => linear(prefix, rows, cols, false, true).w;
