@@ -13,6 +13,11 @@ import { readMatrix } from '../weights/tensor-reader.ts';
 export interface QuantizeCheckpointOptions extends QuantPlanOptions {
   /** replace the contents of a non-empty output folder */
   overwrite?: boolean;
+  /**
+   * q4 matrices quantized from calibration data (`calibrateQ4`), written in place of the
+   * round-to-nearest ones of the same names; `info` is recorded in config.json
+   */
+  calibrated?: { weights: ReadonlyMap<string, WeightData>; info: Record<string, unknown> };
   maxShardBytes?: number;
   onProgress?: (done: number, total: number) => void;
 }
@@ -29,15 +34,14 @@ const FLOAT_DTYPES = new Set(['F32', 'BF16', 'F16']);
 const QUANTIZED_SUFFIXES = ['.qweight', '.weight_packed', '.weight_scale_inv', `.${QVL_SUFFIX.q8.qs}`, `.${QVL_SUFFIX.q4.qs}`];
 
 /**
- * Writes a quantized copy of a float checkpoint folder in qvl's own layout (see
- * weights/quant/qvl-format.ts): the matrices the plan names become q8/q4 tensors, every other
- * tensor is copied byte for byte under its canonical name, config.json gains a
- * `quantization_config` with `quant_method: "qvl"`, and the remaining files (tokenizer,
- * templates, processor and generation configs) are copied. Tensors are read, quantized and
- * written one module at a time.
+ * What `quantizeCheckpoint` checks before it reads a tensor (run it before a long calibration):
+ * the options, the input folder (a float checkpoint) and the output folder; returns the parsed config.
  */
-export function quantizeCheckpoint(inDir: string, outDir: string, opts: QuantizeCheckpointOptions): QuantizeSummary {
+export function checkQuantizeCheckpoint(inDir: string, outDir: string, opts: QuantizeCheckpointOptions): { raw: Record<string, unknown>; cfg: ReturnType<typeof parseConfig> } {
   checkQuantOptions(opts);
+  if (opts.calibrated && (opts.mode !== 'q4' || opts.symmetric)) {
+    throw new QvlError('OPTION_INVALID', 'calibration makes asymmetric q4 matrices: use it with --quant q4 and without --symmetric', { mode: opts.mode, symmetric: opts.symmetric ?? false });
+  }
   if (!fs.existsSync(inDir) || !fs.statSync(inDir).isDirectory()) {
     throw new QvlError('FILE_NOT_FOUND', `model folder ${inDir} does not exist`, { dir: inDir });
   }
@@ -62,7 +66,19 @@ export function quantizeCheckpoint(inDir: string, outDir: string, opts: Quantize
       quantMethod: existing.quant_method,
     });
   }
+  return { raw, cfg };
+}
 
+/**
+ * Writes a quantized copy of a float checkpoint folder in qvl's own layout (see
+ * weights/quant/qvl-format.ts): the matrices the plan names become q8/q4 tensors, every other
+ * tensor is copied byte for byte under its canonical name, config.json gains a
+ * `quantization_config` with `quant_method: "qvl"`, and the remaining files (tokenizer,
+ * templates, processor and generation configs) are copied. Tensors are read, quantized and
+ * written one module at a time.
+ */
+export function quantizeCheckpoint(inDir: string, outDir: string, opts: QuantizeCheckpointOptions): QuantizeSummary {
+  const { raw, cfg } = checkQuantizeCheckpoint(inDir, outDir, opts);
   const ck = SafetensorsCheckpoint.open(inDir);
   try {
     const src = canonicalView(ck);
@@ -77,6 +93,13 @@ export function quantizeCheckpoint(inDir: string, outDir: string, opts: Quantize
     let done = 0;
     const tick = () => opts.onProgress?.(++done, out.length);
     let memo: { prefix: string; w: WeightData } | undefined;
+    const calibratedFor = (prefix: string, rows: number, cols: number): WeightData | undefined => {
+      const w = opts.calibrated?.weights.get(prefix);
+      if (w && (w.format !== 'q4' || w.rows !== rows || w.cols !== cols || w.groupSize !== (opts.groupSize ?? 32) || !w.zeros)) {
+        throw new QvlError('OPTION_INVALID', `the calibrated ${prefix} is not an asymmetric q4 [${rows}, ${cols}] matrix of group ${opts.groupSize ?? 32}`, { module: prefix });
+      }
+      return w;
+    };
     for (const name of names) {
       const info = src.info(name);
       inputBytes += info.byteLength;
@@ -91,7 +114,7 @@ export function quantizeCheckpoint(inDir: string, outDir: string, opts: Quantize
       quantized++;
       const [rows, cols] = info.shape;
       const get = (): WeightData => {
-        if (memo?.prefix !== prefix) memo = { prefix, w: quantizeForPlan(readMatrix(src, name, rows, cols), prefix, opts) };
+        if (memo?.prefix !== prefix) memo = { prefix, w: calibratedFor(prefix, rows, cols) ?? quantizeForPlan(readMatrix(src, name, rows, cols), prefix, opts) };
         return memo.w;
       };
       const part = (suffix: string, dtype: string, shape: number[], pick: (w: WeightData) => ArrayBufferView | undefined): TensorToWrite => ({
@@ -128,6 +151,7 @@ export function quantizeCheckpoint(inDir: string, outDir: string, opts: Quantize
     const qc: Record<string, unknown> = { quant_method: 'qvl', format_version: QVL_FORMAT_VERSION, mode: opts.mode };
     if (opts.mode === 'q4') Object.assign(qc, { group_size: opts.groupSize ?? 32, symmetric: opts.symmetric ?? false });
     if (opts.head) qc.head = opts.head;
+    if (opts.calibrated) qc.calibration = opts.calibrated.info;
     fs.writeFileSync(path.join(outDir, 'config.json'), JSON.stringify({ ...raw, quantization_config: qc }, null, 2) + '\n');
     files.push('config.json');
     for (const f of fs.readdirSync(inDir)) {

@@ -1,6 +1,8 @@
 import { Option, type Command } from 'commander';
+import type { QuantizeCheckpointOptions } from '../api/quantize-checkpoint.ts';
+import { QvlError } from '../errors.ts';
 import { quantOption } from './load.ts';
-import { clearStatus, floatArg, statusLine } from './options.ts';
+import { clearStatus, floatArg, intArg, statusLine } from './options.ts';
 
 interface QuantizeFlags {
   quant: 'q8' | 'q4';
@@ -8,6 +10,10 @@ interface QuantizeFlags {
   symmetric?: boolean;
   shardSize?: number;
   force?: boolean;
+  calibration?: string;
+  calibrationLimit?: number;
+  damp?: number;
+  actOrder?: boolean;
 }
 
 export function registerQuantize(program: Command): void {
@@ -21,22 +27,58 @@ export function registerQuantize(program: Command): void {
     .option('--symmetric', 'q4: no zero points (GGML Q4_0 style) instead of min/max with zero points')
     .option('--shard-size <GB>', 'largest output file before starting another shard (default 4)', floatArg(0.001))
     .option('-f, --force', 'replace the weights and config in a non-empty output folder')
+    .option('--calibration <dataset>', "q4: GPTQ-quantize the text decoder from the inputs it sees on this dataset's items (items.jsonl as `qvl eval` reads it)")
+    .option('--calibration-limit <n>', 'use at most the first n calibration items', intArg(1))
+    .option('--damp <x>', 'GPTQ damping, a fraction of the mean Hessian diagonal (default 0.01)', floatArg(1e-6, 10))
+    .option('--act-order', 'GPTQ: quantize the columns with the largest inputs first')
     .action(async (input: string, output: string, flags: QuantizeFlags) => {
-      const { quantizeCheckpoint } = await import('../api/quantize-checkpoint.ts');
+      const { checkQuantizeCheckpoint, quantizeCheckpoint } = await import('../api/quantize-checkpoint.ts');
       const t0 = performance.now();
-      const s = quantizeCheckpoint(input, output, {
+      const opts = {
         mode: flags.quant,
         groupSize: Number(flags.groupSize),
         symmetric: flags.symmetric,
         overwrite: flags.force,
         maxShardBytes: flags.shardSize === undefined ? undefined : Math.round(flags.shardSize * 1024 ** 3),
-        onProgress: (done, total) => statusLine(`quantizing ${input}: ${Math.round((100 * done) / total)}%`),
-      });
+        onProgress: (done: number, total: number) => statusLine(`quantizing ${input}: ${Math.round((100 * done) / total)}%`),
+      };
+      if (flags.calibration === undefined && (flags.calibrationLimit !== undefined || flags.damp !== undefined || flags.actOrder)) {
+        throw new QvlError('OPTION_INVALID', '--calibration-limit, --damp and --act-order need --calibration', {});
+      }
+      const calibrated = flags.calibration === undefined ? undefined : await calibrate(input, output, flags, opts, checkQuantizeCheckpoint);
+      const s = quantizeCheckpoint(input, output, { ...opts, calibrated });
       clearStatus();
       const gb = (b: number) => (b / 1024 ** 3).toFixed(2);
+      if (calibrated) process.stdout.write(`calibrated the text decoder on ${calibrated.info.samples} items (${calibrated.info.tokens} tokens)\n`);
       process.stdout.write(
         `wrote ${output}: ${s.quantized} matrices quantized (${flags.quant}), ${s.tensors} tensors, ` +
           `${gb(s.inputBytes)} GB → ${gb(s.outputBytes)} GB in ${((performance.now() - t0) / 1000).toFixed(1)} s\n`,
       );
     });
+}
+
+/** GPTQ over the calibration set's items, after every check `quantizeCheckpoint` would make. */
+async function calibrate(
+  input: string,
+  output: string,
+  flags: QuantizeFlags,
+  opts: QuantizeCheckpointOptions,
+  check: (inDir: string, outDir: string, opts: QuantizeCheckpointOptions) => unknown,
+): Promise<NonNullable<QuantizeCheckpointOptions['calibrated']>> {
+  const info = { method: 'gptq', damp: flags.damp ?? 0.01, act_order: flags.actOrder ?? false, samples: 0, tokens: 0 };
+  check(input, output, { ...opts, calibrated: { weights: new Map(), info } });
+  const { loadDataset, resolveMedia } = await import('../eval/dataset.ts');
+  const { calibrateQ4 } = await import('../api/calibrate.ts');
+  const ds = loadDataset(flags.calibration!);
+  const items = ds.items.slice(0, flags.calibrationLimit ?? ds.items.length);
+  const r = await calibrateQ4(input, items.map((i) => ({ messages: resolveMedia(ds.dir, i.messages), answer: i.expected })), {
+    groupSize: opts.groupSize,
+    damp: info.damp,
+    actOrder: info.act_order,
+    onProgress: (stage, done, total) => statusLine(stage === 'prompts' ? `calibration: preparing item ${done}/${total}` : `calibration: decoder layer ${done}/${total}`),
+  });
+  clearStatus();
+  info.samples = r.samples;
+  info.tokens = r.tokens;
+  return { weights: r.weights, info };
 }

@@ -11,7 +11,7 @@ import { Q8_BLOCK, type Q4Weight, type Q8Weight, type WeightData } from '../kern
  */
 
 /** Round half away from zero for |v| < 2^31 (Math.round would round −2.5 to −2). */
-function roundAway(v: number): number {
+export function roundAway(v: number): number {
   return v < 0 ? -((0.5 - v) | 0) : (v + 0.5) | 0;
 }
 
@@ -191,7 +191,7 @@ function rangeScale(lo: number, hi: number): [number, number] {
  */
 const rangeLanes = new Float32Array(8);
 
-function clippedRange(row: Float32Array, c0: number, c1: number, mn: number, mx: number): [number, number] {
+export function clippedRange(row: Float32Array, c0: number, c1: number, mn: number, mx: number): [number, number] {
   const lanes = rangeLanes;
   const first = rangeScale(mn, mx);
   // an all-zero group, or weights so large or so small that float32 cannot score the ranges

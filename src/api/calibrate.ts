@@ -1,0 +1,146 @@
+import { QvlError } from '../errors.ts';
+import type { PreparedWeight } from '../kernels/backend.ts';
+import { selectBackend, type BackendName } from '../kernels/select.ts';
+import type { Q4Weight } from '../kernels/weight.ts';
+import type { ModelInputs, PrefillRun } from '../model/qwen3vl.ts';
+import { gptqQuantizeQ4, hessianOrder, inverseHessianFactor, permuteHessian } from '../weights/quant/gptq-quantize.ts';
+import { canonicalView } from '../weights/names.ts';
+import { SafetensorsCheckpoint } from '../weights/safetensors.ts';
+import { readMatrix } from '../weights/tensor-reader.ts';
+import { InputHessian, recordingBackend } from './hessians.ts';
+import { Qwen3VL } from './qwen3vl.ts';
+
+/** One calibration conversation: a user turn (OpenAI or HF content parts) and, optionally, the answer to run after it. */
+export interface CalibrationSample {
+  messages: unknown[];
+  /** the assistant's reply, run after the prompt as if generated (its tokens are calibration inputs too) */
+  answer?: string;
+}
+
+export interface CalibrateOptions {
+  /** q4 columns per scale (32 or 128); default 32 */
+  groupSize?: number;
+  /** GPTQ's damping, a fraction of the Hessian's mean diagonal; default 0.01 */
+  damp?: number;
+  /** quantize the columns in order of decreasing input energy (GPTQ's act order); default false */
+  actOrder?: boolean;
+  backend?: BackendName;
+  threads?: number;
+  onProgress?: (stage: 'prompts' | 'layers', done: number, total: number) => void;
+}
+
+export interface CalibrationResult {
+  /** the text decoder's q4 matrices, by Linear name (`model.language_model.layers.<l>.self_attn.q_proj` …) */
+  weights: Map<string, Q4Weight>;
+  samples: number;
+  /** calibration tokens (prompt and answer) that every matrix's Hessian summed */
+  tokens: number;
+}
+
+/** The inputs each text-decoder matrix shares with others (q/k/v one, gate/up one). */
+const TEXT_MATRICES = [
+  ['self_attn.q_proj', 'attn'],
+  ['self_attn.k_proj', 'attn'],
+  ['self_attn.v_proj', 'attn'],
+  ['self_attn.o_proj', 'attn_out'],
+  ['mlp.gate_proj', 'mlp'],
+  ['mlp.up_proj', 'mlp'],
+  ['mlp.down_proj', 'mlp_out'],
+] as const;
+
+const FIELD = { 'self_attn.q_proj': 'q', 'self_attn.k_proj': 'k', 'self_attn.v_proj': 'v', 'self_attn.o_proj': 'o', 'mlp.gate_proj': 'gate', 'mlp.up_proj': 'up', 'mlp.down_proj': 'down' } as const;
+
+/**
+ * GPTQ-quantizes the text decoder of a float model folder to q4, from the inputs its matrices
+ * see on `samples` (docs/quantization.md, "Calibrated q4"). The float model runs every sample's
+ * prompt (and answer) one decoder layer at a time, all samples in step, so that only one
+ * layer's Hessians are held at once: a layer's four input Hessians (q/k/v, o, gate/up, down)
+ * are summed while every sample passes it, its seven matrices are quantized, and the Hessians
+ * are dropped before the next layer.
+ */
+export async function calibrateQ4(modelDir: string, samples: readonly CalibrationSample[], opts: CalibrateOptions = {}): Promise<CalibrationResult> {
+  if (samples.length === 0) throw new QvlError('OPTION_INVALID', 'calibration needs at least one sample', { samples: 0 });
+  const damp = opts.damp ?? 0.01;
+  if (!(Number.isFinite(damp) && damp > 0)) throw new QvlError('OPTION_INVALID', `damp must be a positive number, got ${damp}`, { damp });
+  const groupSize = opts.groupSize ?? 32;
+  if (groupSize !== 32 && groupSize !== 128) throw new QvlError('OPTION_INVALID', `q4 group size must be 32 or 128, got ${groupSize}`, { groupSize });
+
+  const inner = (await selectBackend(opts.backend ?? 'auto', { threads: opts.threads })).backend;
+  // the matrices of the layer being calibrated, by the input they share
+  let active = new Map<PreparedWeight, InputHessian>();
+  const backend = recordingBackend(inner, (ws, x, n) => {
+    const h = active.get(ws[0]);
+    if (h) h.add(inner, x, n);
+  });
+  const model = await Qwen3VL.fromPretrained(modelDir, { backend, kvType: 'f32' });
+  const cfg = model.model.cfg.text;
+
+  // every sample's prefill, paused after each decoder layer; the trace names the layer that just ran
+  const runs: { run: PrefillRun; layer: number; done: boolean }[] = [];
+  let tokens = 0;
+  const imEnd = model.tokenizer.encode('<|im_end|>');
+  for (const [i, s] of samples.entries()) {
+    const prepared = await model.prepare(s.messages);
+    const ids = s.answer === undefined ? Array.from(prepared.ids) : [...prepared.ids, ...model.tokenizer.encode(s.answer), ...imEnd];
+    const inputs: ModelInputs = {
+      ids: Int32Array.from(ids),
+      pixelValues: prepared.pixelValues,
+      imageGrids: prepared.imageGrids,
+      pixelValuesVideos: prepared.pixelValuesVideos,
+      videoGrids: prepared.videoGrids,
+    };
+    const state = { run: undefined as unknown as PrefillRun, layer: -1, done: false };
+    state.run = model.model.prefillRun(inputs, model.model.newCache({ type: 'f32' }), {
+      trace: (stage) => {
+        if (stage.startsWith('text.layer_input.')) state.layer = Number(stage.slice('text.layer_input.'.length));
+      },
+    });
+    runs.push(state);
+    tokens += ids.length;
+    opts.onProgress?.('prompts', i + 1, samples.length);
+  }
+
+  const ck = SafetensorsCheckpoint.open(modelDir);
+  const weights = new Map<string, Q4Weight>();
+  try {
+    const src = canonicalView(ck);
+    const H = cfg.hiddenSize;
+    const qDim = cfg.numHeads * cfg.headDim;
+    const inputWidth = { attn: H, attn_out: qDim, mlp: H, mlp_out: cfg.intermediateSize };
+    for (let l = 0; l < cfg.numLayers; l++) {
+      const lw = model.model.text.w.layers[l];
+      const hessians = new Map<string, InputHessian>();
+      active = new Map();
+      for (const [m, input] of TEXT_MATRICES) {
+        let h = hessians.get(input);
+        if (!h) hessians.set(input, (h = new InputHessian(inputWidth[input])));
+        active.set(lw[FIELD[m]], h);
+      }
+      // each sample runs layer l (and, before layer 0, its vision tower)
+      for (const r of runs) {
+        while (!r.done && r.layer < l) r.done = r.run.next().done === true;
+        if (r.layer !== l) throw new QvlError('INTERNAL', `calibration: a prefill stopped before decoder layer ${l}`, { layer: l });
+        // the step that traced layer l's input returns after the layer ran
+      }
+      active = new Map();
+      const factors = new Map<string, { u: Float64Array; perm: Int32Array }>();
+      for (const [input, h] of hessians) {
+        const perm = hessianOrder(h.h, h.n, opts.actOrder ?? false);
+        factors.set(input, { u: inverseHessianFactor(permuteHessian(h.h, perm), h.n, damp), perm });
+      }
+      hessians.clear();
+      for (const [m, input] of TEXT_MATRICES) {
+        const name = `model.language_model.layers.${l}.${m}`;
+        const { u, perm } = factors.get(input)!;
+        const rows = m === 'self_attn.q_proj' ? qDim : m === 'self_attn.k_proj' || m === 'self_attn.v_proj' ? cfg.numKvHeads * cfg.headDim : m === 'mlp.down_proj' || m === 'self_attn.o_proj' ? H : cfg.intermediateSize;
+        const w = readMatrix(src, `${name}.weight`, rows, inputWidth[input]);
+        weights.set(name, gptqQuantizeQ4(w, u, perm, { groupSize }));
+      }
+      opts.onProgress?.('layers', l + 1, cfg.numLayers);
+    }
+  } finally {
+    ck.close();
+    for (const r of runs) r.run.return(undefined as never);
+  }
+  return { weights, samples: samples.length, tokens };
+}

@@ -1,0 +1,98 @@
+/**
+ * Calibrated q4 end to end on the demo model: `calibrateQ4` runs calibration items through the
+ * float model one decoder layer at a time, `quantizeCheckpoint` writes its matrices, the folder
+ * loads and answers; `qvl quantize --calibration` refuses what it cannot do before any work.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { calibrateQ4 } from '../src/api/calibrate.ts';
+import { Qwen3VL } from '../src/api/qwen3vl.ts';
+import { quantizeCheckpoint } from '../src/api/quantize-checkpoint.ts';
+import { loadDataset, resolveMedia } from '../src/eval/dataset.ts';
+import type { Q4Weight } from '../src/kernels/weight.ts';
+import { SafetensorsCheckpoint } from '../src/weights/safetensors.ts';
+import { tempDir } from './helpers/safetensors-bytes.ts';
+
+const ROOT = path.join(import.meta.dirname, '..');
+const DEMO = path.join(ROOT, 'models', 'demo');
+const CALIBRATION = path.join(ROOT, 'datasets', 'demo-calibration');
+const QVL = path.join(ROOT, 'bin', 'qvl.mjs');
+
+/** one item per task */
+function samples() {
+  const ds = loadDataset(CALIBRATION);
+  const seen = new Set<string>();
+  return ds.items.filter((i) => !seen.has(i.task) && seen.add(i.task)).map((i) => ({ messages: resolveMedia(ds.dir, i.messages), answer: i.expected }));
+}
+
+test('calibrateQ4 → quantizeCheckpoint: every text matrix GPTQ-quantized and written as it is, the rest as round-to-nearest writes it; the folder loads and answers', async () => {
+  const s = samples();
+  assert.equal(s.length, 7);
+  const layers: number[] = [];
+  const r = await calibrateQ4(DEMO, s, { onProgress: (stage, done) => stage === 'layers' && layers.push(done) });
+  assert.equal(r.samples, 7);
+  assert.deepEqual(layers, [1, 2, 3, 4, 5, 6]);
+  assert.equal(r.weights.size, 6 * 7);
+  const model = await Qwen3VL.fromPretrained(DEMO);
+  let tokens = 0;
+  for (const x of s) tokens += (await model.prepare(x.messages)).ids.length + model.tokenizer.encode(x.answer).length + 1;
+  assert.equal(r.tokens, tokens);
+
+  const dirs = tempDir('qvl-calibrated-');
+  const cal = path.join(dirs, 'cal');
+  const rtn = path.join(dirs, 'rtn');
+  const info = { method: 'gptq', samples: r.samples, tokens: r.tokens };
+  quantizeCheckpoint(DEMO, cal, { mode: 'q4', calibrated: { weights: r.weights, info } });
+  quantizeCheckpoint(DEMO, rtn, { mode: 'q4' });
+  assert.deepEqual(JSON.parse(fs.readFileSync(path.join(cal, 'config.json'), 'utf8')).quantization_config.calibration, info);
+  const a = SafetensorsCheckpoint.open(cal);
+  const b = SafetensorsCheckpoint.open(rtn);
+  try {
+    let differing = 0;
+    for (const name of b.names()) {
+      const prefix = name.replace(/\.qvl_q4\.(qs|scales|zeros)$/, '');
+      const w = r.weights.get(prefix) as Q4Weight | undefined;
+      const bytes = Buffer.from(a.bytes(name));
+      if (w) {
+        const want = name.endsWith('.qs') ? w.qs : name.endsWith('.zeros') ? w.zeros! : w.scales;
+        assert.ok(bytes.equals(Buffer.from(want.buffer, want.byteOffset, want.byteLength)), name);
+        if (!bytes.equals(Buffer.from(b.bytes(name)))) differing++;
+      } else {
+        assert.ok(bytes.equals(Buffer.from(b.bytes(name))), `${name}: not a calibrated matrix, so round-to-nearest's bytes`);
+      }
+    }
+    assert.ok(differing >= 6 * 7, `${differing} calibrated tensors differ from round-to-nearest`);
+  } finally {
+    a.close();
+    b.close();
+  }
+  const q = await Qwen3VL.fromPretrained(cal);
+  const out = await q.chat([{ role: 'user', content: [{ type: 'image', image: path.join(DEMO, 'example.png') }, { type: 'text', text: 'What colour is the shape?' }] }], { maxNewTokens: 8 });
+  assert.equal(out.text, 'Red.');
+});
+
+test('refusals: calibrated matrices for q8, symmetric q4 or another group size; an empty sample list; a bad damping', async () => {
+  const w: Q4Weight = { format: 'q4', rows: 128, cols: 128, groupSize: 128, nGroups: 1, qs: new Uint8Array(128 * 64), scales: new Float32Array(128), zeros: new Uint8Array(128) };
+  const weights = new Map([['model.language_model.layers.0.self_attn.q_proj', w]]);
+  const out = tempDir('qvl-calibrated-refusal-');
+  assert.throws(() => quantizeCheckpoint(DEMO, path.join(out, 'a'), { mode: 'q8', calibrated: { weights, info: {} } }), /calibration makes asymmetric q4 matrices/);
+  assert.throws(() => quantizeCheckpoint(DEMO, path.join(out, 'b'), { mode: 'q4', symmetric: true, calibrated: { weights, info: {} } }), /without --symmetric/);
+  assert.throws(() => quantizeCheckpoint(DEMO, path.join(out, 'c'), { mode: 'q4', calibrated: { weights, info: {} } }), /calibrated model\.language_model\.layers\.0\.self_attn\.q_proj is not an asymmetric q4 \[128, 128\] matrix of group 32/);
+  await assert.rejects(calibrateQ4(DEMO, []), /at least one sample/);
+  await assert.rejects(calibrateQ4(DEMO, samples(), { damp: 0 }), /damp must be a positive number/);
+});
+
+test('qvl quantize: calibration flags without --calibration, or --calibration with q8, are refused before any work', () => {
+  const out = path.join(tempDir('qvl-calibrated-cli-'), 'out');
+  const run = (args: string[]) => spawnSync(process.execPath, [QVL, 'quantize', DEMO, out, ...args], { encoding: 'utf8', timeout: 60_000 });
+  const a = run(['--quant', 'q4', '--damp', '0.1']);
+  assert.equal(a.status, 2, a.stderr);
+  assert.match(a.stderr, /--damp and --act-order need --calibration/);
+  const b = run(['--quant', 'q8', '--calibration', CALIBRATION]);
+  assert.equal(b.status, 2, b.stderr);
+  assert.match(b.stderr, /use it with --quant q4/);
+  assert.equal(fs.existsSync(out), false);
+});

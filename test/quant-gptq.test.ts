@@ -1,0 +1,170 @@
+/**
+ * GPTQ (src/weights/quant/gptq-quantize.ts): the inverse-Hessian factor against its definition,
+ * the sweep against round-to-nearest where they must agree (no correlation between inputs) and
+ * against the layer-output error it exists to lower (correlated inputs).
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import fc from 'fast-check';
+import { dequantRow } from '../src/kernels/ts/dequant.ts';
+import type { F32Weight, WeightData } from '../src/kernels/weight.ts';
+import { quantizeQ4, quantizeQ8 } from '../src/weights/convert.ts';
+import { gptqQuantizeQ4, gptqQuantizeQ8, hessianOrder, inverseHessianFactor, permuteHessian } from '../src/weights/quant/gptq-quantize.ts';
+import { rng } from './helpers/rng.ts';
+
+function gaussian(next: () => number): number {
+  return Math.sqrt(-2 * Math.log(1 - next())) * Math.cos(2 * Math.PI * next());
+}
+
+/** `tokens` inputs of width n whose features are mixed (correlated), as a layer's inputs are; and H = XᵀX. */
+function correlatedInputs(seed: number, tokens: number, n: number): { x: Float64Array; h: Float64Array } {
+  const next = rng(seed);
+  const k = Math.max(2, n >> 2);
+  const mix = Float64Array.from({ length: k * n }, () => gaussian(next));
+  const x = new Float64Array(tokens * n);
+  for (let t = 0; t < tokens; t++) {
+    const z = Float64Array.from({ length: k }, () => gaussian(next));
+    for (let i = 0; i < n; i++) {
+      let s = 0.1 * gaussian(next);
+      for (let j = 0; j < k; j++) s += z[j] * mix[j * n + i];
+      x[t * n + i] = s * (1 + (i % 5));
+    }
+  }
+  return { x, h: gram(x, tokens, n) };
+}
+
+function gram(x: Float64Array, tokens: number, n: number): Float64Array {
+  const h = new Float64Array(n * n);
+  for (let t = 0; t < tokens; t++) for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) h[i * n + j] += x[t * n + i] * x[t * n + j];
+  return h;
+}
+
+function randomWeight(seed: number, rows: number, cols: number): F32Weight {
+  const next = rng(seed);
+  return { format: 'f32', rows, cols, data: Float32Array.from({ length: rows * cols }, () => 0.05 * gaussian(next)) };
+}
+
+function dense(w: WeightData): Float32Array {
+  const out = new Float32Array(w.rows * w.cols);
+  for (let r = 0; r < w.rows; r++) dequantRow(w, r, out.subarray(r * w.cols, (r + 1) * w.cols));
+  return out;
+}
+
+/** Σ over tokens and rows of ((W − Ŵ)·x)²: the layer-output error on the inputs x. */
+function outputError(w: WeightData, q: WeightData, x: Float64Array, tokens: number): number {
+  const a = dense(w);
+  const b = dense(q);
+  const n = w.cols;
+  let s = 0;
+  for (let r = 0; r < w.rows; r++) {
+    for (let t = 0; t < tokens; t++) {
+      let d = 0;
+      for (let c = 0; c < n; c++) d += (a[r * n + c] - b[r * n + c]) * x[t * n + c];
+      s += d * d;
+    }
+  }
+  return s;
+}
+
+const identity = (n: number) => Int32Array.from({ length: n }, (_, i) => i);
+
+test('inverseHessianFactor: upper triangular U with Uᵀ·U = (H + damp·mean(diag H)·I)⁻¹; an unreached column counts as 1', () => {
+  fc.assert(
+    fc.property(fc.integer({ min: 1, max: 40 }), fc.integer({ min: 0, max: 1e6 }), fc.boolean(), (n, seed, dead) => {
+      const { h } = correlatedInputs(seed, n + 3, n);
+      if (dead) for (let j = 0; j < n; j++) h[j] = h[j * n] = 0; // column 0 never reached
+      const damp = 0.01;
+      let mean = 0;
+      for (let i = 0; i < n; i++) mean += h[i * n + i];
+      mean /= n;
+      const a = Float64Array.from(h);
+      // (no input at all: the damping is taken relative to 1)
+      for (let i = 0; i < n; i++) a[i * n + i] = (a[i * n + i] === 0 ? 1 : a[i * n + i]) + damp * (mean > 0 ? mean : 1);
+      const u = inverseHessianFactor(h, n, damp);
+      for (let i = 0; i < n; i++) for (let j = 0; j < i; j++) assert.equal(u[i * n + j], 0);
+      // A·(Uᵀ·U) = I
+      let worst = 0;
+      for (let i = 0; i < n; i++) {
+        for (let j = 0; j < n; j++) {
+          let s = 0;
+          for (let k = 0; k < n; k++) {
+            let inv = 0;
+            for (let m = 0; m <= Math.min(k, j); m++) inv += u[m * n + k] * u[m * n + j];
+            s += a[i * n + k] * inv;
+          }
+          worst = Math.max(worst, Math.abs(s - (i === j ? 1 : 0)));
+        }
+      }
+      assert.ok(worst < 1e-8, `|A·UᵀU − I| = ${worst}`);
+    }),
+    { numRuns: 30 },
+  );
+});
+
+test('inputs that never correlate (diagonal H): GPTQ spreads no error and gives round-to-nearest bytes', () => {
+  for (const [rows, cols] of [
+    [3, 64],
+    [5, 70],
+    [2, 33],
+  ]) {
+    const w = randomWeight(rows * 100 + cols, rows, cols);
+    const h = new Float64Array(cols * cols);
+    const next = rng(cols);
+    for (let i = 0; i < cols; i++) h[i * cols + i] = 0.5 + next();
+    const u = inverseHessianFactor(h, cols);
+    const g = gptqQuantizeQ4(w, u, identity(cols));
+    const rtn = quantizeQ4(w);
+    assert.deepEqual(g.qs, rtn.qs);
+    assert.deepEqual(g.scales, rtn.scales);
+    assert.deepEqual(g.zeros, rtn.zeros);
+    assert.equal(g.groupSize, 32);
+    assert.equal(g.nGroups, Math.ceil(cols / 32));
+  }
+});
+
+test('correlated inputs: GPTQ lowers the layer-output error of round-to-nearest, q4 (in either column order) and q8', () => {
+  for (const seed of [1, 2, 3]) {
+    const rows = 12;
+    const n = 96;
+    const tokens = 400;
+    const w = randomWeight(seed, rows, n);
+    const { x, h } = correlatedInputs(seed + 10, tokens, n);
+    for (const actOrder of [false, true]) {
+      const perm = hessianOrder(h, n, actOrder);
+      const u = inverseHessianFactor(permuteHessian(h, perm), n);
+      const g4 = outputError(w, gptqQuantizeQ4(w, u, perm), x, tokens);
+      const r4 = outputError(w, quantizeQ4(w), x, tokens);
+      assert.ok(g4 < 0.8 * r4, `seed ${seed} act order ${actOrder}: q4 output error ${g4} against round-to-nearest ${r4}`);
+      const g8 = outputError(w, gptqQuantizeQ8(w, u, perm), x, tokens);
+      const r8 = outputError(w, quantizeQ8(w), x, tokens);
+      assert.ok(g8 < 0.8 * r8, `seed ${seed} act order ${actOrder}: q8 output error ${g8} against round-to-nearest ${r8}`);
+    }
+  }
+});
+
+test('act order: columns by decreasing H[i,i], ties in column order; the permuted H is H re-indexed', () => {
+  const n = 6;
+  const h = new Float64Array(n * n);
+  [3, 9, 1, 9, 0, 5].forEach((v, i) => (h[i * n + i] = v));
+  h[1 * n + 3] = h[3 * n + 1] = 7;
+  const perm = hessianOrder(h, n, true);
+  assert.deepEqual([...perm], [1, 3, 5, 0, 2, 4]);
+  assert.deepEqual([...hessianOrder(h, n, false)], [0, 1, 2, 3, 4, 5]);
+  const p = permuteHessian(h, perm);
+  for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) assert.equal(p[i * n + j], h[perm[i] * n + perm[j]]);
+});
+
+test('refusals: a factor or an order of the wrong size, a NaN weight, a Hessian that is not finite', () => {
+  const w = randomWeight(5, 2, 40);
+  const h = correlatedInputs(3, 50, 40).h;
+  const u = inverseHessianFactor(h, 40);
+  assert.throws(() => gptqQuantizeQ4(w, u.subarray(0, 39 * 39), identity(39)), /TENSOR_SHAPE|column order has 39/);
+  assert.throws(() => gptqQuantizeQ4(w, u, identity(39)), /column order has 39 entries/);
+  const bad = { ...w, data: Float32Array.from(w.data) };
+  bad.data[45] = NaN;
+  assert.throws(() => gptqQuantizeQ4(bad, u, identity(40)), /weight \[1, 5\] is NaN/);
+  const hn = Float64Array.from(h);
+  hn[0] = Infinity;
+  assert.throws(() => inverseHessianFactor(hn, 40), /not finite/);
+  assert.throws(() => inverseHessianFactor(h, 41), /expected 41×41/);
+});
