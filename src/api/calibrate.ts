@@ -3,7 +3,7 @@ import type { PreparedWeight } from '../kernels/backend.ts';
 import { selectBackend, type BackendName } from '../kernels/select.ts';
 import type { Q4Weight } from '../kernels/weight.ts';
 import type { ModelInputs, PrefillRun } from '../model/qwen3vl.ts';
-import { gptqQuantizeQ4, hessianOrder, inverseHessianFactor, permuteHessian } from '../weights/quant/gptq-quantize.ts';
+import { gptqQuantizeQ4, inverseHessianFactor, type Gemm } from '../weights/quant/gptq-quantize.ts';
 import { canonicalView } from '../weights/names.ts';
 import { SafetensorsCheckpoint } from '../weights/safetensors.ts';
 import { readMatrix } from '../weights/tensor-reader.ts';
@@ -22,8 +22,6 @@ export interface CalibrateOptions {
   groupSize?: number;
   /** GPTQ's damping, a fraction of the Hessian's mean diagonal; default 0.01 */
   damp?: number;
-  /** quantize the columns in order of decreasing input energy (GPTQ's act order); default false */
-  actOrder?: boolean;
   backend?: BackendName;
   threads?: number;
   onProgress?: (stage: 'prompts' | 'layers', done: number, total: number) => void;
@@ -70,8 +68,10 @@ export async function calibrateQ4(modelDir: string, samples: readonly Calibratio
   let active = new Map<PreparedWeight, InputHessian>();
   const backend = recordingBackend(inner, (ws, x, n) => {
     const h = active.get(ws[0]);
-    if (h) h.add(inner, x, n);
+    if (h) h.add(x, n);
   });
+  // GPTQ's products on the backend's float32 GEMM (plain loops would take hours at the 4B shape)
+  const gemm: Gemm = (a, m, k, b, n) => inner.matmul(a, m, inner.prepare({ format: 'f32', rows: n, cols: k, data: b }));
   const model = await Qwen3VL.fromPretrained(modelDir, { backend, kvType: 'f32' });
   const cfg = model.model.cfg.text;
 
@@ -113,7 +113,7 @@ export async function calibrateQ4(modelDir: string, samples: readonly Calibratio
       active = new Map();
       for (const [m, input] of TEXT_MATRICES) {
         let h = hessians.get(input);
-        if (!h) hessians.set(input, (h = new InputHessian(inputWidth[input])));
+        if (!h) hessians.set(input, (h = new InputHessian(inputWidth[input], inner)));
         active.set(lw[FIELD[m]], h);
       }
       // each sample runs layer l (and, before layer 0, its vision tower)
@@ -123,18 +123,18 @@ export async function calibrateQ4(modelDir: string, samples: readonly Calibratio
         // the step that traced layer l's input returns after the layer ran
       }
       active = new Map();
-      const factors = new Map<string, { u: Float64Array; perm: Int32Array }>();
+      const factors = new Map<string, Float32Array>();
       for (const [input, h] of hessians) {
-        const perm = hessianOrder(h.h, h.n, opts.actOrder ?? false);
-        factors.set(input, { u: inverseHessianFactor(permuteHessian(h.h, perm), h.n, damp), perm });
+        h.flush();
+        factors.set(input, inverseHessianFactor(h.h, h.n, damp, gemm));
       }
       hessians.clear();
       for (const [m, input] of TEXT_MATRICES) {
         const name = `model.language_model.layers.${l}.${m}`;
-        const { u, perm } = factors.get(input)!;
+        const u = factors.get(input)!;
         const rows = m === 'self_attn.q_proj' ? qDim : m === 'self_attn.k_proj' || m === 'self_attn.v_proj' ? cfg.numKvHeads * cfg.headDim : m === 'mlp.down_proj' || m === 'self_attn.o_proj' ? H : cfg.intermediateSize;
         const w = readMatrix(src, `${name}.weight`, rows, inputWidth[input]);
-        weights.set(name, gptqQuantizeQ4(w, u, perm, { groupSize }));
+        weights.set(name, gptqQuantizeQ4(w, u, { groupSize, gemm }));
       }
       opts.onProgress?.('layers', l + 1, cfg.numLayers);
     }

@@ -13,7 +13,6 @@ interface QuantizeFlags {
   calibration?: string;
   calibrationLimit?: number;
   damp?: number;
-  actOrder?: boolean;
 }
 
 export function registerQuantize(program: Command): void {
@@ -30,7 +29,6 @@ export function registerQuantize(program: Command): void {
     .option('--calibration <dataset>', "q4: GPTQ-quantize the text decoder from the inputs it sees on this dataset's items (items.jsonl as `qvl eval` reads it)")
     .option('--calibration-limit <n>', 'use at most the first n calibration items', intArg(1))
     .option('--damp <x>', 'GPTQ damping, a fraction of the mean Hessian diagonal (default 0.01)', floatArg(1e-6, 10))
-    .option('--act-order', 'GPTQ: quantize the columns with the largest inputs first')
     .action(async (input: string, output: string, flags: QuantizeFlags) => {
       const { checkQuantizeCheckpoint, quantizeCheckpoint } = await import('../api/quantize-checkpoint.ts');
       const t0 = performance.now();
@@ -42,8 +40,8 @@ export function registerQuantize(program: Command): void {
         maxShardBytes: flags.shardSize === undefined ? undefined : Math.round(flags.shardSize * 1024 ** 3),
         onProgress: (done: number, total: number) => statusLine(`quantizing ${input}: ${Math.round((100 * done) / total)}%`),
       };
-      if (flags.calibration === undefined && (flags.calibrationLimit !== undefined || flags.damp !== undefined || flags.actOrder)) {
-        throw new QvlError('OPTION_INVALID', '--calibration-limit, --damp and --act-order need --calibration', {});
+      if (flags.calibration === undefined && (flags.calibrationLimit !== undefined || flags.damp !== undefined)) {
+        throw new QvlError('OPTION_INVALID', '--calibration-limit and --damp need --calibration', {});
       }
       const calibrated = flags.calibration === undefined ? undefined : await calibrate(input, output, flags, opts, checkQuantizeCheckpoint);
       const s = quantizeCheckpoint(input, output, { ...opts, calibrated });
@@ -65,7 +63,7 @@ async function calibrate(
   opts: QuantizeCheckpointOptions,
   check: (inDir: string, outDir: string, opts: QuantizeCheckpointOptions) => unknown,
 ): Promise<NonNullable<QuantizeCheckpointOptions['calibrated']>> {
-  const info = { method: 'gptq', damp: flags.damp ?? 0.01, act_order: flags.actOrder ?? false, samples: 0, tokens: 0 };
+  const info = { method: 'gptq', damp: flags.damp ?? 0.01, samples: 0, tokens: 0 };
   check(input, output, { ...opts, calibrated: { weights: new Map(), info } });
   const { loadDataset, resolveMedia } = await import('../eval/dataset.ts');
   const { calibrateQ4 } = await import('../api/calibrate.ts');
@@ -74,7 +72,6 @@ async function calibrate(
   const r = await calibrateQ4(input, items.map((i) => ({ messages: resolveMedia(ds.dir, i.messages), answer: i.expected })), {
     groupSize: opts.groupSize,
     damp: info.damp,
-    actOrder: info.act_order,
     onProgress: (stage, done, total) => statusLine(stage === 'prompts' ? `calibration: preparing item ${done}/${total}` : `calibration: decoder layer ${done}/${total}`),
   });
   clearStatus();

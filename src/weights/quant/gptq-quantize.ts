@@ -12,24 +12,42 @@ import { clippedRange, halfExactScale, nonFinite, roundAway } from '../convert.t
  * what the next layer sees. The output is the kernels' q4 / q8 formats, with the same scales
  * (rounded to binary16 the same way) as the round-to-nearest quantizers of convert.ts: only the
  * codes, and the groups' ranges that follow from them, differ.
+ *
+ * The O(n³) work (the factor of H⁻¹, and spreading a block of columns' errors over the rest)
+ * is matrix products, handed to a `Gemm`: the backend's float32 GEMM at the 4B shape (a
+ * 9728-wide Hessian), plain loops in tests. As in GPTQ's reference code, the arithmetic is
+ * float32 there.
  */
 
-export interface HessianQuantOptions {
-  /** added to H's diagonal, as a fraction of its mean (GPTQ's percdamp); default 0.01 */
-  damp?: number;
-  /** rows quantized together (memory: rows·cols floats); default 256 */
-  rowChunk?: number;
-}
+/** C = A·Bᵀ for row-major float32 A [m, k] and B [n, k]; returns C [m, n]. */
+export type Gemm = (a: Float32Array, m: number, k: number, b: Float32Array, n: number) => Float32Array;
+
+export const plainGemm: Gemm = (a, m, k, b, n) => {
+  const c = new Float32Array(m * n);
+  for (let i = 0; i < m; i++) {
+    for (let j = 0; j < n; j++) {
+      let s = 0;
+      for (let t = 0; t < k; t++) s += a[i * k + t] * b[j * k + t];
+      c[i * n + j] = s;
+    }
+  }
+  return c;
+};
+
+/** Columns whose errors are spread one by one, within the block (a multiple of every group size). */
+const BLOCK = 128;
+/** Factors this wide or smaller are computed directly, in float64. */
+const BASE = 128;
 
 /**
- * The upper-triangular U with H⁻¹ = Uᵀ·U, for H (n × n, row-major, symmetric) plus damping:
- * GPTQ's `cholesky(inverse(H), upper=True)`, computed as one Cholesky factorization and one
- * triangular inverse. With P the reversal permutation, P·H·P = L·Lᵀ gives H = R·Rᵀ where
- * R = P·L·P is upper triangular, so H⁻¹ = R⁻ᵀ·R⁻¹ and U = R⁻¹ = P·L⁻¹·P.
+ * The upper-triangular U (float32, n × n) with H⁻¹ = Uᵀ·U, for H (n × n, row-major, symmetric)
+ * plus damping: GPTQ's `cholesky(inverse(H), upper=True)`. With P the reversal permutation,
+ * P·H·P = L·Lᵀ gives H = R·Rᵀ where R = P·L·P is upper triangular, so H⁻¹ = R⁻ᵀ·R⁻¹ and
+ * U = R⁻¹ = P·L⁻¹·P: one Cholesky factorization and one triangular inverse, computed together.
  * A column no calibration input reached (H[i,i] = 0) gets H[i,i] = 1: its weight then keeps
  * round-to-nearest codes and spreads nothing.
  */
-export function inverseHessianFactor(h: Float64Array, n: number, damp = 0.01): Float64Array {
+export function inverseHessianFactor(h: Float64Array, n: number, damp = 0.01, gemm: Gemm = plainGemm): Float32Array {
   if (h.length !== n * n) throw new QvlError('TENSOR_SHAPE', `Hessian has ${h.length} values, expected ${n}×${n}`, { n });
   let mean = 0;
   for (let i = 0; i < n; i++) mean += h[i * n + i];
@@ -44,12 +62,61 @@ export function inverseHessianFactor(h: Float64Array, n: number, damp = 0.01): F
     if (a[i * n + i] === 0) a[i * n + i] = 1;
     a[i * n + i] += add;
   }
-  // Cholesky, lower, in place: a = L·Lᵀ
+  const { li } = choleskyInverse(a, n, gemm);
+  // U = P·L⁻¹·P
+  const u = new Float32Array(n * n);
+  for (let i = 0; i < n; i++) for (let j = i; j < n; j++) u[i * n + j] = li[(n - 1 - i) * n + (n - 1 - j)];
+  return u;
+}
+
+/** L (lower, a = L·Lᵀ) and L⁻¹, n × n. Where n > BASE, by halves: four products per level. */
+function choleskyInverse(a: Float64Array, n: number, gemm: Gemm): { l: Float32Array; li: Float32Array } {
+  if (n <= BASE) return choleskyInverseDirect(a, n);
+  const n1 = n >> 1;
+  const n2 = n - n1;
+  const top = new Float64Array(n1 * n1);
+  const low = new Float32Array(n2 * n1);
+  for (let i = 0; i < n1; i++) for (let j = 0; j < n1; j++) top[i * n1 + j] = a[i * n + j];
+  for (let i = 0; i < n2; i++) for (let j = 0; j < n1; j++) low[i * n1 + j] = a[(n1 + i) * n + j];
+  const f1 = choleskyInverse(top, n1, gemm);
+  // L21 = A21·L11⁻ᵀ, then the Schur complement A22 − L21·L21ᵀ
+  const l21 = gemm(low, n2, n1, f1.li, n1);
+  const s = gemm(l21, n2, n1, l21, n2);
+  const rest = new Float64Array(n2 * n2);
+  for (let i = 0; i < n2; i++) for (let j = 0; j < n2; j++) rest[i * n2 + j] = a[(n1 + i) * n + n1 + j] - s[i * n2 + j];
+  const f2 = choleskyInverse(rest, n2, gemm);
+  // (L⁻¹)21 = −L22⁻¹·L21·L11⁻¹
+  const t = gemm(l21, n2, n1, transpose(f1.li, n1, n1), n1);
+  const li21 = gemm(f2.li, n2, n2, transpose(t, n2, n1), n1);
+  const l = new Float32Array(n * n);
+  const li = new Float32Array(n * n);
+  for (let i = 0; i < n1; i++) {
+    l.set(f1.l.subarray(i * n1, i * n1 + i + 1), i * n);
+    li.set(f1.li.subarray(i * n1, i * n1 + i + 1), i * n);
+  }
+  for (let i = 0; i < n2; i++) {
+    const r = (n1 + i) * n;
+    l.set(l21.subarray(i * n1, (i + 1) * n1), r);
+    for (let j = 0; j < n1; j++) li[r + j] = -li21[i * n1 + j];
+    l.set(f2.l.subarray(i * n2, i * n2 + i + 1), r + n1);
+    li.set(f2.li.subarray(i * n2, i * n2 + i + 1), r + n1);
+  }
+  return { l, li };
+}
+
+function transpose(m: Float32Array, rows: number, cols: number): Float32Array {
+  const t = new Float32Array(rows * cols);
+  for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) t[j * rows + i] = m[i * cols + j];
+  return t;
+}
+
+function choleskyInverseDirect(src: Float64Array, n: number): { l: Float32Array; li: Float32Array } {
+  const a = Float64Array.from(src);
   for (let j = 0; j < n; j++) {
     const rj = j * n;
     let d = a[rj + j];
     for (let k = 0; k < j; k++) d -= a[rj + k] * a[rj + k];
-    if (!(d > 0)) throw new QvlError('QUANT_INVALID', `the calibration Hessian is not positive definite at column ${n - 1 - j}`, { column: n - 1 - j });
+    if (!(d > 0)) throw new QvlError('QUANT_INVALID', 'the calibration Hessian is not positive definite (raise the damping)', {});
     d = Math.sqrt(d);
     a[rj + j] = d;
     for (let i = j + 1; i < n; i++) {
@@ -59,7 +126,6 @@ export function inverseHessianFactor(h: Float64Array, n: number, damp = 0.01): F
       a[ri + j] = s / d;
     }
   }
-  // L⁻¹ (lower), column by column of the identity: forward substitution
   const inv = new Float64Array(n * n);
   for (let i = 0; i < n; i++) {
     const ri = i * n;
@@ -70,60 +136,76 @@ export function inverseHessianFactor(h: Float64Array, n: number, damp = 0.01): F
       inv[ri + j] = s / a[ri + i];
     }
   }
-  // U = P·L⁻¹·P
-  const u = new Float64Array(n * n);
-  for (let i = 0; i < n; i++) for (let j = i; j < n; j++) u[i * n + j] = inv[(n - 1 - i) * n + (n - 1 - j)];
-  return u;
+  const l = new Float32Array(n * n);
+  for (let i = 0; i < n; i++) for (let j = 0; j <= i; j++) l[i * n + j] = a[i * n + j];
+  return { l, li: Float32Array.from(inv) };
+}
+
+/** How one kind of code quantizes a row: `start` at each group's first column, then `code` per column (returns the dequantized value). */
+interface RowCoder {
+  group: number;
+  start(r: number, row: Float32Array, c0: number, c1: number): void;
+  code(r: number, c: number, v: number): number;
 }
 
 /**
- * The GPTQ sweep over one row (the rows are independent given U), in the order `perm` (U is
- * the factor of H permuted alike): column perm[k] is quantized by `code`, which returns its
- * dequantized value, and the error, divided by U[k,k], is taken off the later columns along
- * U's row k. `before(c)` runs first, with the row as the earlier columns' errors left it.
+ * The GPTQ sweep over every row of `w`: each column is quantized and its error, divided by
+ * U[c,c], taken off the later columns along U's row c; a group's range is chosen at its first
+ * column, from the weights as the earlier columns' errors left them. The spreading is lazy, by
+ * halves: a range of columns sweeps its first half, one product carries that half's errors to
+ * the second half, then the second half sweeps; ranges of BLOCK columns or fewer spread column
+ * by column. The products are then wide (the top one is rows × n/2 × n/2), which the GEMM
+ * runs at several times the speed of BLOCK-deep ones.
  */
-function sweepRow(row: Float32Array, u: Float64Array, perm: Int32Array, before: (c: number) => void, code: (c: number, v: number) => number): void {
-  const n = perm.length;
-  for (let k = 0; k < n; k++) {
-    const c = perm[k];
-    before(c);
-    const v = row[c];
-    const e = (v - code(c, v)) / u[k * n + k];
-    if (e === 0) continue;
-    const rk = k * n;
-    for (let j = k + 1; j < n; j++) row[perm[j]] -= e * u[rk + j];
+function sweep(w: WeightData, u: Float32Array, gemm: Gemm, coder: RowCoder): void {
+  const { rows, cols: n } = w;
+  if (u.length !== n * n) throw new QvlError('TENSOR_SHAPE', `inverse Hessian factor has ${u.length} values for a matrix of ${n} columns`, { cols: n });
+  const wf = new Float32Array(rows * n);
+  for (let r = 0; r < rows; r++) {
+    const row = wf.subarray(r * n, (r + 1) * n);
+    dequantRow(w, r, row);
+    for (let c = 0; c < n; c++) if (!Number.isFinite(row[c])) throw nonFinite(r, c, row[c]);
   }
-}
-
-/**
- * GPTQ's column order: by decreasing H[i,i] ("act order"), so that the columns with the largest
- * inputs are quantized first, while the most columns are left to absorb their errors; or the
- * natural order. Ties keep the natural order.
- */
-export function hessianOrder(h: Float64Array, n: number, actOrder: boolean): Int32Array {
-  const perm = Int32Array.from({ length: n }, (_, i) => i);
-  if (actOrder) perm.sort((a, b) => h[b * n + b] - h[a * n + a] || a - b);
-  return perm;
-}
-
-/** H with rows and columns taken in the order `perm`. */
-export function permuteHessian(h: Float64Array, perm: Int32Array): Float64Array {
-  const n = perm.length;
-  const out = new Float64Array(n * n);
-  for (let i = 0; i < n; i++) {
-    const ri = perm[i] * n;
-    for (let j = 0; j < n; j++) out[i * n + j] = h[ri + perm[j]];
-  }
-  return out;
-}
-
-function checkShapes(w: WeightData, u: Float64Array, perm: Int32Array): void {
-  if (perm.length !== w.cols) throw new QvlError('TENSOR_SHAPE', `column order has ${perm.length} entries for a matrix of ${w.cols} columns`, { cols: w.cols });
-  if (u.length !== w.cols * w.cols) throw new QvlError('TENSOR_SHAPE', `inverse Hessian factor has ${u.length} values for a matrix of ${w.cols} columns`, { cols: w.cols });
-}
-
-function checkRow(row: Float32Array, r: number): void {
-  for (let c = 0; c < row.length; c++) if (!Number.isFinite(row[c])) throw nonFinite(r, c, row[c]);
+  // every column's error, divided by U[c,c]
+  const err = new Float32Array(rows * n);
+  const g = coder.group;
+  const direct = (k0: number, k1: number) => {
+    for (let r = 0; r < rows; r++) {
+      const row = wf.subarray(r * n, (r + 1) * n);
+      for (let c = k0; c < k1; c++) {
+        if (c % g === 0) coder.start(r, row, c, Math.min(n, c + g));
+        const v = row[c];
+        const e = (v - coder.code(r, c, v)) / u[c * n + c];
+        err[r * n + c] = e;
+        if (e === 0) continue;
+        const uc = c * n;
+        for (let j = c + 1; j < k1; j++) row[j] -= e * u[uc + j];
+      }
+    }
+  };
+  const range = (k0: number, k1: number) => {
+    if (k1 - k0 <= BLOCK) return direct(k0, k1);
+    // split on a multiple of BLOCK, so that no group straddles two halves
+    const mid = k0 + Math.ceil((k1 - k0) / 2 / BLOCK) * BLOCK;
+    range(k0, mid);
+    const b = mid - k0;
+    const m = k1 - mid;
+    const e = new Float32Array(rows * b);
+    for (let r = 0; r < rows; r++) e.set(err.subarray(r * n + k0, r * n + mid), r * b);
+    const ut = new Float32Array(m * b);
+    for (let c = 0; c < b; c++) {
+      const uc = (k0 + c) * n + mid;
+      for (let j = 0; j < m; j++) ut[j * b + c] = u[uc + j];
+    }
+    const d = gemm(e, rows, b, ut, m);
+    for (let r = 0; r < rows; r++) {
+      const o = r * n + mid;
+      const dr = r * m;
+      for (let j = 0; j < m; j++) wf[o + j] -= d[dr + j];
+    }
+    range(mid, k1);
+  };
+  range(0, n);
 }
 
 /**
@@ -131,67 +213,43 @@ function checkRow(row: Float32Array, r: number): void {
  * them out: each group's scale and zero point are chosen (the same clipped-range search) from
  * its weights as the earlier columns' errors left them, then its codes are taken column by column.
  */
-export function gptqQuantizeQ4(w: WeightData, u: Float64Array, perm: Int32Array, opts: { groupSize?: number } = {}): Q4Weight {
-  checkShapes(w, u, perm);
+export function gptqQuantizeQ4(w: WeightData, u: Float32Array, opts: { groupSize?: number; gemm?: Gemm } = {}): Q4Weight {
   const { rows, cols } = w;
   const g = opts.groupSize ?? 32;
+  if (BLOCK % g !== 0) throw new QvlError('OPTION_INVALID', `q4 group size must divide ${BLOCK}, got ${g}`, { groupSize: g });
   const nG = Math.ceil(cols / g);
   const rowBytes = Math.ceil(cols / 2);
   const qs = new Uint8Array(rows * rowBytes);
   const scales = new Float32Array(rows * nG);
   const zeros = new Uint8Array(rows * nG);
-  const row = new Float32Array(cols);
-  const q = new Uint8Array(cols + 1);
   let d = 0;
   let id = 0;
   let z = 0;
-  const started = new Uint8Array(nG);
-  for (let r = 0; r < rows; r++) {
-    dequantRow(w, r, row);
-    checkRow(row, r);
-    started.fill(0);
-    sweepRow(
-      row,
-      u,
-      perm,
-      (col) => {
-        const gi = (col / g) | 0;
-        if (started[gi]) {
-          d = scales[r * nG + gi];
-          z = zeros[r * nG + gi];
-          id = d === 0 ? 0 : 1 / d;
-          return;
-        }
-        started[gi] = 1;
-        const c = gi * g;
-        const c1 = Math.min(cols, c + g);
-        let mn = 0;
-        let mx = 0;
-        for (let k = c; k < c1; k++) {
-          const v = row[k];
-          if (v < mn) mn = v;
-          else if (v > mx) mx = v;
-        }
-        [d, z] = clippedRange(row, c, c1, mn, mx);
-        id = d === 0 ? 0 : 1 / d;
-        scales[r * nG + gi] = d;
-        zeros[r * nG + gi] = z;
-      },
-      (c, v) => {
-        if (d === 0) {
-          q[c] = z;
-          return 0;
-        }
-        let k = roundAway(v * id) + z;
+  sweep(w, u, opts.gemm ?? plainGemm, {
+    group: g,
+    start(r, row, c0, c1) {
+      let mn = 0;
+      let mx = 0;
+      for (let k = c0; k < c1; k++) {
+        const v = row[k];
+        if (v < mn) mn = v;
+        else if (v > mx) mx = v;
+      }
+      [d, z] = clippedRange(row, c0, c1, mn, mx);
+      id = d === 0 ? 0 : 1 / d;
+      scales[r * nG + c0 / g] = d;
+      zeros[r * nG + c0 / g] = z;
+    },
+    code(r, c, v) {
+      let k = z;
+      if (d !== 0) {
+        k = roundAway(v * id) + z;
         k = k < 0 ? 0 : k > 15 ? 15 : k;
-        q[c] = k;
-        return (k - z) * d;
-      },
-    );
-    q[cols] = 0;
-    const base = r * rowBytes;
-    for (let b = 0; b < rowBytes; b++) qs[base + b] = q[2 * b] | (q[2 * b + 1] << 4);
-  }
+      }
+      qs[r * rowBytes + (c >> 1)] |= k << ((c & 1) * 4);
+      return (k - z) * d;
+    },
+  });
   return { format: 'q4', rows, cols, groupSize: g, nGroups: nG, qs, scales, zeros };
 }
 
@@ -200,49 +258,28 @@ export function gptqQuantizeQ4(w: WeightData, u: Float64Array, perm: Int32Array,
  * the earlier columns' errors left them, rounded up to binary16 (so that no weight of the block
  * is clipped and the kernels stream the scale in 2 bytes).
  */
-export function gptqQuantizeQ8(w: WeightData, u: Float64Array, perm: Int32Array): Q8Weight {
-  checkShapes(w, u, perm);
+export function gptqQuantizeQ8(w: WeightData, u: Float32Array, opts: { gemm?: Gemm } = {}): Q8Weight {
   const { rows, cols } = w;
   const nb = Math.ceil(cols / Q8_BLOCK);
   const qs = new Int8Array(rows * cols);
   const scales = new Float32Array(rows * nb);
-  const row = new Float32Array(cols);
   let d = 0;
   let id = 0;
-  const started = new Uint8Array(nb);
-  for (let r = 0; r < rows; r++) {
-    dequantRow(w, r, row);
-    checkRow(row, r);
-    started.fill(0);
-    const base = r * cols;
-    sweepRow(
-      row,
-      u,
-      perm,
-      (col) => {
-        const b = (col / Q8_BLOCK) | 0;
-        if (started[b]) {
-          d = scales[r * nb + b];
-          id = d === 0 ? 0 : 1 / d;
-          return;
-        }
-        started[b] = 1;
-        const c = b * Q8_BLOCK;
-        const c1 = Math.min(cols, c + Q8_BLOCK);
-        let amax = 0;
-        for (let k = c; k < c1; k++) amax = Math.max(amax, Math.abs(row[k]));
-        d = halfExactScale(Math.fround(amax / 127));
-        id = d === 0 ? 0 : 1 / d;
-        scales[r * nb + b] = d;
-      },
-      (c, v) => {
-        let k = roundAway(v * id);
-        k = k > 127 ? 127 : k < -127 ? -127 : k;
-        qs[base + c] = k;
-        return k * d;
-      },
-    );
-  }
+  sweep(w, u, opts.gemm ?? plainGemm, {
+    group: Q8_BLOCK,
+    start(r, row, c0, c1) {
+      let amax = 0;
+      for (let k = c0; k < c1; k++) amax = Math.max(amax, Math.abs(row[k]));
+      d = halfExactScale(Math.fround(amax / 127));
+      id = d === 0 ? 0 : 1 / d;
+      scales[r * nb + c0 / Q8_BLOCK] = d;
+    },
+    code(r, c, v) {
+      let k = roundAway(v * id);
+      k = k > 127 ? 127 : k < -127 ? -127 : k;
+      qs[r * cols + c] = k;
+      return k * d;
+    },
+  });
   return { format: 'q8', rows, cols, qs, scales };
 }
-
