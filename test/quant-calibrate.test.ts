@@ -90,7 +90,7 @@ test('qvl quantize: calibration flags without --calibration, or --calibration wi
   const run = (args: string[]) => spawnSync(process.execPath, [QVL, 'quantize', DEMO, out, ...args], { encoding: 'utf8', timeout: 60_000 });
   const a = run(['--quant', 'q4', '--damp', '0.1']);
   assert.equal(a.status, 2, a.stderr);
-  assert.match(a.stderr, /--damp and --act-order need --calibration/);
+  assert.match(a.stderr, /--calibration-limit and --damp need --calibration/);
   const b = run(['--quant', 'q8', '--calibration', CALIBRATION]);
   assert.equal(b.status, 2, b.stderr);
   assert.match(b.stderr, /use it with --quant q4/);

@@ -72,7 +72,7 @@ export async function calibrateQ4(modelDir: string, samples: readonly Calibratio
   });
   // GPTQ's products on the backend's float32 GEMM (plain loops would take hours at the 4B shape)
   const gemm: Gemm = (a, m, k, b, n) => inner.matmul(a, m, inner.prepare({ format: 'f32', rows: n, cols: k, data: b }));
-  const model = await Qwen3VL.fromPretrained(modelDir, { backend, kvType: 'f32' });
+  const model = await Qwen3VL.fromPretrained(modelDir, { backend });
   const cfg = model.model.cfg.text;
 
   // every sample's prefill, paused after each decoder layer; the trace names the layer that just ran
@@ -90,7 +90,7 @@ export async function calibrateQ4(modelDir: string, samples: readonly Calibratio
       videoGrids: prepared.videoGrids,
     };
     const state = { run: undefined as unknown as PrefillRun, layer: -1, done: false };
-    state.run = model.model.prefillRun(inputs, model.model.newCache({ type: 'f32' }), {
+    state.run = model.model.prefillRun(inputs, model.model.newCache(), {
       trace: (stage) => {
         if (stage.startsWith('text.layer_input.')) state.layer = Number(stage.slice('text.layer_input.'.length));
       },
