@@ -1,11 +1,12 @@
 import { QvlError } from '../errors.ts';
 import type { PreparedWeight } from '../kernels/backend.ts';
 import { selectBackend, type BackendName } from '../kernels/select.ts';
-import type { Q4Weight } from '../kernels/weight.ts';
+import type { Q4Weight, WeightData } from '../kernels/weight.ts';
 import type { ModelInputs, PrefillRun } from '../model/qwen3vl.ts';
 import { gptqQuantizeQ4, inverseHessianFactor, type Gemm } from '../weights/quant/gptq-quantize.ts';
 import { canonicalView } from '../weights/names.ts';
 import { SafetensorsCheckpoint } from '../weights/safetensors.ts';
+import { makeQuantConvert } from '../weights/quant-plan.ts';
 import { readMatrix } from '../weights/tensor-reader.ts';
 import { InputHessian, recordingBackend } from './hessians.ts';
 import { Qwen3VL } from './qwen3vl.ts';
@@ -50,11 +51,11 @@ const FIELD = { 'self_attn.q_proj': 'q', 'self_attn.k_proj': 'k', 'self_attn.v_p
 
 /**
  * GPTQ-quantizes the text decoder of a float model folder to q4, from the inputs its matrices
- * see on `samples` (docs/quantization.md, "Calibrated q4"). The float model runs every sample's
+ * see on `samples` (docs/quantization.md, "Calibrated q4"). The model runs every sample's
  * prompt (and answer) one decoder layer at a time, all samples in step, so that only one
  * layer's Hessians are held at once: a layer's four input Hessians (q/k/v, o, gate/up, down)
- * are summed while every sample passes it, its seven matrices are quantized, and the Hessians
- * are dropped before the next layer.
+ * are summed while every sample passes it, its seven matrices are quantized from the
+ * checkpoint's float weights, and the Hessians are dropped before the next layer.
  */
 export async function calibrateQ4(modelDir: string, samples: readonly CalibrationSample[], opts: CalibrateOptions = {}): Promise<CalibrationResult> {
   if (samples.length === 0) throw new QvlError('OPTION_INVALID', 'calibration needs at least one sample', { samples: 0 });
@@ -72,7 +73,12 @@ export async function calibrateQ4(modelDir: string, samples: readonly Calibratio
   });
   // GPTQ's products on the backend's float32 GEMM (plain loops would take hours at the 4B shape)
   const gemm: Gemm = (a, m, k, b, n) => inner.matmul(a, m, inner.prepare({ format: 'f32', rows: n, cols: k, data: b }));
-  const model = await Qwen3VL.fromPretrained(modelDir, { backend });
+  // The model runs as round-to-nearest q4 mode has it while the inputs are gathered, so that the
+  // inputs of each layer (and of its o and down) carry the quantization error of what runs before
+  // them, as they will in the quantized model. (GPTQ's reference code runs each layer again with
+  // its GPTQ weights; a paused prefill cannot run a layer twice.) It also holds the 4B text
+  // decoder in 2 GB rather than 7.
+  const model = await Qwen3VL.fromPretrained(modelDir, { backend, convert: makeQuantConvert({ mode: 'q4', groupSize }) });
   const cfg = model.model.cfg.text;
 
   // every sample's prefill, paused after each decoder layer; the trace names the layer that just ran
@@ -107,11 +113,17 @@ export async function calibrateQ4(modelDir: string, samples: readonly Calibratio
     const H = cfg.hiddenSize;
     const qDim = cfg.numHeads * cfg.headDim;
     const inputWidth = { attn: H, attn_out: qDim, mlp: H, mlp_out: cfg.intermediateSize };
+    const kvDim = cfg.numKvHeads * cfg.headDim;
+    const shape = { 'self_attn.q_proj': qDim, 'self_attn.k_proj': kvDim, 'self_attn.v_proj': kvDim, 'self_attn.o_proj': H, 'mlp.gate_proj': cfg.intermediateSize, 'mlp.up_proj': cfg.intermediateSize, 'mlp.down_proj': H };
     for (let l = 0; l < cfg.numLayers; l++) {
       const lw = model.model.text.w.layers[l];
       const hessians = new Map<string, InputHessian>();
+      const source = new Map<string, WeightData>();
       active = new Map();
       for (const [m, input] of TEXT_MATRICES) {
+        const name = `model.language_model.layers.${l}.${m}`;
+        const w = readMatrix(src, `${name}.weight`, shape[m], inputWidth[input]);
+        source.set(name, w);
         let h = hessians.get(input);
         if (!h) hessians.set(input, (h = new InputHessian(inputWidth[input], inner)));
         active.set(lw[FIELD[m]], h);
@@ -131,10 +143,7 @@ export async function calibrateQ4(modelDir: string, samples: readonly Calibratio
       hessians.clear();
       for (const [m, input] of TEXT_MATRICES) {
         const name = `model.language_model.layers.${l}.${m}`;
-        const u = factors.get(input)!;
-        const rows = m === 'self_attn.q_proj' ? qDim : m === 'self_attn.k_proj' || m === 'self_attn.v_proj' ? cfg.numKvHeads * cfg.headDim : m === 'mlp.down_proj' || m === 'self_attn.o_proj' ? H : cfg.intermediateSize;
-        const w = readMatrix(src, `${name}.weight`, rows, inputWidth[input]);
-        weights.set(name, gptqQuantizeQ4(w, u, { groupSize, gemm }));
+        weights.set(name, gptqQuantizeQ4(source.get(name)!, factors.get(input)!, { groupSize, gemm }));
       }
       opts.onProgress?.('layers', l + 1, cfg.numLayers);
     }
