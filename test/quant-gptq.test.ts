@@ -8,8 +8,8 @@ import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { dequantRow } from '../src/kernels/ts/dequant.ts';
 import type { F32Weight, WeightData } from '../src/kernels/weight.ts';
-import { quantizeQ4, quantizeQ8 } from '../src/weights/convert.ts';
-import { gptqQuantizeQ4, gptqQuantizeQ8, inverseHessianFactor, plainGemm } from '../src/weights/quant/gptq-quantize.ts';
+import { quantizeQ4 } from '../src/weights/convert.ts';
+import { gptqQuantizeQ4, inverseHessianFactor, plainGemm } from '../src/weights/quant/gptq-quantize.ts';
 import { rng } from './helpers/rng.ts';
 import { backend, skipReason } from './native-util.ts';
 import type { Gemm } from '../src/weights/quant/gptq-quantize.ts';
@@ -138,7 +138,7 @@ test('inputs that never correlate (diagonal H): GPTQ spreads no error and gives 
   }
 });
 
-test('correlated inputs: GPTQ lowers the layer-output error of round-to-nearest, q4 and q8, within a block of 128 columns and across blocks', () => {
+test('correlated inputs: GPTQ lowers the layer-output error of round-to-nearest q4, within a block of 128 columns and across blocks', () => {
   for (const [seed, n] of [
     [1, 96],
     [2, 96],
@@ -152,9 +152,6 @@ test('correlated inputs: GPTQ lowers the layer-output error of round-to-nearest,
     const g4 = outputError(w, gptqQuantizeQ4(w, u), x, tokens);
     const r4 = outputError(w, quantizeQ4(w), x, tokens);
     assert.ok(g4 < 0.8 * r4, `seed ${seed}: q4 output error ${g4} against round-to-nearest ${r4}`);
-    const g8 = outputError(w, gptqQuantizeQ8(w, u), x, tokens);
-    const r8 = outputError(w, quantizeQ8(w), x, tokens);
-    assert.ok(g8 < 0.8 * r8, `seed ${seed}: q8 output error ${g8} against round-to-nearest ${r8}`);
   }
 });
 

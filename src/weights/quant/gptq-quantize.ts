@@ -1,7 +1,7 @@
 import { QvlError } from '../../errors.ts';
 import { dequantRow } from '../../kernels/ts/dequant.ts';
-import { Q8_BLOCK, type Q4Weight, type Q8Weight, type WeightData } from '../../kernels/weight.ts';
-import { clippedRange, halfExactScale, nonFinite, roundAway } from '../convert.ts';
+import type { Q4Weight, WeightData } from '../../kernels/weight.ts';
+import { clippedRange, nonFinite, roundAway } from '../convert.ts';
 
 /**
  * GPTQ (Frantar et al., 2022, "Accurate post-training quantization for generative pre-trained
@@ -9,9 +9,9 @@ import { clippedRange, halfExactScale, nonFinite, roundAway } from '../convert.t
  * rounding error is spread over the columns not yet quantized, through the inverse of the
  * Hessian H = Σ x·xᵀ of the layer's inputs x on calibration data. Round-to-nearest makes
  * ‖W − Ŵ‖ small; this makes ‖(W − Ŵ)·x‖ small for inputs like the calibration set's, which is
- * what the next layer sees. The output is the kernels' q4 / q8 formats, with the same scales
- * (rounded to binary16 the same way) as the round-to-nearest quantizers of convert.ts: only the
- * codes, and the groups' ranges that follow from them, differ.
+ * what the next layer sees. The output is the kernels' asymmetric q4 format, with scales chosen
+ * and rounded to binary16 as the round-to-nearest quantizer of convert.ts does: only the codes,
+ * and the groups' ranges that follow from them, differ.
  *
  * The O(n³) work (the factor of H⁻¹, and spreading a block of columns' errors over the rest)
  * is matrix products, handed to a `Gemm`: the backend's float32 GEMM at the 4B shape (a
@@ -251,35 +251,4 @@ export function gptqQuantizeQ4(w: WeightData, u: Float32Array, opts: { groupSize
     },
   });
   return { format: 'q4', rows, cols, groupSize: g, nGroups: nG, qs, scales, zeros };
-}
-
-/**
- * q8 blocks of 32 along each row, symmetric: each block's scale is max|w| / 127 of its weights as
- * the earlier columns' errors left them, rounded up to binary16 (so that no weight of the block
- * is clipped and the kernels stream the scale in 2 bytes).
- */
-export function gptqQuantizeQ8(w: WeightData, u: Float32Array, opts: { gemm?: Gemm } = {}): Q8Weight {
-  const { rows, cols } = w;
-  const nb = Math.ceil(cols / Q8_BLOCK);
-  const qs = new Int8Array(rows * cols);
-  const scales = new Float32Array(rows * nb);
-  let d = 0;
-  let id = 0;
-  sweep(w, u, opts.gemm ?? plainGemm, {
-    group: Q8_BLOCK,
-    start(r, row, c0, c1) {
-      let amax = 0;
-      for (let k = c0; k < c1; k++) amax = Math.max(amax, Math.abs(row[k]));
-      d = halfExactScale(Math.fround(amax / 127));
-      id = d === 0 ? 0 : 1 / d;
-      scales[r * nb + c0 / Q8_BLOCK] = d;
-    },
-    code(r, c, v) {
-      let k = roundAway(v * id);
-      k = k > 127 ? 127 : k < -127 ? -127 : k;
-      qs[r * cols + c] = k;
-      return k * d;
-    },
-  });
-  return { format: 'q8', rows, cols, qs, scales };
 }
