@@ -9,10 +9,9 @@ import fc from 'fast-check';
 import { dequantRow } from '../src/kernels/ts/dequant.ts';
 import type { F32Weight, WeightData } from '../src/kernels/weight.ts';
 import { quantizeQ4 } from '../src/weights/convert.ts';
-import { gptqQuantizeQ4, inverseHessianFactor, plainGemm } from '../src/weights/quant/gptq-quantize.ts';
+import { backendGemm, gptqQuantizeQ4, inverseHessianFactor, plainGemm } from '../src/weights/quant/gptq-quantize.ts';
 import { rng } from './helpers/rng.ts';
 import { backend, skipReason } from './native-util.ts';
-import type { Gemm } from '../src/weights/quant/gptq-quantize.ts';
 
 // in CI a missing addon fails the native test instead of skipping it
 const nativeSkip = process.env.CI === 'true' ? false : skipReason;
@@ -172,7 +171,7 @@ test('refusals: a factor of the wrong size, a group size that does not divide th
 
 test("the backend's GEMM in place of plain loops (calibrateQ4's route): the factor and the codes agree to float32 rounding", { skip: nativeSkip }, () => {
   const nb = backend();
-  const gemm: Gemm = (a, m, k, b, n) => nb.matmul(a, m, nb.prepare({ format: 'f32', rows: n, cols: k, data: b }));
+  const gemm = backendGemm(nb);
   const n = 300;
   const rows = 16;
   const tokens = 4 * n;

@@ -3,7 +3,7 @@ import type { PreparedWeight } from '../kernels/backend.ts';
 import { selectBackend, type BackendName } from '../kernels/select.ts';
 import type { Q4Weight, WeightData } from '../kernels/weight.ts';
 import type { ModelInputs, PrefillRun } from '../model/qwen3vl.ts';
-import { gptqQuantizeQ4, inverseHessianFactor, type Gemm } from '../weights/quant/gptq-quantize.ts';
+import { backendGemm, gptqQuantizeQ4, inverseHessianFactor } from '../weights/quant/gptq-quantize.ts';
 import { canonicalView } from '../weights/names.ts';
 import { SafetensorsCheckpoint } from '../weights/safetensors.ts';
 import { makeQuantConvert } from '../weights/quant-plan.ts';
@@ -72,7 +72,7 @@ export async function calibrateQ4(modelDir: string, samples: readonly Calibratio
     if (h) h.add(x, n);
   });
   // GPTQ's products on the backend's float32 GEMM (plain loops would take hours at the 4B shape)
-  const gemm: Gemm = (a, m, k, b, n) => inner.matmul(a, m, inner.prepare({ format: 'f32', rows: n, cols: k, data: b }));
+  const gemm = backendGemm(inner);
   // The model runs as round-to-nearest q4 mode has it while the inputs are gathered, so that the
   // inputs of each layer (and of its o and down) carry the quantization error of what runs before
   // them, as they will in the quantized model. (GPTQ's reference code runs each layer again with
@@ -125,7 +125,7 @@ export async function calibrateQ4(modelDir: string, samples: readonly Calibratio
         const w = readMatrix(src, `${name}.weight`, shape[m], inputWidth[input]);
         source.set(name, w);
         let h = hessians.get(input);
-        if (!h) hessians.set(input, (h = new InputHessian(inputWidth[input], inner)));
+        if (!h) hessians.set(input, (h = new InputHessian(inputWidth[input], gemm)));
         active.set(lw[FIELD[m]], h);
       }
       // each sample runs layer l (and, before layer 0, its vision tower)

@@ -1,4 +1,5 @@
 import type { Backend, PreparedWeight } from '../kernels/backend.ts';
+import type { Gemm } from '../weights/quant/gptq-quantize.ts';
 
 /** Rows gathered before one product adds them: a deep product runs several times faster than a shallow one. */
 const BATCH_ROWS = 2048;
@@ -6,18 +7,17 @@ const BATCH_ROWS = 2048;
 /**
  * H = Σ x·xᵀ over the rows x of one matrix's inputs (n × n, row-major, float64): what GPTQ
  * needs to know about the inputs a layer sees. Rows are gathered, transposed, up to BATCH_ROWS;
- * each batch X then adds Xᵀ·X, computed by the backend's float GEMM (Xᵀ multiplied by itself
- * as a float32 weight) and summed in float64. Read `h` after `flush`.
+ * each batch X then adds Xᵀ·X, computed by a float32 GEMM and summed in float64. Read `h`
+ * after `flush`.
  */
 export class InputHessian {
   readonly h: Float64Array;
-  tokens = 0;
   #pending: Float32Array[] = [];
   #pendingRows = 0;
 
   constructor(
     readonly n: number,
-    readonly backend: Backend,
+    readonly gemm: Gemm,
   ) {
     this.h = new Float64Array(n * n);
   }
@@ -25,7 +25,6 @@ export class InputHessian {
   add(x: Float32Array, rows: number): void {
     this.#pending.push(x.slice(0, rows * this.n));
     this.#pendingRows += rows;
-    this.tokens += rows;
     if (this.#pendingRows >= BATCH_ROWS) this.flush();
   }
 
@@ -45,8 +44,7 @@ export class InputHessian {
     }
     this.#pending = [];
     this.#pendingRows = 0;
-    const be = this.backend;
-    const p = be.matmul(xt, n, be.prepare({ format: 'f32', rows: n, cols: rows, data: xt }));
+    const p = this.gemm(xt, n, rows, xt, n);
     const h = this.h;
     for (let i = 0; i < n * n; i++) h[i] += p[i];
   }

@@ -30,7 +30,7 @@ export function registerQuantize(program: Command): void {
     .option('--calibration-limit <n>', 'use at most the first n calibration items', intArg(1))
     .option('--damp <x>', 'GPTQ damping, a fraction of the mean Hessian diagonal (default 0.01)', floatArg(1e-6, 10))
     .action(async (input: string, output: string, flags: QuantizeFlags) => {
-      const { checkQuantizeCheckpoint, quantizeCheckpoint } = await import('../api/quantize-checkpoint.ts');
+      const { quantizeCheckpoint } = await import('../api/quantize-checkpoint.ts');
       const t0 = performance.now();
       const opts = {
         mode: flags.quant,
@@ -43,7 +43,7 @@ export function registerQuantize(program: Command): void {
       if (flags.calibration === undefined && (flags.calibrationLimit !== undefined || flags.damp !== undefined)) {
         throw new QvlError('OPTION_INVALID', '--calibration-limit and --damp need --calibration', {});
       }
-      const calibrated = flags.calibration === undefined ? undefined : await calibrate(input, output, flags, opts, checkQuantizeCheckpoint);
+      const calibrated = flags.calibration === undefined ? undefined : await calibrate(input, output, flags, opts);
       const s = quantizeCheckpoint(input, output, { ...opts, calibrated });
       clearStatus();
       const gb = (b: number) => (b / 1024 ** 3).toFixed(2);
@@ -61,10 +61,10 @@ async function calibrate(
   output: string,
   flags: QuantizeFlags,
   opts: QuantizeCheckpointOptions,
-  check: (inDir: string, outDir: string, opts: QuantizeCheckpointOptions) => unknown,
 ): Promise<NonNullable<QuantizeCheckpointOptions['calibrated']>> {
   const info = { method: 'gptq', damp: flags.damp ?? 0.01, samples: 0, tokens: 0 };
-  check(input, output, { ...opts, calibrated: { weights: new Map(), info } });
+  const { checkQuantizeCheckpoint } = await import('../api/quantize-checkpoint.ts');
+  checkQuantizeCheckpoint(input, output, { ...opts, calibrated: { weights: new Map(), info } });
   const { loadDataset, resolveMedia } = await import('../eval/dataset.ts');
   const { calibrateQ4 } = await import('../api/calibrate.ts');
   const ds = loadDataset(flags.calibration!);

@@ -136,17 +136,10 @@ export function quantizeQ4(w: WeightData, opts: Q4Options = {}): Q4Weight {
         d = big === 0 ? 0 : halfExactScale(Math.fround(big / -8));
         z = 8;
       } else {
-        let mn = 0;
-        let mx = 0;
         let sum = 0;
-        for (let c = c0; c < c1; c++) {
-          const v = row[c];
-          sum += v;
-          if (v < mn) mn = v;
-          else if (v > mx) mx = v;
-        }
+        for (let c = c0; c < c1; c++) sum += row[c];
         if (!Number.isFinite(sum)) checkFinite(row, r, c0, c1);
-        [d, z] = clippedRange(row, c0, c1, mn, mx);
+        [d, z] = asymmetricGroup(row, c0, c1);
         zeros![r * nG + gi] = z;
       }
       scales[r * nG + gi] = d;
@@ -191,7 +184,7 @@ function rangeScale(lo: number, hi: number): [number, number] {
  */
 const rangeLanes = new Float32Array(8);
 
-export function clippedRange(row: Float32Array, c0: number, c1: number, mn: number, mx: number): [number, number] {
+function clippedRange(row: Float32Array, c0: number, c1: number, mn: number, mx: number): [number, number] {
   const lanes = rangeLanes;
   const first = rangeScale(mn, mx);
   // an all-zero group, or weights so large or so small that float32 cannot score the ranges
@@ -211,6 +204,18 @@ export function clippedRange(row: Float32Array, c0: number, c1: number, mn: numb
     }
   }
   return best;
+}
+
+/** Asymmetric q4's scale and zero point for row[c0, c1): its [min, max] with 0 included, through the clipped-range search. */
+export function asymmetricGroup(row: Float32Array, c0: number, c1: number): [number, number] {
+  let mn = 0;
+  let mx = 0;
+  for (let c = c0; c < c1; c++) {
+    const v = row[c];
+    if (v < mn) mn = v;
+    else if (v > mx) mx = v;
+  }
+  return clippedRange(row, c0, c1, mn, mx);
 }
 
 /**

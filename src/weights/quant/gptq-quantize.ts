@@ -1,7 +1,8 @@
 import { QvlError } from '../../errors.ts';
 import { dequantRow } from '../../kernels/ts/dequant.ts';
+import type { Backend } from '../../kernels/backend.ts';
 import type { Q4Weight, WeightData } from '../../kernels/weight.ts';
-import { clippedRange, nonFinite, roundAway } from '../convert.ts';
+import { asymmetricGroup, nonFinite, roundAway } from '../convert.ts';
 
 /**
  * GPTQ (Frantar et al., 2022, "Accurate post-training quantization for generative pre-trained
@@ -33,6 +34,11 @@ export const plainGemm: Gemm = (a, m, k, b, n) => {
   }
   return c;
 };
+
+/** `Gemm` on a backend's float32 matmul (B taken as a float32 weight). */
+export function backendGemm(be: Backend): Gemm {
+  return (a, m, k, b, n) => be.matmul(a, m, be.prepare({ format: 'f32', rows: n, cols: k, data: b }));
+}
 
 /** Columns whose errors are spread one by one, within the block (a multiple of every group size). */
 const BLOCK = 128;
@@ -228,14 +234,7 @@ export function gptqQuantizeQ4(w: WeightData, u: Float32Array, opts: { groupSize
   sweep(w, u, opts.gemm ?? plainGemm, {
     group: g,
     start(r, row, c0, c1) {
-      let mn = 0;
-      let mx = 0;
-      for (let k = c0; k < c1; k++) {
-        const v = row[k];
-        if (v < mn) mn = v;
-        else if (v > mx) mx = v;
-      }
-      [d, z] = clippedRange(row, c0, c1, mn, mx);
+      [d, z] = asymmetricGroup(row, c0, c1);
       id = d === 0 ? 0 : 1 / d;
       scales[r * nG + c0 / g] = d;
       zeros[r * nG + c0 / g] = z;
