@@ -1,6 +1,6 @@
 /**
  * Calibrated q4 end to end on the demo model: `calibrateQ4` runs calibration items through the
- * float model one decoder layer at a time, `quantizeCheckpoint` writes its matrices, the folder
+ * model one decoder layer at a time, each layer again on its GPTQ matrices, `quantizeCheckpoint` writes its matrices, the folder
  * loads and answers; `qvl quantize --calibration` refuses what it cannot do before any work.
  */
 import { test } from 'node:test';
@@ -13,7 +13,11 @@ import { Qwen3VL } from '../src/api/qwen3vl.ts';
 import { quantizeCheckpoint } from '../src/api/quantize-checkpoint.ts';
 import { loadDataset, resolveMedia } from '../src/eval/dataset.ts';
 import type { Q4Weight } from '../src/kernels/weight.ts';
+import { InputHessian } from '../src/api/hessians.ts';
+import { backendGemm, gptqQuantizeQ4, inverseHessianFactor } from '../src/weights/quant/gptq-quantize.ts';
+import { canonicalView } from '../src/weights/names.ts';
 import { SafetensorsCheckpoint } from '../src/weights/safetensors.ts';
+import { readMatrix } from '../src/weights/tensor-reader.ts';
 import { tempDir } from './helpers/safetensors-bytes.ts';
 
 const ROOT = path.join(import.meta.dirname, '..');
@@ -26,6 +30,46 @@ function samples() {
   const ds = loadDataset(CALIBRATION);
   const seen = new Set<string>();
   return ds.items.filter((i) => !seen.has(i.task) && seen.add(i.task)).map((i) => ({ messages: resolveMedia(ds.dir, i.messages), answer: i.expected }));
+}
+
+/**
+ * GPTQ's sequential order: the last decoder layer's q_proj is GPTQ's answer for the inputs that the
+ * calibrated layers before it give. Oracle: whole prefills of the calibrated folder, the last
+ * layer's input traced, its Hessian summed in the same order, the same quantizer.
+ */
+async function assertSequential(q: Qwen3VL, s: ReturnType<typeof samples>, weights: Map<string, Q4Weight>) {
+  const m = q.model;
+  const cfg = m.cfg.text;
+  const H = cfg.hiddenSize;
+  const be = m.text.backend;
+  const gemm = backendGemm(be);
+  const last = cfg.numLayers - 1;
+  const h = new InputHessian(H, gemm);
+  const imEnd = q.tokenizer.encode('<|im_end|>');
+  for (const x of s) {
+    const p = await q.prepare(x.messages);
+    const ids = Int32Array.from([...p.ids, ...q.tokenizer.encode(x.answer), ...imEnd]);
+    let input: Float32Array | undefined;
+    m.prefill({ ids, pixelValues: p.pixelValues, imageGrids: p.imageGrids, pixelValuesVideos: p.pixelValuesVideos, videoGrids: p.videoGrids }, m.newCache(), {
+      trace: (stage, t) => {
+        if (stage === `text.layer_input.${last}`) input = t;
+      },
+    });
+    h.add(be.rmsNorm(input!, H, m.text.w.layers[last].inputNorm, cfg.rmsNormEps), ids.length);
+  }
+  h.flush();
+  const name = `model.language_model.layers.${last}.self_attn.q_proj`;
+  const ck = SafetensorsCheckpoint.open(DEMO);
+  try {
+    const w = readMatrix(canonicalView(ck), `${name}.weight`, cfg.numHeads * cfg.headDim, H);
+    const want = gptqQuantizeQ4(w, inverseHessianFactor(h.h, h.n, 0.01, gemm), { groupSize: 32, gemm });
+    const got = weights.get(name)!;
+    assert.ok(Buffer.from(got.qs).equals(Buffer.from(want.qs)), `${name}: the codes GPTQ gives for the calibrated model's inputs`);
+    assert.deepEqual(got.scales, want.scales);
+    assert.deepEqual(got.zeros, want.zeros);
+  } finally {
+    ck.close();
+  }
 }
 
 test('calibrateQ4 → quantizeCheckpoint: every text matrix GPTQ-quantized and written as it is, the rest as round-to-nearest writes it; the folder loads and answers', async () => {
@@ -70,6 +114,7 @@ test('calibrateQ4 → quantizeCheckpoint: every text matrix GPTQ-quantized and w
     b.close();
   }
   const q = await Qwen3VL.fromPretrained(cal);
+  await assertSequential(q, s, r.weights);
   const out = await q.chat([{ role: 'user', content: [{ type: 'image', image: path.join(DEMO, 'example.png') }, { type: 'text', text: 'What colour is the shape?' }] }], { maxNewTokens: 8 });
   assert.equal(out.text, 'Red.');
 });

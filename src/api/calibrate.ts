@@ -1,7 +1,7 @@
 import { QvlError } from '../errors.ts';
 import type { PreparedWeight } from '../kernels/backend.ts';
 import { selectBackend, type BackendName } from '../kernels/select.ts';
-import type { Q4Weight, WeightData } from '../kernels/weight.ts';
+import type { Q4Weight } from '../kernels/weight.ts';
 import type { ModelInputs, PrefillRun } from '../model/qwen3vl.ts';
 import { backendGemm, gptqQuantizeQ4, inverseHessianFactor } from '../weights/quant/gptq-quantize.ts';
 import { canonicalView } from '../weights/names.ts';
@@ -36,15 +36,12 @@ export interface CalibrationResult {
   tokens: number;
 }
 
-/** The inputs each text-decoder matrix shares with others (q/k/v one, gate/up one). */
-const TEXT_MATRICES = [
-  ['self_attn.q_proj', 'attn'],
-  ['self_attn.k_proj', 'attn'],
-  ['self_attn.v_proj', 'attn'],
-  ['self_attn.o_proj', 'attn_out'],
-  ['mlp.gate_proj', 'mlp'],
-  ['mlp.up_proj', 'mlp'],
-  ['mlp.down_proj', 'mlp_out'],
+/** The matrices that share an input, in the order the layer runs them. */
+const GROUPS = [
+  ['attn', ['self_attn.q_proj', 'self_attn.k_proj', 'self_attn.v_proj']],
+  ['attn_out', ['self_attn.o_proj']],
+  ['mlp', ['mlp.gate_proj', 'mlp.up_proj']],
+  ['mlp_out', ['mlp.down_proj']],
 ] as const;
 
 const FIELD = { 'self_attn.q_proj': 'q', 'self_attn.k_proj': 'k', 'self_attn.v_proj': 'v', 'self_attn.o_proj': 'o', 'mlp.gate_proj': 'gate', 'mlp.up_proj': 'up', 'mlp.down_proj': 'down' } as const;
@@ -55,7 +52,8 @@ const FIELD = { 'self_attn.q_proj': 'q', 'self_attn.k_proj': 'k', 'self_attn.v_p
  * prompt (and answer) one decoder layer at a time, all samples in step, so that only one
  * layer's Hessians are held at once: a layer's four input Hessians (q/k/v, o, gate/up, down)
  * are summed while every sample passes it, its seven matrices are quantized from the
- * checkpoint's float weights, and the Hessians are dropped before the next layer.
+ * checkpoint's float weights, the Hessians are dropped, and every sample runs the layer again on
+ * its quantized matrices before going on to the next.
  */
 export async function calibrateQ4(modelDir: string, samples: readonly CalibrationSample[], opts: CalibrateOptions = {}): Promise<CalibrationResult> {
   if (samples.length === 0) throw new QvlError('OPTION_INVALID', 'calibration needs at least one sample', { samples: 0 });
@@ -73,11 +71,9 @@ export async function calibrateQ4(modelDir: string, samples: readonly Calibratio
   });
   // GPTQ's products on the backend's float32 GEMM (plain loops would take hours at the 4B shape)
   const gemm = backendGemm(inner);
-  // The model runs as round-to-nearest q4 mode has it while the inputs are gathered, so that the
-  // inputs of each layer (and of its o and down) carry the quantization error of what runs before
-  // them, as they will in the quantized model. (GPTQ's reference code runs each layer again with
-  // its GPTQ weights; a paused prefill cannot run a layer twice.) It also holds the 4B text
-  // decoder in 2 GB rather than 7.
+  // The model loads as round-to-nearest q4 mode has it (the 4B text decoder in 2 GB rather than
+  // 7); each layer's matrices are replaced by their GPTQ form once quantized, so every layer's
+  // inputs carry the quantization error of the calibrated layers before it.
   const model = await Qwen3VL.fromPretrained(modelDir, { backend, convert: makeQuantConvert({ mode: 'q4', groupSize }) });
   const cfg = model.model.cfg.text;
 
@@ -118,15 +114,11 @@ export async function calibrateQ4(modelDir: string, samples: readonly Calibratio
     for (let l = 0; l < cfg.numLayers; l++) {
       const lw = model.model.text.w.layers[l];
       const hessians = new Map<string, InputHessian>();
-      const source = new Map<string, WeightData>();
       active = new Map();
-      for (const [m, input] of TEXT_MATRICES) {
-        const name = `model.language_model.layers.${l}.${m}`;
-        const w = readMatrix(src, `${name}.weight`, shape[m], inputWidth[input]);
-        source.set(name, w);
-        let h = hessians.get(input);
-        if (!h) hessians.set(input, (h = new InputHessian(inputWidth[input], gemm)));
-        active.set(lw[FIELD[m]], h);
+      for (const [input, ms] of GROUPS) {
+        const h = new InputHessian(inputWidth[input], gemm);
+        hessians.set(input, h);
+        active.set(lw[FIELD[ms[0]]], h);
       }
       // each sample runs layer l (and, before layer 0, its vision tower)
       for (const r of runs) {
@@ -135,15 +127,29 @@ export async function calibrateQ4(modelDir: string, samples: readonly Calibratio
         // the step that traced layer l's input returns after the layer ran
       }
       active = new Map();
-      const factors = new Map<string, Float32Array>();
-      for (const [input, h] of hessians) {
+      for (const [input, ms] of GROUPS) {
+        const h = hessians.get(input)!;
         h.flush();
-        factors.set(input, inverseHessianFactor(h.h, h.n, damp, gemm));
+        const u = inverseHessianFactor(h.h, h.n, damp, gemm);
+        hessians.delete(input);
+        for (const m of ms) {
+          const name = `model.language_model.layers.${l}.${m}`;
+          const q = gptqQuantizeQ4(readMatrix(src, `${name}.weight`, shape[m], inputWidth[input]), u, { groupSize, gemm });
+          weights.set(name, q);
+          const rtn = lw[FIELD[m]];
+          lw[FIELD[m]] = backend.prepare(q);
+          backend.release?.(rtn);
+        }
       }
-      hessians.clear();
-      for (const [m, input] of TEXT_MATRICES) {
-        const name = `model.language_model.layers.${l}.${m}`;
-        weights.set(name, gptqQuantizeQ4(source.get(name)!, factors.get(input)!, { groupSize, gemm }));
+      // Layer l runs again on its GPTQ weights, so that layer l + 1's inputs are those the
+      // calibrated model gives it (GPTQ's sequential order). Layer l's own inputs came from its
+      // round-to-nearest form: quantizing q/k/v, o, gate/up and down each after a run on the
+      // matrices before them, or gathering on the float layer, measured no better on the demo.
+      if (l + 1 < cfg.numLayers) {
+        for (const r of runs) {
+          r.run.next(true);
+          if (r.layer !== l) throw new QvlError('INTERNAL', `calibration: decoder layer ${l} did not run again`, { layer: l });
+        }
       }
       opts.onProgress?.('layers', l + 1, cfg.numLayers);
     }

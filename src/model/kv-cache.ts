@@ -71,6 +71,12 @@ export class KVCache {
     return { view: this.view(layer), past };
   }
 
+  /** Uncounts the last n positions of `layer` (a layer that runs again writes them again). */
+  rewind(layer: number, n: number): void {
+    if (n < 0 || n > this.filled[layer]) throw new QvlError('INTERNAL', `KV rewind: ${n} of ${this.filled[layer]} positions`, { layer, n });
+    this.filled[layer] -= n;
+  }
+
   /** Layer `layer`'s keys and values as attention reads them. */
   view(layer: number): KvView {
     return { layout: this.layout, layer, length: this.filled[layer], slabs: this.pool.slabs, blocks: this.table.subarray(0, 2 * this.ids.length) };

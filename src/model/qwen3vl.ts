@@ -55,7 +55,8 @@ export interface BatchRows {
 }
 
 /** A prefill in steps (see `Qwen3VLModel.prefillRun`). */
-export type PrefillRun = Generator<void, PrefillResult, void>;
+/** `next(true)` after a decoder layer runs that layer again (see `TextModel.forwardSteps`). */
+export type PrefillRun = Generator<void, PrefillResult, boolean | undefined>;
 
 /** How the KV cache is stored: its type, block size and the pool's budget per type. */
 export interface KvOptions {
@@ -216,7 +217,7 @@ export class Qwen3VLModel {
     inputs: ModelInputs,
     trace?: Trace,
     needed?: (kind: 'image' | 'video', index: number) => boolean,
-  ): Generator<void, { image?: VisionOutput; video?: VisionOutput }, void> {
+  ): Generator<void, { image?: VisionOutput; video?: VisionOutput }, unknown> {
     const out: { image?: VisionOutput; video?: VisionOutput } = {};
     if (inputs.imageGrids?.length) {
       if (!inputs.pixelValues) throw new QvlError('TOKEN_COUNT_MISMATCH', 'image grids were given without pixel values', {});
@@ -236,7 +237,7 @@ export class Qwen3VLModel {
     grids: Grid[],
     trace?: Trace,
     needed?: (kind: 'image' | 'video', index: number) => boolean,
-  ): Generator<void, VisionOutput, void> {
+  ): Generator<void, VisionOutput, unknown> {
     const cache = this.visionCache;
     if (!cache && !needed) return yield* this.vision.forwardSteps(pixels, grids, prefixTrace(trace, kind));
     const W = this.patchWidth;

@@ -20,7 +20,7 @@ export interface TextPositions {
   w: ArrayLike<number>;
 }
 
-function drain<T>(g: Generator<void, T, void>): T {
+function drain<T, N>(g: Generator<void, T, N>): T {
   for (;;) {
     const r = g.next();
     if (r.done) return r.value;
@@ -59,8 +59,11 @@ export class TextModel {
     return drain(this.run(x, n, pos, [{ cache, rows: n }], deepstack, trace));
   }
 
-  /** `forward`, pausing after each layer (a scheduler decodes other sequences in between). */
-  forwardSteps(x: Float32Array, n: number, pos: TextPositions, cache: KVCache, deepstack?: DeepstackInjection, trace?: Trace): Generator<void, Float32Array, void> {
+  /**
+   * `forward`, pausing after each layer but the last (a scheduler decodes other sequences in
+   * between); resumed with `next(true)`, it runs the layer it paused after again, on the same input.
+   */
+  forwardSteps(x: Float32Array, n: number, pos: TextPositions, cache: KVCache, deepstack?: DeepstackInjection, trace?: Trace): Generator<void, Float32Array, boolean | undefined> {
     return this.run(x, n, pos, [{ cache, rows: n }], deepstack, trace);
   }
 
@@ -76,7 +79,7 @@ export class TextModel {
     return drain(this.run(x, n, pos, parts.map(({ cache, rows }) => ({ cache, rows }))));
   }
 
-  private *run(x: Float32Array, n: number, pos: TextPositions, seqs: SequenceRows[], deepstack?: DeepstackInjection, trace?: Trace): Generator<void, Float32Array, void> {
+  private *run(x: Float32Array, n: number, pos: TextPositions, seqs: SequenceRows[], deepstack?: DeepstackInjection, trace?: Trace): Generator<void, Float32Array, boolean | undefined> {
     const { cfg, backend: be } = this;
     const H = cfg.hiddenSize;
     const { cos, sin } = this.rotary.tables(pos.t, pos.h, pos.w);
@@ -85,16 +88,24 @@ export class TextModel {
       const scratch = lease.scratch;
       let h = x;
       for (let l = 0; l < cfg.numLayers; l++) {
-        trace?.(`text.layer_input.${l}`, h.slice(), [n, H]); // a copy: h is overwritten two layers on
-        h = this.layer(h, n, l, this.w.layers[l], cos, sin, seqs, scratch, scratch.out[l & 1]);
-        const feat = deepstack?.features[l];
-        if (feat) {
-          for (let r = 0; r < deepstack.rows.length; r++) {
-            const o = deepstack.rows[r] * H;
-            for (let c = 0; c < H; c++) h[o + c] += feat[r * H + c];
+        // the layer's input stays intact while it runs (it writes the other scratch row), so it can run again
+        const input = h;
+        for (;;) {
+          trace?.(`text.layer_input.${l}`, input.slice(), [n, H]); // a copy: h is overwritten two layers on
+          h = this.layer(input, n, l, this.w.layers[l], cos, sin, seqs, scratch, scratch.out[l & 1]);
+          const feat = deepstack?.features[l];
+          if (feat) {
+            for (let r = 0; r < deepstack.rows.length; r++) {
+              const o = deepstack.rows[r] * H;
+              for (let c = 0; c < H; c++) h[o + c] += feat[r * H + c];
+            }
           }
+          if (l + 1 === cfg.numLayers) break;
+          // `next(true)` runs layer l again, on its weights as they are now (calibration swaps in quantized ones)
+          const again = yield;
+          if (again !== true) break;
+          for (const s of seqs) s.cache.rewind(l, s.rows);
         }
-        if (l + 1 < cfg.numLayers) yield;
       }
       // a fresh array: the scratch goes on to the next pass
       const out = be.rmsNorm(h, H, this.w.norm, cfg.rmsNormEps);

@@ -56,7 +56,7 @@ export class VisionTower {
   }
 
   /** `forward`, pausing after each block (a scheduler decodes other sequences in between). */
-  *forwardSteps(pixels: Float32Array, grids: readonly Grid[], trace?: Trace): Generator<void, VisionOutput, void> {
+  *forwardSteps(pixels: Float32Array, grids: readonly Grid[], trace?: Trace): Generator<void, VisionOutput, unknown> {
     const { cfg, backend: be } = this;
     const D = cfg.hiddenSize;
     const m = cfg.spatialMergeSize;
@@ -142,7 +142,7 @@ export class VisionTower {
     segments: Int32Array,
     s: BlockScratch,
     out: Float32Array,
-  ): Generator<void, Float32Array, void> {
+  ): Generator<void, Float32Array, unknown> {
     const { cfg, backend: be } = this;
     const D = cfg.hiddenSize;
     const eps = cfg.layerNormEps;
