@@ -141,3 +141,15 @@ test('qvl quantize: calibration flags without --calibration, or --calibration wi
   assert.match(b.stderr, /use it with --quant q4/);
   assert.equal(fs.existsSync(out), false);
 });
+
+test('qvl quantize --calibration in a log (stderr not a terminal): a line per decoder layer with the time left; the folder records the calibration', () => {
+  const out = path.join(tempDir('qvl-calibrated-log-'), 'out');
+  const r = spawnSync(process.execPath, [QVL, 'quantize', DEMO, out, '--quant', 'q4', '--calibration', CALIBRATION, '--calibration-limit', '2'], { encoding: 'utf8', timeout: 120_000 });
+  assert.equal(r.status, 0, r.stderr);
+  const layers = r.stderr.split('\n').filter((l) => l.startsWith('calibration: decoder layer'));
+  assert.deepEqual(layers.map((l) => /layer (\d+\/\d+) quantized, \d+ s \(about \d+ s left\)$/.exec(l)?.[1]), ['1/6', '2/6', '3/6', '4/6', '5/6', '6/6'], r.stderr);
+  assert.match(r.stderr, /^calibration: prepared 2\/2 items, \d+ s$/m);
+  assert.doesNotMatch(r.stderr, /\x1b\[/, 'no terminal escapes in a log');
+  assert.match(r.stdout, /calibrated the text decoder on 2 items \(\d+ tokens\)/);
+  assert.equal(JSON.parse(fs.readFileSync(path.join(out, 'config.json'), 'utf8')).quantization_config.calibration.samples, 2);
+});

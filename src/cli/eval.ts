@@ -3,7 +3,7 @@ import type { KvType } from '../kernels/kv.ts';
 import type { BackendName } from '../kernels/select.ts';
 import type { QuantMode } from '../weights/quant-plan.ts';
 import { describeBackend, quantOption } from './load.ts';
-import { clearStatus, collect, intArg, statusLine } from './options.ts';
+import { clearStatus, collect, countProgress, intArg, statusLine } from './options.ts';
 
 interface EvalFlags {
   backend: BackendName;
@@ -58,15 +58,5 @@ export function registerEval(program: Command): void {
  * rewrites itself after every item; otherwise (a log, CI) a line at every tenth of the items.
  */
 export function evalProgress(what: string, tty = process.stderr.isTTY === true): (done: number, total: number) => void {
-  const t0 = performance.now();
-  let printed = 0;
-  return (done, total) => {
-    const line = `evaluating ${what}: ${done}/${total} items, ${((performance.now() - t0) / 1000).toFixed(0)} s`;
-    if (tty) return statusLine(line);
-    const step = Math.max(1, Math.ceil(total / 10));
-    if (done === total || done - printed >= step) {
-      printed = done;
-      process.stderr.write(line + '\n');
-    }
-  };
+  return countProgress((done, total, s) => `evaluating ${what}: ${done}/${total} items, ${s.toFixed(0)} s`, { tty });
 }

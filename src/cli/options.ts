@@ -30,6 +30,26 @@ export function clearStatus(): void {
   if (process.stderr.isTTY) process.stderr.write('\r\x1b[K');
 }
 
+/**
+ * Progress of a counted task on stderr: on a terminal one line that rewrites itself at every
+ * step; otherwise (a log, CI) at most `lines` lines (default 10: one per tenth of the total, and
+ * the last; Infinity: one per step). `line` gets the count and the seconds since the first call.
+ */
+export function countProgress(line: (done: number, total: number, seconds: number) => string, opts: { lines?: number; tty?: boolean } = {}): (done: number, total: number) => void {
+  const tty = opts.tty ?? process.stderr.isTTY === true;
+  const t0 = performance.now();
+  let printed = 0;
+  return (done, total) => {
+    const text = line(done, total, (performance.now() - t0) / 1000);
+    if (tty) return statusLine(text);
+    const step = Math.max(1, Math.ceil(total / (opts.lines ?? 10)));
+    if (done === total || done - printed >= step) {
+      printed = done;
+      process.stderr.write(text + '\n');
+    }
+  };
+}
+
 /** Answer-generation flags shared by `run` and `chat`. */
 export interface GenerationFlags {
   system?: string;

@@ -2,7 +2,7 @@ import { Option, type Command } from 'commander';
 import type { QuantizeCheckpointOptions } from '../api/quantize-checkpoint.ts';
 import { QvlError } from '../errors.ts';
 import { quantOption } from './load.ts';
-import { clearStatus, floatArg, intArg, statusLine } from './options.ts';
+import { clearStatus, countProgress, floatArg, intArg, statusLine } from './options.ts';
 
 interface QuantizeFlags {
   quant: 'q8' | 'q4';
@@ -69,10 +69,19 @@ async function calibrate(
   const { calibrateQ4 } = await import('../api/calibrate.ts');
   const ds = loadDataset(flags.calibration!);
   const items = ds.items.slice(0, flags.calibrationLimit ?? ds.items.length);
+  // a 4B model calibrates for tens of minutes: a log gets a line per decoder layer, with the time left
+  const itemProgress = countProgress((done, total, s) => `calibration: prepared ${done}/${total} items, ${s.toFixed(0)} s`);
+  let layerProgress: ((done: number, total: number) => void) | undefined;
+  const layerLine = (done: number, total: number, s: number) => `calibration: decoder layer ${done}/${total} quantized, ${s.toFixed(0)} s (about ${((s / done) * (total - done)).toFixed(0)} s left)`;
   const r = await calibrateQ4(input, items.map((i) => ({ messages: resolveMedia(ds.dir, i.messages), answer: i.expected })), {
     groupSize: opts.groupSize,
     damp: info.damp,
-    onProgress: (stage, done, total) => statusLine(stage === 'prompts' ? `calibration: preparing item ${done}/${total}` : `calibration: decoder layer ${done}/${total}`),
+    onProgress: (stage, done, total) => {
+      if (stage === 'layers') return layerProgress?.(done, total);
+      itemProgress(done, total);
+      // the layers' seconds (and the time left) count from the end of the items' preparation
+      if (done === total) layerProgress = countProgress(layerLine, { lines: Infinity });
+    },
   });
   clearStatus();
   info.samples = r.samples;
