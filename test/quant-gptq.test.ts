@@ -10,6 +10,7 @@ import { dequantRow } from '../src/kernels/ts/dequant.ts';
 import type { F32Weight, WeightData } from '../src/kernels/weight.ts';
 import { quantizeQ4 } from '../src/weights/convert.ts';
 import { backendGemm, gptqQuantizeQ4, inverseHessianFactor, plainGemm } from '../src/weights/quant/gptq-quantize.ts';
+import { GptqScratch } from '../src/weights/quant/gptq-scratch.ts';
 import { rng } from './helpers/rng.ts';
 import { backend, skipReason } from './native-util.ts';
 
@@ -113,6 +114,25 @@ test('inverseHessianFactor past 128 columns (computed by halves, through the pro
     const worst = factorResidual(h, n, u, 0.01);
     assert.ok(worst < 2e-3, `n ${n}: |A·UᵀU − I| = ${worst}`);
   }
+});
+
+test('a scratch reused across calls (other inputs, other shapes, as calibration layers pass) gives what fresh arrays give, bit for bit', () => {
+  const scratch = new GptqScratch();
+  const same = (a: ArrayBufferView, b: ArrayBufferView) => Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
+  // 300 twice (the second over the first's leftovers), then 200, then 300 again after it
+  for (const [seed, n] of [[5, 300], [6, 300], [7, 200], [8, 300]]) {
+    const { h } = correlatedInputs(seed, 2 * n, n);
+    const fresh = inverseHessianFactor(h, n, 0.01, plainGemm);
+    const reused = inverseHessianFactor(h, n, 0.01, plainGemm, scratch);
+    assert.ok(same(reused, fresh), `factor, n ${n}, seed ${seed}`);
+    for (const rows of [5, 12]) {
+      const w = randomWeight(seed * 10 + rows, rows, n);
+      const a = gptqQuantizeQ4(w, fresh);
+      const b = gptqQuantizeQ4(w, fresh, { scratch });
+      assert.ok(same(a.qs, b.qs) && same(a.scales, b.scales) && same(a.zeros!, b.zeros!), `codes, ${rows} × ${n}, seed ${seed}`);
+    }
+  }
+  assert.ok(scratch.bytes > 0, 'the scratch was used');
 });
 
 test('inputs that never correlate (diagonal H): GPTQ spreads no error and gives round-to-nearest bytes', () => {

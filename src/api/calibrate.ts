@@ -4,6 +4,7 @@ import { selectBackend, type BackendName } from '../kernels/select.ts';
 import type { Q4Weight } from '../kernels/weight.ts';
 import type { ModelInputs, PrefillRun } from '../model/qwen3vl.ts';
 import { backendGemm, gptqQuantizeQ4, inverseHessianFactor } from '../weights/quant/gptq-quantize.ts';
+import { GptqScratch } from '../weights/quant/gptq-scratch.ts';
 import { canonicalView } from '../weights/names.ts';
 import { SafetensorsCheckpoint } from '../weights/safetensors.ts';
 import { makeQuantConvert } from '../weights/quant-plan.ts';
@@ -71,6 +72,8 @@ export async function calibrateQ4(modelDir: string, samples: readonly Calibratio
   });
   // GPTQ's products on the backend's float32 GEMM (plain loops would take hours at the 4B shape)
   const gemm = backendGemm(inner);
+  // GPTQ's working arrays, reused layer after layer (the shapes repeat)
+  const scratch = new GptqScratch();
   // The model loads as round-to-nearest q4 mode has it (the 4B text decoder in 2 GB rather than
   // 7); each layer's matrices are replaced by their GPTQ form once quantized, so every layer's
   // inputs carry the quantization error of the calibrated layers before it.
@@ -116,7 +119,7 @@ export async function calibrateQ4(modelDir: string, samples: readonly Calibratio
       const hessians = new Map<string, InputHessian>();
       active = new Map();
       for (const [input, ms] of GROUPS) {
-        const h = new InputHessian(inputWidth[input], gemm);
+        const h = new InputHessian(inputWidth[input], gemm, scratch);
         hessians.set(input, h);
         active.set(lw[FIELD[ms[0]]], h);
       }
@@ -130,11 +133,11 @@ export async function calibrateQ4(modelDir: string, samples: readonly Calibratio
       for (const [input, ms] of GROUPS) {
         const h = hessians.get(input)!;
         h.flush();
-        const u = inverseHessianFactor(h.h, h.n, damp, gemm);
+        const u = inverseHessianFactor(h.h, h.n, damp, gemm, scratch);
         hessians.delete(input);
         for (const m of ms) {
           const name = `model.language_model.layers.${l}.${m}`;
-          const q = gptqQuantizeQ4(readMatrix(src, `${name}.weight`, shape[m], inputWidth[input]), u, { groupSize, gemm });
+          const q = gptqQuantizeQ4(readMatrix(src, `${name}.weight`, shape[m], inputWidth[input]), u, { groupSize, gemm, scratch });
           weights.set(name, q);
           const rtn = lw[FIELD[m]];
           lw[FIELD[m]] = backend.prepare(q);

@@ -1,5 +1,6 @@
 import type { Backend, PreparedWeight } from '../kernels/backend.ts';
 import type { Gemm } from '../weights/quant/gptq-quantize.ts';
+import { GptqScratch } from '../weights/quant/gptq-scratch.ts';
 
 /** Rows gathered before one product adds them: a deep product runs several times faster than a shallow one. */
 const BATCH_ROWS = 2048;
@@ -18,6 +19,8 @@ export class InputHessian {
   constructor(
     readonly n: number,
     readonly gemm: Gemm,
+    /** where the gathered rows and each product go (a calibration's, reused layer after layer) */
+    readonly scratch = new GptqScratch(),
   ) {
     this.h = new Float64Array(n * n);
   }
@@ -32,7 +35,7 @@ export class InputHessian {
     const rows = this.#pendingRows;
     if (rows === 0) return;
     const n = this.n;
-    const xt = new Float32Array(n * rows);
+    const xt = this.scratch.f32('xt', n * rows);
     let r0 = 0;
     for (const x of this.#pending) {
       const k = x.length / n;
@@ -44,7 +47,7 @@ export class InputHessian {
     }
     this.#pending = [];
     this.#pendingRows = 0;
-    const p = this.gemm(xt, n, rows, xt, n);
+    const p = this.gemm(xt, n, rows, xt, n, this.scratch.f32('xtx', n * n));
     const h = this.h;
     for (let i = 0; i < n * n; i++) h[i] += p[i];
   }

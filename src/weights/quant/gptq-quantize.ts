@@ -3,6 +3,7 @@ import { dequantRow } from '../../kernels/ts/dequant.ts';
 import type { Backend } from '../../kernels/backend.ts';
 import type { Q4Weight, WeightData } from '../../kernels/weight.ts';
 import { asymmetricGroup, nonFinite, roundAway } from '../convert.ts';
+import { GptqScratch } from './gptq-scratch.ts';
 
 /**
  * GPTQ (Frantar et al., 2022, "Accurate post-training quantization for generative pre-trained
@@ -20,11 +21,11 @@ import { asymmetricGroup, nonFinite, roundAway } from '../convert.ts';
  * float32 there.
  */
 
-/** C = A·Bᵀ for row-major float32 A [m, k] and B [n, k]; returns C [m, n]. */
-export type Gemm = (a: Float32Array, m: number, k: number, b: Float32Array, n: number) => Float32Array;
+/** C = A·Bᵀ for row-major float32 A [m, k] and B [n, k]; returns C [m, n] (in `out` when given). */
+export type Gemm = (a: Float32Array, m: number, k: number, b: Float32Array, n: number, out?: Float32Array) => Float32Array;
 
-export const plainGemm: Gemm = (a, m, k, b, n) => {
-  const c = new Float32Array(m * n);
+export const plainGemm: Gemm = (a, m, k, b, n, out) => {
+  const c = out ?? new Float32Array(m * n);
   for (let i = 0; i < m; i++) {
     for (let j = 0; j < n; j++) {
       let s = 0;
@@ -37,7 +38,14 @@ export const plainGemm: Gemm = (a, m, k, b, n) => {
 
 /** `Gemm` on a backend's float32 matmul (B taken as a float32 weight). */
 export function backendGemm(be: Backend): Gemm {
-  return (a, m, k, b, n) => be.matmul(a, m, be.prepare({ format: 'f32', rows: n, cols: k, data: b }));
+  return (a, m, k, b, n, out) => {
+    const w = be.prepare({ format: 'f32', rows: n, cols: k, data: b });
+    try {
+      return be.matmul(a, m, w, null, out);
+    } finally {
+      be.release?.(w);
+    }
+  };
 }
 
 /** Columns whose errors are spread one by one, within the block (a multiple of every group size). */
@@ -53,7 +61,7 @@ const BASE = 128;
  * A column no calibration input reached (H[i,i] = 0) gets H[i,i] = 1: its weight then keeps
  * round-to-nearest codes and spreads nothing.
  */
-export function inverseHessianFactor(h: Float64Array, n: number, damp = 0.01, gemm: Gemm = plainGemm): Float32Array {
+export function inverseHessianFactor(h: Float64Array, n: number, damp = 0.01, gemm: Gemm = plainGemm, scratch = new GptqScratch()): Float32Array {
   if (h.length !== n * n) throw new QvlError('TENSOR_SHAPE', `Hessian has ${h.length} values, expected ${n}×${n}`, { n });
   let mean = 0;
   for (let i = 0; i < n; i++) mean += h[i * n + i];
@@ -61,63 +69,85 @@ export function inverseHessianFactor(h: Float64Array, n: number, damp = 0.01, ge
   if (!Number.isFinite(mean)) throw new QvlError('QUANT_INVALID', 'the calibration Hessian is not finite', { n });
   const add = damp * (mean > 0 ? mean : 1);
   // a = P·H·P, damped
-  const a = new Float64Array(n * n);
+  const a = scratch.f64('a', n * n);
   for (let i = 0; i < n; i++) {
     const ri = (n - 1 - i) * n;
     for (let j = 0; j < n; j++) a[i * n + j] = h[ri + (n - 1 - j)];
     if (a[i * n + i] === 0) a[i * n + i] = 1;
     a[i * n + i] += add;
   }
-  const { li } = choleskyInverse(a, n, gemm);
+  const li = scratch.f32('li', n * n);
+  choleskyInverse(a, 0, n, n, gemm, scratch, li);
   // U = P·L⁻¹·P
   const u = new Float32Array(n * n);
   for (let i = 0; i < n; i++) for (let j = i; j < n; j++) u[i * n + j] = li[(n - 1 - i) * n + (n - 1 - j)];
   return u;
 }
 
-/** L (lower, a = L·Lᵀ) and L⁻¹, n × n. Where n > BASE, by halves: four products per level. */
-function choleskyInverse(a: Float64Array, n: number, gemm: Gemm): { l: Float32Array; li: Float32Array } {
-  if (n <= BASE) return choleskyInverseDirect(a, n);
+/**
+ * L⁻¹ (lower, A = L·Lᵀ) into `out` (n × n, every value written), for A the n × n block of `a` at
+ * `off` with rows `lda` apart. Where n > BASE, by halves: four products per level, with L21 =
+ * A21·L11⁻ᵀ and the Schur complement A22 − L21·L21ᵀ, formed in place in A22, factored in turn
+ * (A is used up). A level's arrays come from `scratch` by role and length: the lengths shrink
+ * level by level, so no level takes another's, and the two halves of one level run one after the
+ * other.
+ */
+function choleskyInverse(a: Float64Array, off: number, lda: number, n: number, gemm: Gemm, scratch: GptqScratch, out: Float32Array): void {
+  if (n <= BASE) return choleskyInverseDirect(a, off, lda, n, out);
   const n1 = n >> 1;
   const n2 = n - n1;
-  const top = new Float64Array(n1 * n1);
-  const low = new Float32Array(n2 * n1);
-  for (let i = 0; i < n1; i++) for (let j = 0; j < n1; j++) top[i * n1 + j] = a[i * n + j];
-  for (let i = 0; i < n2; i++) for (let j = 0; j < n1; j++) low[i * n1 + j] = a[(n1 + i) * n + j];
-  const f1 = choleskyInverse(top, n1, gemm);
+  const low = scratch.f32('low', n2 * n1);
+  for (let i = 0; i < n2; i++) {
+    const r = off + (n1 + i) * lda;
+    low.set(a.subarray(r, r + n1), i * n1);
+  }
+  const li1 = scratch.f32('li1', n1 * n1);
+  choleskyInverse(a, off, lda, n1, gemm, scratch, li1);
   // L21 = A21·L11⁻ᵀ, then the Schur complement A22 − L21·L21ᵀ
-  const l21 = gemm(low, n2, n1, f1.li, n1);
-  const s = gemm(l21, n2, n1, l21, n2);
-  const rest = new Float64Array(n2 * n2);
-  for (let i = 0; i < n2; i++) for (let j = 0; j < n2; j++) rest[i * n2 + j] = a[(n1 + i) * n + n1 + j] - s[i * n2 + j];
-  const f2 = choleskyInverse(rest, n2, gemm);
+  const l21 = gemm(low, n2, n1, li1, n1, scratch.f32('l21', n2 * n1));
+  const s = gemm(l21, n2, n1, l21, n2, scratch.f32('s', n2 * n2));
+  const off22 = off + n1 * lda + n1;
+  for (let i = 0; i < n2; i++) {
+    const r = off22 + i * lda;
+    const o = i * n2;
+    for (let j = 0; j < n2; j++) a[r + j] -= s[o + j];
+  }
+  const li2 = scratch.f32('li2', n2 * n2);
+  choleskyInverse(a, off22, lda, n2, gemm, scratch, li2);
   // (L⁻¹)21 = −L22⁻¹·L21·L11⁻¹
-  const t = gemm(l21, n2, n1, transpose(f1.li, n1, n1), n1);
-  const li21 = gemm(f2.li, n2, n2, transpose(t, n2, n1), n1);
-  const l = new Float32Array(n * n);
-  const li = new Float32Array(n * n);
+  const t = gemm(l21, n2, n1, transpose(li1, n1, n1, scratch.f32('li1t', n1 * n1)), n1, scratch.f32('t', n2 * n1));
+  const li21 = gemm(li2, n2, n2, transpose(t, n2, n1, scratch.f32('tt', n1 * n2)), n1, scratch.f32('li21', n2 * n1));
   for (let i = 0; i < n1; i++) {
-    l.set(f1.l.subarray(i * n1, i * n1 + i + 1), i * n);
-    li.set(f1.li.subarray(i * n1, i * n1 + i + 1), i * n);
+    out.set(li1.subarray(i * n1, (i + 1) * n1), i * n);
+    out.fill(0, i * n + n1, (i + 1) * n);
   }
   for (let i = 0; i < n2; i++) {
     const r = (n1 + i) * n;
-    l.set(l21.subarray(i * n1, (i + 1) * n1), r);
-    for (let j = 0; j < n1; j++) li[r + j] = -li21[i * n1 + j];
-    l.set(f2.l.subarray(i * n2, i * n2 + i + 1), r + n1);
-    li.set(f2.li.subarray(i * n2, i * n2 + i + 1), r + n1);
+    const o = i * n1;
+    for (let j = 0; j < n1; j++) out[r + j] = -li21[o + j];
+    out.set(li2.subarray(i * n2, (i + 1) * n2), r + n1);
   }
-  return { l, li };
 }
 
-function transpose(m: Float32Array, rows: number, cols: number): Float32Array {
-  const t = new Float32Array(rows * cols);
-  for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) t[j * rows + i] = m[i * cols + j];
-  return t;
+/** Tiles of this many rows and columns keep a transpose's reads and writes within the cache. */
+const TILE = 64;
+
+/** mᵀ (cols × rows) into `out`. */
+function transpose(m: Float32Array, rows: number, cols: number, out: Float32Array): Float32Array {
+  for (let i0 = 0; i0 < rows; i0 += TILE) {
+    const i1 = Math.min(rows, i0 + TILE);
+    for (let j0 = 0; j0 < cols; j0 += TILE) {
+      const j1 = Math.min(cols, j0 + TILE);
+      for (let i = i0; i < i1; i++) for (let j = j0; j < j1; j++) out[j * rows + i] = m[i * cols + j];
+    }
+  }
+  return out;
 }
 
-function choleskyInverseDirect(src: Float64Array, n: number): { l: Float32Array; li: Float32Array } {
-  const a = Float64Array.from(src);
+/** `choleskyInverse` for small n, in float64: the Cholesky factorization, then the triangular inverse. */
+function choleskyInverseDirect(src: Float64Array, off: number, lda: number, n: number, out: Float32Array): void {
+  const a = new Float64Array(n * n);
+  for (let i = 0; i < n; i++) a.set(src.subarray(off + i * lda, off + i * lda + n), i * n);
   for (let j = 0; j < n; j++) {
     const rj = j * n;
     let d = a[rj + j];
@@ -142,9 +172,7 @@ function choleskyInverseDirect(src: Float64Array, n: number): { l: Float32Array;
       inv[ri + j] = s / a[ri + i];
     }
   }
-  const l = new Float32Array(n * n);
-  for (let i = 0; i < n; i++) for (let j = 0; j <= i; j++) l[i * n + j] = a[i * n + j];
-  return { l, li: Float32Array.from(inv) };
+  out.set(inv);
 }
 
 /** How one kind of code quantizes a row: `start` at each group's first column, then `code` per column (returns the dequantized value). */
@@ -163,17 +191,17 @@ interface RowCoder {
  * by column. The products are then wide (the top one is rows × n/2 × n/2), which the GEMM
  * runs at several times the speed of BLOCK-deep ones.
  */
-function sweep(w: WeightData, u: Float32Array, gemm: Gemm, coder: RowCoder): void {
+function sweep(w: WeightData, u: Float32Array, gemm: Gemm, scratch: GptqScratch, coder: RowCoder): void {
   const { rows, cols: n } = w;
   if (u.length !== n * n) throw new QvlError('TENSOR_SHAPE', `inverse Hessian factor has ${u.length} values for a matrix of ${n} columns`, { cols: n });
-  const wf = new Float32Array(rows * n);
+  const wf = scratch.f32('w', rows * n);
   for (let r = 0; r < rows; r++) {
     const row = wf.subarray(r * n, (r + 1) * n);
     dequantRow(w, r, row);
     for (let c = 0; c < n; c++) if (!Number.isFinite(row[c])) throw nonFinite(r, c, row[c]);
   }
   // every column's error, divided by U[c,c]
-  const err = new Float32Array(rows * n);
+  const err = scratch.f32('err', rows * n);
   const g = coder.group;
   const direct = (k0: number, k1: number) => {
     for (let r = 0; r < rows; r++) {
@@ -196,14 +224,15 @@ function sweep(w: WeightData, u: Float32Array, gemm: Gemm, coder: RowCoder): voi
     range(k0, mid);
     const b = mid - k0;
     const m = k1 - mid;
-    const e = new Float32Array(rows * b);
+    // a level's arrays are free again by the time the second half runs (and the first has finished)
+    const e = scratch.f32('e', rows * b);
     for (let r = 0; r < rows; r++) e.set(err.subarray(r * n + k0, r * n + mid), r * b);
-    const ut = new Float32Array(m * b);
+    const ut = scratch.f32('ut', m * b);
     for (let c = 0; c < b; c++) {
       const uc = (k0 + c) * n + mid;
       for (let j = 0; j < m; j++) ut[j * b + c] = u[uc + j];
     }
-    const d = gemm(e, rows, b, ut, m);
+    const d = gemm(e, rows, b, ut, m, scratch.f32('d', rows * m));
     for (let r = 0; r < rows; r++) {
       const o = r * n + mid;
       const dr = r * m;
@@ -219,7 +248,7 @@ function sweep(w: WeightData, u: Float32Array, gemm: Gemm, coder: RowCoder): voi
  * them out: each group's scale and zero point are chosen (the same clipped-range search) from
  * its weights as the earlier columns' errors left them, then its codes are taken column by column.
  */
-export function gptqQuantizeQ4(w: WeightData, u: Float32Array, opts: { groupSize?: number; gemm?: Gemm } = {}): Q4Weight {
+export function gptqQuantizeQ4(w: WeightData, u: Float32Array, opts: { groupSize?: number; gemm?: Gemm; scratch?: GptqScratch } = {}): Q4Weight {
   const { rows, cols } = w;
   const g = opts.groupSize ?? 32;
   if (BLOCK % g !== 0) throw new QvlError('OPTION_INVALID', `q4 group size must divide ${BLOCK}, got ${g}`, { groupSize: g });
@@ -231,7 +260,7 @@ export function gptqQuantizeQ4(w: WeightData, u: Float32Array, opts: { groupSize
   let d = 0;
   let id = 0;
   let z = 0;
-  sweep(w, u, opts.gemm ?? plainGemm, {
+  sweep(w, u, opts.gemm ?? plainGemm, opts.scratch ?? new GptqScratch(), {
     group: g,
     start(r, row, c0, c1) {
       [d, z] = asymmetricGroup(row, c0, c1);
