@@ -14,7 +14,8 @@ import { quantizeCheckpoint } from '../src/api/quantize-checkpoint.ts';
 import { loadDataset, resolveMedia } from '../src/eval/dataset.ts';
 import type { Q4Weight } from '../src/kernels/weight.ts';
 import { InputHessian } from '../src/api/hessians.ts';
-import { backendGemm, gptqQuantizeQ4, inverseHessianFactor } from '../src/weights/quant/gptq-quantize.ts';
+import { backendGemm, gptqQuantizeQ4, inverseHessianFactor, plainGemm } from '../src/weights/quant/gptq-quantize.ts';
+import { GptqScratch } from '../src/weights/quant/gptq-scratch.ts';
 import { canonicalView } from '../src/weights/names.ts';
 import { SafetensorsCheckpoint } from '../src/weights/safetensors.ts';
 import { readMatrix } from '../src/weights/tensor-reader.ts';
@@ -152,4 +153,22 @@ test('qvl quantize --calibration in a log (stderr not a terminal): a line per de
   assert.doesNotMatch(r.stderr, /\x1b\[/, 'no terminal escapes in a log');
   assert.match(r.stdout, /calibrated the text decoder on 2 items \(\d+ tokens\)/);
   assert.equal(JSON.parse(fs.readFileSync(path.join(out, 'config.json'), 'utf8')).quantization_config.calibration.samples, 2);
+});
+
+test('InputHessian: Σ x·xᵀ over every row added, in batches past 2048 rows; a scratch reused by the next layer starts from zero', () => {
+  const n = 24;
+  const scratch = new GptqScratch();
+  for (const [seed, rows] of [[1, 3000], [2, 70]]) {
+    const x = Float32Array.from({ length: rows * n }, (_, i) => Math.sin(seed * 1000 + i * 0.37) * (1 + (i % n) / 8));
+    const want = new Float64Array(n * n);
+    for (let r = 0; r < rows; r++) for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) want[i * n + j] += x[r * n + i] * x[r * n + j];
+    const h = new InputHessian(n, plainGemm, scratch, 'attn');
+    // in pieces of 100 rows, as the layer's matmuls hand them over
+    for (let r = 0; r < rows; r += 100) {
+      const k = Math.min(100, rows - r);
+      h.add(x.subarray(r * n, (r + k) * n), k);
+    }
+    h.flush();
+    for (let i = 0; i < n * n; i++) assert.ok(Math.abs(h.h[i] - want[i]) <= 1e-5 * Math.abs(want[i]) + 1e-3, `seed ${seed}, entry ${i}: ${h.h[i]} against ${want[i]}`);
+  }
 });

@@ -119,7 +119,7 @@ export async function calibrateQ4(modelDir: string, samples: readonly Calibratio
       const hessians = new Map<string, InputHessian>();
       active = new Map();
       for (const [input, ms] of GROUPS) {
-        const h = new InputHessian(inputWidth[input], gemm, scratch);
+        const h = new InputHessian(inputWidth[input], gemm, scratch, input);
         hessians.set(input, h);
         active.set(lw[FIELD[ms[0]]], h);
       }
