@@ -145,9 +145,10 @@ export async function calibrateQ4(modelDir: string, samples: readonly Calibratio
         }
       }
       // Layer l runs again on its GPTQ weights, so that layer l + 1's inputs are those the
-      // calibrated model gives it (GPTQ's sequential order). Layer l's own inputs came from its
-      // round-to-nearest form: quantizing q/k/v, o, gate/up and down each after a run on the
-      // matrices before them, or gathering on the float layer, measured no better on the demo.
+      // calibrated model gives it (GPTQ's sequential order). Layer l's own Hessians came from a run
+      // on its round-to-nearest matrices: quantizing q/k/v, o, gate/up and down each after a run
+      // on the GPTQ forms of the ones before them, or gathering on the float layer, measured no
+      // better on the demo.
       if (l + 1 < cfg.numLayers) {
         for (const r of runs) {
           r.run.next(true);

@@ -54,8 +54,7 @@ export interface BatchRows {
   positions: TextPositions;
 }
 
-/** A prefill in steps (see `Qwen3VLModel.prefillRun`). */
-/** `next(true)` after a decoder layer runs that layer again (see `TextModel.forwardSteps`). */
+/** A prefill in steps (see `Qwen3VLModel.prefillRun`); `next(true)` after a decoder layer runs that layer again (`TextModel.forwardSteps`). */
 export type PrefillRun = Generator<void, PrefillResult, boolean | undefined>;
 
 /** How the KV cache is stored: its type, block size and the pool's budget per type. */
