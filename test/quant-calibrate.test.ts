@@ -63,7 +63,7 @@ async function assertSequential(q: Qwen3VL, s: ReturnType<typeof samples>, weigh
   const ck = SafetensorsCheckpoint.open(DEMO);
   try {
     const w = readMatrix(canonicalView(ck), `${name}.weight`, cfg.numHeads * cfg.headDim, H);
-    const want = gptqQuantizeQ4(w, inverseHessianFactor(h.h, h.n, 0.01, gemm), { groupSize: 32, gemm });
+    const want = gptqQuantizeQ4(w, inverseHessianFactor(h.h, h.n, { damp: 0.01, gemm }), { groupSize: 32, gemm });
     const got = weights.get(name)!;
     assert.ok(Buffer.from(got.qs).equals(Buffer.from(want.qs)), `${name}: the codes GPTQ gives for the calibrated model's inputs`);
     assert.deepEqual(got.scales, want.scales);

@@ -97,7 +97,7 @@ test('inverseHessianFactor: upper triangular U with Uᵀ·U = (H + damp·mean(di
     fc.property(fc.integer({ min: 1, max: 40 }), fc.integer({ min: 0, max: 1e6 }), fc.boolean(), (n, seed, dead) => {
       const { h } = correlatedInputs(seed, n + 3, n);
       if (dead) for (let j = 0; j < n; j++) h[j] = h[j * n] = 0; // column 0 never reached
-      const u = inverseHessianFactor(h, n, 0.01);
+      const u = inverseHessianFactor(h, n, { damp: 0.01 });
       for (let i = 0; i < n; i++) for (let j = 0; j < i; j++) assert.equal(u[i * n + j], 0);
       const worst = factorResidual(h, n, u, 0.01);
       assert.ok(worst < 1e-4, `|A·UᵀU − I| = ${worst}`);
@@ -109,22 +109,26 @@ test('inverseHessianFactor: upper triangular U with Uᵀ·U = (H + damp·mean(di
 test('inverseHessianFactor past 128 columns (computed by halves, through the products): the same definition, to float32 accuracy', () => {
   for (const n of [129, 200, 301]) {
     const { h } = correlatedInputs(n, 2 * n, n);
-    const u = inverseHessianFactor(h, n, 0.01, plainGemm);
+    const u = inverseHessianFactor(h, n, { gemm: plainGemm });
     for (let i = 0; i < n; i++) for (let j = 0; j < i; j++) assert.equal(u[i * n + j], 0);
     const worst = factorResidual(h, n, u, 0.01);
     assert.ok(worst < 2e-3, `n ${n}: |A·UᵀU − I| = ${worst}`);
   }
 });
 
-test('a scratch reused across calls (other inputs, other shapes, as calibration layers pass) gives what fresh arrays give, bit for bit', () => {
+test('a scratch reused across calls (other inputs, other shapes, as calibration layers pass), and H\'s own array, give what fresh arrays give, bit for bit', () => {
   const scratch = new GptqScratch();
   const same = (a: ArrayBufferView, b: ArrayBufferView) => Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
   // 300 twice (the second over the first's leftovers), then 200, then 300 again after it
   for (const [seed, n] of [[5, 300], [6, 300], [7, 200], [8, 300]]) {
     const { h } = correlatedInputs(seed, 2 * n, n);
-    const fresh = inverseHessianFactor(h, n, 0.01, plainGemm);
-    const reused = inverseHessianFactor(h, n, 0.01, plainGemm, scratch);
+    const fresh = inverseHessianFactor(h, n, { gemm: plainGemm });
+    const reused = inverseHessianFactor(h, n, { gemm: plainGemm, scratch });
     assert.ok(same(reused, fresh), `factor, n ${n}, seed ${seed}`);
+    // calibration lets the factor turn H in its own array
+    const own = Float64Array.from(h);
+    assert.ok(same(inverseHessianFactor(own, n, { gemm: plainGemm, scratch, consumeH: true }), fresh), `factor in H's array, n ${n}, seed ${seed}`);
+    assert.ok(!same(own, h), 'H was used up');
     for (const rows of [5, 12]) {
       const w = randomWeight(seed * 10 + rows, rows, n);
       const a = gptqQuantizeQ4(w, fresh);
@@ -196,8 +200,8 @@ test("the backend's GEMM in place of plain loops (calibrateQ4's route): the fact
   const rows = 16;
   const tokens = 4 * n;
   const { x, h } = correlatedInputs(77, tokens, n);
-  const u0 = inverseHessianFactor(h, n, 0.01, plainGemm);
-  const u1 = inverseHessianFactor(h, n, 0.01, gemm);
+  const u0 = inverseHessianFactor(h, n, { gemm: plainGemm });
+  const u1 = inverseHessianFactor(h, n, { gemm });
   let scale = 0;
   let diff = 0;
   for (let i = 0; i < n * n; i++) {

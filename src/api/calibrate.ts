@@ -133,7 +133,7 @@ export async function calibrateQ4(modelDir: string, samples: readonly Calibratio
       for (const [input, ms] of GROUPS) {
         const h = hessians.get(input)!;
         h.flush();
-        const u = inverseHessianFactor(h.h, h.n, damp, gemm, scratch);
+        const u = inverseHessianFactor(h.h, h.n, { damp, gemm, scratch, consumeH: true });
         hessians.delete(input);
         for (const m of ms) {
           const name = `model.language_model.layers.${l}.${m}`;
