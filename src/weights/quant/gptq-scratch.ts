@@ -7,29 +7,27 @@
  * every value they read.
  */
 export class GptqScratch {
-  readonly #f32 = new Map<string, Float32Array>();
-  readonly #f64 = new Map<string, Float64Array>();
+  readonly #arrays = new Map<string, Float32Array | Float64Array>();
 
   /** A float32 array of `length` for `role` (the same array each time for the same role and length). */
   f32(role: string, length: number): Float32Array {
-    const key = `${role}:${length}`;
-    let a = this.#f32.get(key);
-    if (!a) this.#f32.set(key, (a = new Float32Array(length)));
-    return a;
+    return this.#take(`f32:${role}:${length}`, () => new Float32Array(length)) as Float32Array;
   }
 
   f64(role: string, length: number): Float64Array {
-    const key = `${role}:${length}`;
-    let a = this.#f64.get(key);
-    if (!a) this.#f64.set(key, (a = new Float64Array(length)));
-    return a;
+    return this.#take(`f64:${role}:${length}`, () => new Float64Array(length)) as Float64Array;
   }
 
   /** Bytes held. */
   get bytes(): number {
     let b = 0;
-    for (const a of this.#f32.values()) b += a.byteLength;
-    for (const a of this.#f64.values()) b += a.byteLength;
+    for (const a of this.#arrays.values()) b += a.byteLength;
     return b;
+  }
+
+  #take(key: string, make: () => Float32Array | Float64Array): Float32Array | Float64Array {
+    let a = this.#arrays.get(key);
+    if (!a) this.#arrays.set(key, (a = make()));
+    return a;
   }
 }
