@@ -830,6 +830,47 @@ Napi::Value Quantize(const Napi::CallbackInfo& info) {
 
 // ---- files ----
 
+// gptqSweepQ4(w, rows, cols, k0, k1, groupSize, u, err, qs, scales, zeros): GPTQ's sweep of
+// columns [k0, k1) (native/gptq_sweep.inc) into the caller's arrays; returns −1, or row·cols +
+// col of the first NaN/±Infinity weight a group met. Same build choice as quantize.
+Napi::Value GptqSweepQ4(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  qvl::GptqSweepArgs a{};
+  auto w = f32(info[0], "w");
+  a.rows = integer(info[1], "rows", 1);
+  a.cols = integer(info[2], "cols", 1);
+  a.k0 = integer(info[3], "k0");
+  a.k1 = integer(info[4], "k1");
+  a.groupSize = integer(info[5], "groupSize", 1);
+  if (a.k1 <= a.k0 || a.k1 > a.cols) fail(env, "gptqSweepQ4: columns [k0, k1) must be a non-empty range within cols");
+  if (a.k0 % a.groupSize != 0) fail(env, "gptqSweepQ4: k0 must be a multiple of groupSize");
+  const uint64_t elems = uint64_t(a.rows) * uint64_t(a.cols), groups = uint64_t(a.rows) * uint64_t((a.cols + a.groupSize - 1) / a.groupSize);
+  auto u = f32(info[6], "u");
+  auto err = f32(info[7], "err");
+  auto qs = typed<uint8_t, napi_uint8_array>(info[8], "qs", "Uint8Array");
+  auto scales = f32(info[9], "scales");
+  auto zeros = typed<uint8_t, napi_uint8_array>(info[10], "zeros", "Uint8Array");
+  auto need = [&](size_t have, uint64_t want, const char* what) {
+    if (have < want) fail(env, std::string("gptqSweepQ4: ") + what + " has " + std::to_string(have) + " elements, the shape needs " + std::to_string(want));
+  };
+  need(w.second, elems, "w");
+  need(u.second, uint64_t(a.cols) * uint64_t(a.cols), "u");
+  need(err.second, elems, "err");
+  need(qs.second, uint64_t(a.rows) * uint64_t((a.cols + 1) / 2), "qs");
+  need(scales.second, groups, "scales");
+  need(zeros.second, groups, "zeros");
+  a.w = w.first;
+  a.u = u.first;
+  a.err = err.first;
+  a.qs = qs.first;
+  a.scales = scales.first;
+  a.zeros = zeros.first;
+  qvl::GptqSweepFn sweep = kernels() != qvl::kernels_base() && qvl::cpu_has_avx2() && qvl::gptq_sweeper_avx2()
+                               ? qvl::gptq_sweeper_avx2()
+                               : qvl::gptq_sweeper_base();
+  return Napi::Number::New(env, double(sweep(&a)));
+}
+
 Napi::Value MmapFile(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::string path = info[0].As<Napi::String>().Utf8Value();
@@ -971,6 +1012,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("add", Napi::Function::New(env, Add));
   exports.Set("argmax", Napi::Function::New(env, Argmax));
   exports.Set("quantize", Napi::Function::New(env, Quantize));
+  exports.Set("gptqSweepQ4", Napi::Function::New(env, GptqSweepQ4));
   exports.Set("mmapFile", Napi::Function::New(env, MmapFile));
   exports.Set("allocPages", Napi::Function::New(env, AllocPages));
   exports.Set("adviseDontNeed", Napi::Function::New(env, AdviseDontNeed));

@@ -221,6 +221,30 @@ typedef int64_t (*QuantizeFn)(const QuantArgs* a);
 QuantizeFn quantizer_avx2();  // null off x86-64
 QuantizeFn quantizer_base();
 
+/**
+ * GPTQ's column-by-column sweep of columns [k0, k1) of every row, as `direct` in
+ * src/weights/quant/gptq-quantize.ts does it (native/gptq_sweep.inc): asymmetric q4 groups of
+ * groupSize (k0 a multiple of it), codes OR-ed into qs, each column's error over U[c,c] written
+ * to err, the later columns of the range updated in w.
+ */
+struct GptqSweepArgs {
+  float* w;  // [rows, cols] the weights as earlier columns' errors left them
+  int64_t rows;
+  int64_t cols;
+  int64_t k0, k1;
+  int64_t groupSize;
+  const float* u;  // [cols, cols] the upper-triangular factor of H⁻¹
+  float* err;      // [rows, cols]
+  uint8_t* qs;     // [rows, (cols + 1) / 2]
+  float* scales;   // [rows, groups]
+  uint8_t* zeros;  // [rows, groups]
+};
+
+/** Runs on the calling thread's pool; returns −1, or row·cols + col of the first NaN/±Infinity weight a group met. */
+typedef int64_t (*GptqSweepFn)(const GptqSweepArgs* a);
+GptqSweepFn gptq_sweeper_avx2();  // null off x86-64
+GptqSweepFn gptq_sweeper_base();
+
 const KernelTable* kernels_avx512vnni();
 const KernelTable* kernels_avx512();
 const KernelTable* kernels_avx2();

@@ -63,6 +63,16 @@ export interface NativeAddon {
     src: NativeWeightDesc, bits: 4 | 8, refit: 0 | 1 | 2, groupSize: number, symmetric: boolean,
     qs: Int8Array | Uint8Array, scales: Float32Array, zeros: Uint8Array | null,
   ): number;
+  /**
+   * GPTQ's sweep of columns [k0, k1) of every row of `w` (gptqQuantizeQ4's column-by-column step)
+   * on the pool: asymmetric q4 codes OR-ed into qs, scales and zero points at each group's first
+   * column, each column's error over U[c,c] into err; returns −1, or row·cols + col of the first
+   * NaN/±Infinity weight a group met.
+   */
+  gptqSweepQ4?(
+    w: Float32Array, rows: number, cols: number, k0: number, k1: number, groupSize: number,
+    u: Float32Array, err: Float32Array, qs: Uint8Array, scales: Float32Array, zeros: Uint8Array,
+  ): number;
   mmapFile(path: string): ArrayBuffer;
   allocPages(bytes: number): ArrayBuffer;
   adviseDontNeed(buffer: ArrayBuffer, offset: number, length: number): number;

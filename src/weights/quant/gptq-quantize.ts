@@ -3,6 +3,7 @@ import { dequantRow } from '../../kernels/ts/dequant.ts';
 import type { Backend } from '../../kernels/backend.ts';
 import type { Q4Weight, WeightData } from '../../kernels/weight.ts';
 import { asymmetricGroup, nonFinite, roundAway } from '../convert.ts';
+import { nativeGptqSweepAvailable, nativeGptqSweepQ4 } from '../../kernels/native/gptq-sweep.ts';
 import { GptqScratch } from './gptq-scratch.ts';
 
 /**
@@ -154,13 +155,13 @@ function choleskyInverse(a: Float64Array, off: number, lda: number, n: number, g
 /** Tiles of this many rows and columns keep a transpose's reads and writes within the cache. */
 const TILE = 64;
 
-/** mᵀ (cols × rows) into `out`. */
-function transpose(m: Float32Array, rows: number, cols: number, out: Float32Array): Float32Array {
+/** mᵀ (cols × rows) into `out`; m's rows start at `off` and lie `ld` apart (a block of a wider matrix). */
+function transpose(m: Float32Array, rows: number, cols: number, out: Float32Array, off = 0, ld = cols): Float32Array {
   for (let i0 = 0; i0 < rows; i0 += TILE) {
     const i1 = Math.min(rows, i0 + TILE);
     for (let j0 = 0; j0 < cols; j0 += TILE) {
       const j1 = Math.min(cols, j0 + TILE);
-      for (let i = i0; i < i1; i++) for (let j = j0; j < j1; j++) out[j * rows + i] = m[i * cols + j];
+      for (let i = i0; i < i1; i++) for (let j = j0; j < j1; j++) out[j * rows + i] = m[off + i * ld + j];
     }
   }
   return out;
@@ -197,12 +198,12 @@ function choleskyInverseDirect(src: Float64Array, off: number, lda: number, n: n
   out.set(inv);
 }
 
-/** How one kind of code quantizes a row: `start` at each group's first column, then `code` per column (returns the dequantized value). */
-interface RowCoder {
-  group: number;
-  start(r: number, row: Float32Array, c0: number, c1: number): void;
-  code(r: number, c: number, v: number): number;
-}
+/**
+ * One step of the sweep: columns [k0, k1) of every row of `wf` (the weights as earlier columns'
+ * errors left them), each column quantized and its error, divided by U[c,c], written to `err`
+ * and taken off the later columns of the range along U's row c.
+ */
+type DirectSweep = (wf: Float32Array, err: Float32Array, k0: number, k1: number) => void;
 
 /**
  * The GPTQ sweep over every row of `w`: each column is quantized and its error, divided by
@@ -210,37 +211,20 @@ interface RowCoder {
  * column, from the weights as the earlier columns' errors left them. The spreading is lazy, by
  * halves: a range of columns sweeps its first half, one product carries that half's errors to
  * the second half, then the second half sweeps; ranges of BLOCK columns or fewer spread column
- * by column. The products are then wide (the top one is rows × n/2 × n/2), which the GEMM
- * runs at several times the speed of BLOCK-deep ones.
+ * by column (`direct`). The products are then wide (the top one is rows × n/2 × n/2), which the
+ * GEMM runs at several times the speed of BLOCK-deep ones.
  */
-function sweep(w: WeightData, u: Float32Array, gemm: Gemm, scratch: GptqScratch, coder: RowCoder): void {
+function sweep(w: WeightData, u: Float32Array, gemm: Gemm, scratch: GptqScratch, direct: DirectSweep): void {
   const { rows, cols: n } = w;
   if (u.length !== n * n) throw new QvlError('TENSOR_SHAPE', `inverse Hessian factor has ${u.length} values for a matrix of ${n} columns`, { cols: n });
   const wf = scratch.f32('w', rows * n);
-  for (let r = 0; r < rows; r++) {
-    const row = wf.subarray(r * n, (r + 1) * n);
-    dequantRow(w, r, row);
-    for (let c = 0; c < n; c++) if (!Number.isFinite(row[c])) throw nonFinite(r, c, row[c]);
-  }
+  if (w.format === 'f32') wf.set(w.data.subarray(0, rows * n));
+  else for (let r = 0; r < rows; r++) dequantRow(w, r, wf.subarray(r * n, (r + 1) * n));
+  for (let i = 0; i < rows * n; i++) if (!Number.isFinite(wf[i])) throw nonFinite(Math.floor(i / n), i % n, wf[i]);
   // every column's error, divided by U[c,c]
   const err = scratch.f32('err', rows * n);
-  const g = coder.group;
-  const direct = (k0: number, k1: number) => {
-    for (let r = 0; r < rows; r++) {
-      const row = wf.subarray(r * n, (r + 1) * n);
-      for (let c = k0; c < k1; c++) {
-        if (c % g === 0) coder.start(r, row, c, Math.min(n, c + g));
-        const v = row[c];
-        const e = (v - coder.code(r, c, v)) / u[c * n + c];
-        err[r * n + c] = e;
-        if (e === 0) continue;
-        const uc = c * n;
-        for (let j = c + 1; j < k1; j++) row[j] -= e * u[uc + j];
-      }
-    }
-  };
   const range = (k0: number, k1: number) => {
-    if (k1 - k0 <= BLOCK) return direct(k0, k1);
+    if (k1 - k0 <= BLOCK) return direct(wf, err, k0, k1);
     // split on a multiple of BLOCK, so that no group straddles two halves
     const mid = k0 + Math.ceil((k1 - k0) / 2 / BLOCK) * BLOCK;
     range(k0, mid);
@@ -249,11 +233,7 @@ function sweep(w: WeightData, u: Float32Array, gemm: Gemm, scratch: GptqScratch,
     // a level's arrays are free again by the time the second half runs (and the first has finished)
     const e = scratch.f32('e', rows * b);
     for (let r = 0; r < rows; r++) e.set(err.subarray(r * n + k0, r * n + mid), r * b);
-    const ut = scratch.f32('ut', m * b);
-    for (let c = 0; c < b; c++) {
-      const uc = (k0 + c) * n + mid;
-      for (let j = 0; j < m; j++) ut[j * b + c] = u[uc + j];
-    }
+    const ut = transpose(u, b, m, scratch.f32('ut', m * b), k0 * n + mid, n);
     const d = gemm(e, rows, b, ut, m, scratch.f32('d', rows * m));
     for (let r = 0; r < rows; r++) {
       const o = r * n + mid;
@@ -265,40 +245,83 @@ function sweep(w: WeightData, u: Float32Array, gemm: Gemm, scratch: GptqScratch,
   range(0, n);
 }
 
+/** The error for a weight that the sweep's updates took past float32's range. */
+function sweptNonFinite(r: number, c: number, v: number): QvlError {
+  return new QvlError('QUANT_INVALID', `GPTQ: weight [${r}, ${c}] became ${v} in the sweep (the weights or the inverse Hessian factor are too large for float32)`, { row: r, col: c, value: v });
+}
+
+/** The q4 weight GPTQ writes: codes OR-ed in column by column, a scale and zero point per group. */
+interface Q4Out {
+  rows: number;
+  cols: number;
+  g: number;
+  u: Float32Array;
+  qs: Uint8Array;
+  scales: Float32Array;
+  zeros: Uint8Array;
+}
+
+/** The reference `direct` step: row by row, column by column, as the arithmetic is defined. */
+function tsDirectQ4(o: Q4Out): DirectSweep {
+  const { rows, cols: n, g, u, qs, scales, zeros } = o;
+  const nG = Math.ceil(n / g);
+  const rowBytes = Math.ceil(n / 2);
+  return (wf, err, k0, k1) => {
+    for (let r = 0; r < rows; r++) {
+      const row = wf.subarray(r * n, (r + 1) * n);
+      let d = 0;
+      let id = 0;
+      let z = 0;
+      for (let c = k0; c < k1; c++) {
+        if (c % g === 0) {
+          const c1 = Math.min(n, c + g);
+          for (let t = c; t < c1; t++) if (!Number.isFinite(row[t])) throw sweptNonFinite(r, t, row[t]);
+          [d, z] = asymmetricGroup(row, c, c1);
+          id = d === 0 ? 0 : 1 / d;
+          scales[r * nG + c / g] = d;
+          zeros[r * nG + c / g] = z;
+        }
+        const v = row[c];
+        let k = z;
+        if (d !== 0) {
+          k = roundAway(v * id) + z;
+          k = k < 0 ? 0 : k > 15 ? 15 : k;
+        }
+        qs[r * rowBytes + (c >> 1)] |= k << ((c & 1) * 4);
+        const e = (v - (k - z) * d) / u[c * n + c];
+        err[r * n + c] = e;
+        if (e === 0) continue;
+        const uc = c * n;
+        for (let j = c + 1; j < k1; j++) row[j] -= e * u[uc + j];
+      }
+    }
+  };
+}
+
+/** The same step in the addon (native/gptq_sweep.inc), rows in parallel; undefined without it. */
+function nativeDirectQ4(o: Q4Out): DirectSweep | undefined {
+  if (!nativeGptqSweepAvailable()) return undefined;
+  const { rows, cols, g, u, qs, scales, zeros } = o;
+  return (wf, err, k0, k1) => {
+    const bad = nativeGptqSweepQ4({ w: wf, rows, cols, k0, k1, groupSize: g, u, err, qs, scales, zeros });
+    if (bad >= 0) throw sweptNonFinite(Math.floor(bad / cols), bad % cols, wf[bad]);
+  };
+}
+
 /**
  * q4 with zero points, groups of `groupSize` along each row, as `quantizeQ4` (asymmetric) lays
  * them out: each group's scale and zero point are chosen (the same clipped-range search) from
  * its weights as the earlier columns' errors left them, then its codes are taken column by column.
+ * The column-by-column steps run in the addon where it has them (`native`, default true), with
+ * the same bits.
  */
-export function gptqQuantizeQ4(w: WeightData, u: Float32Array, opts: { groupSize?: number; gemm?: Gemm; scratch?: GptqScratch } = {}): Q4Weight {
+export function gptqQuantizeQ4(w: WeightData, u: Float32Array, opts: { groupSize?: number; gemm?: Gemm; scratch?: GptqScratch; native?: boolean } = {}): Q4Weight {
   const { rows, cols } = w;
   const g = opts.groupSize ?? 32;
-  if (BLOCK % g !== 0) throw new QvlError('OPTION_INVALID', `q4 group size must divide ${BLOCK}, got ${g}`, { groupSize: g });
+  if (!Number.isInteger(g) || g <= 0 || BLOCK % g !== 0) throw new QvlError('OPTION_INVALID', `q4 group size must divide ${BLOCK}, got ${g}`, { groupSize: g });
   const nG = Math.ceil(cols / g);
-  const rowBytes = Math.ceil(cols / 2);
-  const qs = new Uint8Array(rows * rowBytes);
-  const scales = new Float32Array(rows * nG);
-  const zeros = new Uint8Array(rows * nG);
-  let d = 0;
-  let id = 0;
-  let z = 0;
-  sweep(w, u, opts.gemm ?? plainGemm, opts.scratch ?? new GptqScratch(), {
-    group: g,
-    start(r, row, c0, c1) {
-      [d, z] = asymmetricGroup(row, c0, c1);
-      id = d === 0 ? 0 : 1 / d;
-      scales[r * nG + c0 / g] = d;
-      zeros[r * nG + c0 / g] = z;
-    },
-    code(r, c, v) {
-      let k = z;
-      if (d !== 0) {
-        k = roundAway(v * id) + z;
-        k = k < 0 ? 0 : k > 15 ? 15 : k;
-      }
-      qs[r * rowBytes + (c >> 1)] |= k << ((c & 1) * 4);
-      return (k - z) * d;
-    },
-  });
-  return { format: 'q4', rows, cols, groupSize: g, nGroups: nG, qs, scales, zeros };
+  const out: Q4Out = { rows, cols, g, u, qs: new Uint8Array(rows * Math.ceil(cols / 2)), scales: new Float32Array(rows * nG), zeros: new Uint8Array(rows * nG) };
+  const direct = ((opts.native ?? true) && nativeDirectQ4(out)) || tsDirectQ4(out);
+  sweep(w, u, opts.gemm ?? plainGemm, opts.scratch ?? new GptqScratch(), direct);
+  return { format: 'q4', rows, cols, groupSize: g, nGroups: nG, qs: out.qs, scales: out.scales, zeros: out.zeros };
 }
