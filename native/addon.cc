@@ -82,9 +82,15 @@ int64_t integer(const Napi::Value& v, const char* name, int64_t min = 0) {
   return int64_t(d);
 }
 
-const WeightDesc* handle(const Napi::Value& v) {
+WeightDesc* handleAny(const Napi::Value& v) {
   if (!v.IsExternal()) throw Napi::TypeError::New(v.Env(), "weight handle expected (from prepare)");
   return v.As<Napi::External<WeightDesc>>().Data();
+}
+
+const WeightDesc* handle(const Napi::Value& v) {
+  const WeightDesc* w = handleAny(v);
+  if (w->released) fail(v.Env(), "the weight was released (releaseWeight)");
+  return w;
 }
 
 // ---- configuration ----
@@ -164,13 +170,18 @@ void adviseHugePages(void* p, size_t bytes) {
 // 0.39 / 0.58 / 0.84, q8 2560→9728 0.80 / 0.92 / 1.17 → 0.71 / 0.80 / 1.03. (bf16 read in
 // place from a file mapping ran at the same speed when copied into huge pages, 1.18 ms both, for
 // one matrix alone; not inside a model's decode step: copyMappedFloat.)
-// The alignment's slack is never touched, so it is address space, not memory.
-uint8_t* allocStream(Napi::Env env, size_t bytes, const char* format) {
+// The alignment's slack is never touched, so it is address space, not memory. V8 is told of the
+// bytes (and of their release in the handle's finalizer): otherwise it sees a handle of a few
+// bytes, and weights that a caller has released stay allocated until some collection that other
+// allocations happen to trigger.
+uint8_t* allocStream(Napi::Env env, WeightDesc* w, size_t bytes, const char* format) {
   const size_t huge = size_t(2) << 20;
   void* out = nullptr;
   if (posix_memalign(&out, bytes >= huge ? huge : 64, (bytes + 63) / 64 * 64) != 0) out = nullptr;
   if (!out) fail(env, "prepare: cannot allocate " + std::to_string(bytes) + " bytes for the repacked " + format + " weight");
   adviseHugePages(out, bytes);
+  Napi::MemoryManagement::AdjustExternalMemory(env, int64_t(bytes));
+  w->ownedBytes += int64_t(bytes);
   return (uint8_t*)out;
 }
 
@@ -180,7 +191,7 @@ uint8_t* allocStream(Napi::Env env, size_t bytes, const char* format) {
 void packQ4x8(Napi::Env env, WeightDesc* w) {
   const bool f16 = qvl::q4x8_scales_fit_f16(w);
   const qvl::Q4x8Layout l = qvl::q4x8_layout(w->rows, w->cols, w->groupSize, w->zeros != nullptr, f16);
-  uint8_t* out = allocStream(env, size_t(qvl::q4x8_bytes(l)), "q4");
+  uint8_t* out = allocStream(env, w, size_t(qvl::q4x8_bytes(l)), "q4");
   qvl::q4x8_pack(w, f16, out);
   qvl::advise_dontneed_at(w->data, size_t(w->rows) * size_t((w->cols + 1) / 2));
   qvl::advise_dontneed_at(w->scales, size_t(w->rows) * size_t(w->nGroups) * 4);
@@ -240,7 +251,7 @@ void copyMappedFloat(Napi::Env env, WeightDesc* w) {
   const size_t elem = w->format == qvl::FMT_F32 ? 4 : 2;
   const size_t bytes = size_t(w->rows) * size_t(w->cols) * elem;
   if (bytes < (size_t(1) << 20) || !qvl::is_mapped(w->data, bytes)) return;
-  uint8_t* out = allocStream(env, bytes, "float");
+  uint8_t* out = allocStream(env, w, bytes, "float");
   CopyCtx c{(const uint8_t*)w->data, out, bytes};
   qvl::parallel_for(int64_t((bytes + kCopyPiece - 1) / kCopyPiece), copy_piece, &c);
   qvl::advise_dontneed_at(w->data, bytes);
@@ -251,7 +262,7 @@ void copyMappedFloat(Napi::Env env, WeightDesc* w) {
 // The same for q8 (q8x8.h).
 void packQ8x8(Napi::Env env, WeightDesc* w) {
   const bool f16 = qvl::q8x8_scales_fit_f16(w);
-  uint8_t* out = allocStream(env, size_t(qvl::q8x8_bytes(w->rows, w->cols, f16)), "q8");
+  uint8_t* out = allocStream(env, w, size_t(qvl::q8x8_bytes(w->rows, w->cols, f16)), "q8");
   qvl::q8x8_pack(w, f16, out);
   qvl::advise_dontneed_at(w->data, size_t(w->rows) * size_t(w->cols));
   qvl::advise_dontneed_at(w->scales, size_t(w->rows) * size_t(qvl::q8x8_blocks(w->cols)) * 4);
@@ -259,6 +270,18 @@ void packQ8x8(Napi::Env env, WeightDesc* w) {
   w->q8x8F16 = f16;
   w->data = nullptr;
   w->scales = nullptr;
+}
+
+// Frees the memory prepare allocated for `w` and tells V8 it went.
+void freeOwned(Napi::Env env, WeightDesc* w) {
+  if (w->ownedBytes) Napi::MemoryManagement::AdjustExternalMemory(env, -w->ownedBytes);
+  w->ownedBytes = 0;
+  free((void*)w->q4x8);
+  free((void*)w->q8x8);
+  free(w->ownedData);
+  w->q4x8 = nullptr;
+  w->q8x8 = nullptr;
+  w->ownedData = nullptr;
 }
 
 Napi::Value Prepare(const Napi::CallbackInfo& info) {
@@ -355,12 +378,25 @@ Napi::Value Prepare(const Napi::CallbackInfo& info) {
     else if (qvl::q8x8_eligible(w.get())) packQ8x8(env, w.get());
     if (mayConsume && (w->q4x8 || w->q8x8)) detachWhole(d, {"qs", "scales", "zeros"});
   }
-  return Napi::External<WeightDesc>::New(env, w.release(), [](Napi::Env, WeightDesc* p) {
-    free((void*)p->q4x8);
-    free((void*)p->q8x8);
-    free(p->ownedData);
+  return Napi::External<WeightDesc>::New(env, w.release(), [](Napi::Env env, WeightDesc* p) {
+    freeOwned(env, p);
     delete p;
   });
+}
+
+// releaseWeight(handle): frees what prepare allocated for the weight (its repacked stream or
+// copied floats) now, rather than when V8 collects the handle: Node runs add-on finalizers from
+// the event loop, so a long synchronous loop that swaps weights (a calibration, layer after
+// layer) kept every released one until it ended. The handle is refused from then on.
+Napi::Value ReleaseWeight(const Napi::CallbackInfo& info) {
+  WeightDesc* w = handleAny(info[0]);
+  freeOwned(info.Env(), w);
+  w->released = 1;
+  w->data = nullptr;
+  w->scales = nullptr;
+  w->zeros = nullptr;
+  w->gIdx = nullptr;
+  return info.Env().Undefined();
 }
 
 // How a prepared weight is kept: {layout: 'q4x8', 'q4x8-f16', 'q8x8' or 'q8x8-f16' (repacked by
@@ -1011,6 +1047,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("gelu", Napi::Function::New(env, Gelu));
   exports.Set("add", Napi::Function::New(env, Add));
   exports.Set("argmax", Napi::Function::New(env, Argmax));
+  exports.Set("releaseWeight", Napi::Function::New(env, ReleaseWeight));
   exports.Set("quantize", Napi::Function::New(env, Quantize));
   exports.Set("gptqSweepQ4", Napi::Function::New(env, GptqSweepQ4));
   exports.Set("mmapFile", Napi::Function::New(env, MmapFile));

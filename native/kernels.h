@@ -64,6 +64,11 @@ struct WeightDesc {
   int32_t q8Fine;
   // a float matrix copied out of a file mapping by prepare (data then points here)
   void* ownedData;
+  // bytes prepare allocated for this weight (q4x8, q8x8, ownedData), reported to V8 as external
+  // memory until they are freed
+  int64_t ownedBytes;
+  // freed by releaseWeight: a handle kept past it is refused
+  int32_t released;
 };
 
 /**

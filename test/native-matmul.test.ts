@@ -164,6 +164,27 @@ test('native matmul uses a released weight only with a clear error', { skip: ski
   assert.throws(() => nb.matmul(new Float32Array(2), 1, w), (e) => isQvlError(e, 'INTERNAL') && /released/.test(e.message));
 });
 
+test('release frees a repacked weight at once, and the addon refuses its handle after', { skip: skipReason }, () => {
+  const nb = backend();
+  const addon = loadAddon();
+  const rows = 4096;
+  const cols = 8192;
+  const w = WEIGHT_SPECS.find((s) => s.label === 'q4 g32 zeros')!.make(rng(41), rows, cols);
+  const p = nb.prepare(w);
+  const handle = (p.impl as { handle: never }).handle;
+  const layout = addon.weightLayout(handle);
+  assert.ok(layout.layout.startsWith('q4x8') && layout.bytes! > 16e6, `expected a repacked q4 weight, got ${JSON.stringify(layout)}`);
+  const rss = process.memoryUsage().rss;
+  nb.release(p);
+  // the stream's pages went back before any collection could run (the handle is still referenced
+  // here): Node runs add-on finalizers from the event loop, and a synchronous loop that released
+  // weight after weight (a calibration) kept them all until it ended
+  const freed = rss - process.memoryUsage().rss;
+  assert.ok(freed >= 0.9 * layout.bytes!, `release returned ${freed} bytes of a ${layout.bytes}-byte stream`);
+  assert.throws(() => addon.matmul(new Float32Array(cols), 1, handle, null, new Float32Array(rows)), /the weight was released/);
+  nb.release(p);
+});
+
 test('a NaN or ±Inf activation makes that token’s outputs non-finite on every path, int8 and int16 ones included', { skip: skipReason }, () => {
   // the integer paths quantize blocks of activations: without a check, a NaN became a finite code
   // and its token's outputs finite garbage (repacked and row-major layouts, every token count)

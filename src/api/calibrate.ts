@@ -155,6 +155,9 @@ export async function calibrateQ4(modelDir: string, samples: readonly Calibratio
           if (r.layer !== l) throw new QvlError('INTERNAL', `calibration: decoder layer ${l} did not run again`, { layer: l });
         }
       }
+      // no run comes back to layer l: its prepared copies go (`weights` keeps the codes), which
+      // spares a second copy of the whole calibrated decoder by the last layer
+      for (const [, ms] of GROUPS) for (const m of ms) backend.release?.(lw[FIELD[m]]);
       opts.onProgress?.('layers', l + 1, cfg.numLayers);
     }
   } finally {

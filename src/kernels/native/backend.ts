@@ -110,7 +110,11 @@ export class NativeBackend implements Backend {
   }
 
   release(w: PreparedWeight): void {
-    (w.impl as NativeImpl).handle = null;
+    const impl = w.impl as NativeImpl;
+    // freed now (an addon built before releaseWeight leaves it to the handle's collection)
+    if (impl.handle) this.#addon.releaseWeight?.(impl.handle);
+    impl.handle = null;
+    impl.weight = null;
   }
 
   matmul(x: Float32Array, n: number, w: PreparedWeight, bias?: Float32Array | null, out?: Float32Array): Float32Array {
