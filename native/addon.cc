@@ -171,9 +171,8 @@ void adviseHugePages(void* p, size_t bytes) {
 // place from a file mapping ran at the same speed when copied into huge pages, 1.18 ms both, for
 // one matrix alone; not inside a model's decode step: copyMappedFloat.)
 // The alignment's slack is never touched, so it is address space, not memory. V8 is told of the
-// bytes (and of their release in the handle's finalizer): otherwise it sees a handle of a few
-// bytes, and weights that a caller has released stay allocated until some collection that other
-// allocations happen to trigger.
+// bytes, and of their release (releaseWeight, or the handle's finalizer): otherwise it sees a
+// handle of a few bytes and has no reason to collect it.
 uint8_t* allocStream(Napi::Env env, WeightDesc* w, size_t bytes, const char* format) {
   const size_t huge = size_t(2) << 20;
   void* out = nullptr;
@@ -864,8 +863,6 @@ Napi::Value Quantize(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, double(quantize(&a)));
 }
 
-// ---- files ----
-
 // gptqSweepQ4(w, rows, cols, k0, k1, groupSize, u, err, qs, scales, zeros): GPTQ's sweep of
 // columns [k0, k1) (native/gptq_sweep.inc) into the caller's arrays; returns −1, or row·cols +
 // col of the first NaN/±Infinity weight a group met. Same build choice as quantize.
@@ -906,6 +903,8 @@ Napi::Value GptqSweepQ4(const Napi::CallbackInfo& info) {
                                : qvl::gptq_sweeper_base();
   return Napi::Number::New(env, double(sweep(&a)));
 }
+
+// ---- files ----
 
 Napi::Value MmapFile(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();

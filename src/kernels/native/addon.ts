@@ -24,12 +24,12 @@ export interface NativeAddon {
   setIsa(name: 'best' | 'avx512vnni' | 'avx512' | 'avx2vnni' | 'avx2' | 'scalar'): string;
   setThreads(n: number): number;
   prepare(desc: NativeWeightDesc): NativeWeightHandle;
-  /** 'q4x8' / 'q4x8-f16' / 'q8x8' / 'q8x8-f16' when prepare repacked the weight (native/q4x8.h, q8x8.h) with the stream's bytes, else 'row-major'; fineActivations: a q8 weight prepared for fine GEMV activations. */
   /**
    * Frees what prepare allocated for the weight (its repacked stream, copied floats) now rather
    * than at some later collection; the handle is refused from then on.
    */
   releaseWeight?(handle: NativeWeightHandle): void;
+  /** 'q4x8' / 'q4x8-f16' / 'q8x8' / 'q8x8-f16' when prepare repacked the weight (native/q4x8.h, q8x8.h) with the stream's bytes, else 'row-major'; fineActivations: a q8 weight prepared for fine GEMV activations. */
   weightLayout(w: NativeWeightHandle): { layout: NativeWeightLayout; bytes?: number; fineActivations: boolean };
   matmul(x: Float32Array, n: number, w: NativeWeightHandle, bias: Float32Array | null, y: Float32Array): void;
   /** matmul over each of 1..4 weights of the same x (native/kernels.h, matmulMany); biases[i] may be null. */
