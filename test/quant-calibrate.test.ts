@@ -155,6 +155,30 @@ test('qvl quantize --calibration in a log (stderr not a terminal): a line per de
   assert.equal(JSON.parse(fs.readFileSync(path.join(out, 'config.json'), 'utf8')).quantization_config.calibration.samples, 2);
 });
 
+test('InputHessian in blocks (those above the diagonal only, mirrored): the bits of the whole product, batch by batch', () => {
+  // 520 columns: eight blocks of 65; 2300 rows in pieces of 100: a batch of 2100 (the first past
+  // 2048), then one of 200
+  const n = 520;
+  const rows = 2300;
+  const x = Float32Array.from({ length: rows * n }, (_, i) => Math.sin(i * 0.37) * (1 + (i % n) / 64));
+  // the whole product of each batch as plainGemm computes it (float64 sums over the rows in order,
+  // stored as float32), added in float64
+  const want = new Float64Array(n * n);
+  for (const [r0, r1] of [[0, 2100], [2100, rows]]) {
+    for (let i = 0; i < n; i++)
+      for (let j = 0; j < n; j++) {
+        let t = 0;
+        for (let r = r0; r < r1; r++) t += x[r * n + i] * x[r * n + j];
+        want[i * n + j] += Math.fround(t);
+      }
+  }
+  const h = new InputHessian(n, plainGemm, undefined, 'h', { span: 65, minWidth: 0 });
+  for (let r = 0; r < rows; r += 100) h.add(x.subarray(r * n, Math.min(rows, r + 100) * n), Math.min(100, rows - r));
+  h.flush();
+  const got = h.h;
+  for (let i = 0; i < n * n; i++) assert.ok(Object.is(got[i], want[i]), `entry [${Math.floor(i / n)}, ${i % n}]: ${got[i]} against ${want[i]}`);
+});
+
 test('InputHessian: Σ x·xᵀ over every row added, in batches past 2048 rows; a scratch reused by the next layer starts from zero', () => {
   const n = 24;
   const scratch = new GptqScratch();
