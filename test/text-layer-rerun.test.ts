@@ -84,3 +84,33 @@ test('next(true) after weights are swapped: what a prefill with those weights fr
     Object.assign(layers[1], orig);
   }
 });
+
+test('lean prefills held paused side by side, interleaved layer by layer with reruns and other passes, give what each gives alone', async () => {
+  const { qvl, m } = await setup();
+  const L = m.cfg.text.numLayers;
+  const text = async (t: string): Promise<ModelInputs> => ({ ids: (await qvl.prepare([{ role: 'user', content: t }])).ids });
+  const [a, b, c] = await Promise.all([text('Name three colours.'), text('Count to five, slowly.'), text('What is a square?')]);
+  const alone = [a, b].map((x) => m.prefill(x, m.newCache(), { allLogits: true }).logits);
+  // both paused after each layer (the trace names it) and each layer run twice, taking turns as
+  // calibration's items do; between them another prompt's whole prefill leases the scratch the
+  // lean runs handed back, and writes over all of it
+  const runs = [a, b].map((x) => {
+    const s = { layer: -1, run: undefined as unknown as PrefillRun };
+    s.run = m.prefillRun(x, m.newCache(), { allLogits: true, lean: true, trace: (stage) => {
+      if (stage.startsWith('text.layer_input.')) s.layer = Number(stage.slice('text.layer_input.'.length));
+    } });
+    return s;
+  });
+  for (let l = 0; l + 1 < L; l++) {
+    for (const r of runs) while (r.layer < l) assert.equal(r.run.next().done, false);
+    m.prefill(c, m.newCache());
+    for (const r of runs) r.run.next(true);
+    m.prefill(c, m.newCache());
+  }
+  const got = runs.map((r) => {
+    let x = r.run.next();
+    while (!x.done) x = r.run.next();
+    return x.value.logits;
+  });
+  got.forEach((g, i) => assert.ok(sameBytes(g, alone[i]), `prompt ${i}: logits of the interleaved lean run`));
+});

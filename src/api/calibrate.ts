@@ -96,6 +96,7 @@ export async function calibrateQ4(modelDir: string, samples: readonly Calibratio
     };
     const state = { run: undefined as unknown as PrefillRun, layer: -1, done: false };
     state.run = model.model.prefillRun(inputs, model.model.newCache(), {
+      lean: true,
       trace: (stage) => {
         if (stage.startsWith('text.layer_input.')) state.layer = Number(stage.slice('text.layer_input.'.length));
       },

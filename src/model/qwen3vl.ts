@@ -38,6 +38,11 @@ export interface PrefillOptions {
   trace?: Trace;
   /** vision features computed earlier for these same media (skips the vision tower) */
   vision?: { image?: VisionOutput; video?: VisionOutput };
+  /**
+   * between decoder layers hold only the rows the next layer reads, handing the rest of the layer
+   * scratch back (for many runs held paused side by side: calibration)
+   */
+  lean?: boolean;
 }
 
 export interface PrefillResult {
@@ -371,6 +376,7 @@ export class Qwen3VLModel {
         cache,
         ds,
         chunk === L ? opts.trace : undefined,
+        opts.lean,
       );
       if (opts.allLogits) logitRows.push(this.text.logits(hidden, n));
       else if (e === L) logitRows.push(this.text.logits(hidden.subarray((n - 1) * H), 1));

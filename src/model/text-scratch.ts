@@ -59,15 +59,21 @@ export class ScratchPool {
     this.#widths = rowWidths(hidden, layer);
   }
 
-  lease(n: number): ScratchLease {
+  /**
+   * A set for n rows; past maxRows a set of its own, dropped when released, unless `pooled` (a
+   * pass that leases and releases at every layer: its sets go back to the idle ones, whose row
+   * counts are then rounded up to a multiple of maxRows).
+   */
+  lease(n: number, pooled = false): ScratchLease {
     const alloc = (rows: number) => this.#widths.map((w) => new Float32Array(rows * w));
-    if (n > this.maxRows) return { scratch: views(alloc(n), this.#widths, n), release: () => {} };
+    if (n > this.maxRows && !pooled) return { scratch: views(alloc(n), this.#widths, n), release: () => {} };
     // the smallest idle set that holds n rows, else a new one with room to grow into
     let best = -1;
     this.#free.forEach((s, i) => {
       if (s.rows >= n && (best < 0 || s.rows < this.#free[best].rows)) best = i;
     });
-    const set = best >= 0 ? this.#free.splice(best, 1)[0] : { rows: Math.min(this.maxRows, 2 ** Math.ceil(Math.log2(n))), arrays: [] as Float32Array[] };
+    const rows = n > this.maxRows ? Math.ceil(n / this.maxRows) * this.maxRows : Math.min(this.maxRows, 2 ** Math.ceil(Math.log2(n)));
+    const set = best >= 0 ? this.#free.splice(best, 1)[0] : { rows, arrays: [] as Float32Array[] };
     if (!set.arrays.length) set.arrays = alloc(set.rows);
     let released = false;
     return {

@@ -2,7 +2,7 @@ import type { Backend } from '../kernels/backend.ts';
 import type { TextConfig } from './config.ts';
 import type { KVCache } from './kv-cache.ts';
 import { TextRotary } from './rope.ts';
-import { type LayerScratch, ScratchPool } from './text-scratch.ts';
+import { type LayerScratch, type ScratchLease, ScratchPool } from './text-scratch.ts';
 import type { Trace } from './trace.ts';
 import type { TextLayerWeights, TextWeights } from './weights.ts';
 
@@ -63,8 +63,8 @@ export class TextModel {
    * `forward`, pausing after each layer but the last (a scheduler decodes other sequences in
    * between); resumed with `next(true)`, it runs the layer it paused after again, on the same input.
    */
-  forwardSteps(x: Float32Array, n: number, pos: TextPositions, cache: KVCache, deepstack?: DeepstackInjection, trace?: Trace): Generator<void, Float32Array, boolean | undefined> {
-    return this.run(x, n, pos, [{ cache, rows: n }], deepstack, trace);
+  forwardSteps(x: Float32Array, n: number, pos: TextPositions, cache: KVCache, deepstack?: DeepstackInjection, trace?: Trace, lean = false): Generator<void, Float32Array, boolean | undefined> {
+    return this.run(x, n, pos, [{ cache, rows: n }], deepstack, trace, lean);
   }
 
   /**
@@ -79,20 +79,27 @@ export class TextModel {
     return drain(this.run(x, n, pos, parts.map(({ cache, rows }) => ({ cache, rows }))));
   }
 
-  private *run(x: Float32Array, n: number, pos: TextPositions, seqs: SequenceRows[], deepstack?: DeepstackInjection, trace?: Trace): Generator<void, Float32Array, boolean | undefined> {
+  /**
+   * `lean`: between layers the pass holds only the two rows of layer outputs (the next layer's
+   * input, and the last one's for a rerun) and hands the rest of its scratch back, leasing it
+   * again for the next layer; for passes held paused for long side by side (calibration holds
+   * every item's prefill: at the 4B shape the rest is ~160 KB per token).
+   */
+  private *run(x: Float32Array, n: number, pos: TextPositions, seqs: SequenceRows[], deepstack?: DeepstackInjection, trace?: Trace, lean = false): Generator<void, Float32Array, boolean | undefined> {
     const { cfg, backend: be } = this;
     const H = cfg.hiddenSize;
     const { cos, sin } = this.rotary.tables(pos.t, pos.h, pos.w);
-    const lease = this.#scratch.lease(n);
+    let lease: ScratchLease | undefined = this.#scratch.lease(n, lean);
+    const outs: [Float32Array, Float32Array] = lean ? [new Float32Array(n * H), new Float32Array(n * H)] : lease.scratch.out;
     try {
-      const scratch = lease.scratch;
       let h = x;
       for (let l = 0; l < cfg.numLayers; l++) {
         // the layer's input stays intact while it runs (it writes the other scratch row), so it can run again
         const input = h;
         for (;;) {
           trace?.(`text.layer_input.${l}`, input.slice(), [n, H]); // a copy: h is overwritten two layers on
-          h = this.layer(input, n, l, this.w.layers[l], cos, sin, seqs, scratch, scratch.out[l & 1]);
+          lease ??= this.#scratch.lease(n, lean);
+          h = this.layer(input, n, l, this.w.layers[l], cos, sin, seqs, lease.scratch, outs[l & 1]);
           const feat = deepstack?.features[l];
           if (feat) {
             for (let r = 0; r < deepstack.rows.length; r++) {
@@ -101,6 +108,10 @@ export class TextModel {
             }
           }
           if (l + 1 === cfg.numLayers) break;
+          if (lean) {
+            lease.release();
+            lease = undefined;
+          }
           // `next(true)` runs layer l again, on its weights as they are now (calibration swaps in quantized ones)
           const again = yield;
           if (again !== true) break;
@@ -112,7 +123,7 @@ export class TextModel {
       trace?.('text.final_hidden', out, [n, H]);
       return out;
     } finally {
-      lease.release();
+      lease?.release();
     }
   }
 
