@@ -11,7 +11,7 @@ import { loadAddon } from '../src/kernels/native/addon.ts';
 import { nativeGptqSweepAvailable } from '../src/kernels/native/gptq-sweep.ts';
 import type { F32Weight, Q4Weight } from '../src/kernels/weight.ts';
 import { gptqQuantizeQ4, inverseHessianFactor } from '../src/weights/quant/gptq-quantize.ts';
-import { backend, isas, randn, rng, skipReason } from './native-util.ts';
+import { forEachSetting, randn, rng, skipReason } from './native-util.ts';
 
 // in CI a missing addon fails the test instead of skipping it
 const nativeSkip = process.env.CI === 'true' ? false : skipReason;
@@ -96,23 +96,9 @@ test('the native GPTQ sweep gives the TypeScript sweep\'s codes, scales and zero
   const diagonal = new Float32Array(c.w.cols * c.w.cols);
   for (let i = 0; i < c.w.cols; i++) diagonal[i * c.w.cols + i] = 1;
   assert.notEqual(difference(gptqQuantizeQ4(c.w, diagonal, { groupSize: c.g, native: false }), c.want), '');
-  const nb = backend();
-  const before = nb.threads;
-  try {
-    for (const isa of isas(nb)) {
-      nb.useInstructionSet(isa);
-      for (const threads of [1, 2]) {
-        nb.setThreads(threads);
-        for (const k of cases) {
-          const got = gptqQuantizeQ4(k.w, k.u, { groupSize: k.g });
-          assert.equal(difference(got, k.want), '', `${k.label}, ${isa}, ${threads} thread(s)`);
-        }
-      }
-    }
-  } finally {
-    nb.useInstructionSet('best');
-    nb.setThreads(before);
-  }
+  forEachSetting((setting) => {
+    for (const k of cases) assert.equal(difference(gptqQuantizeQ4(k.w, k.u, { groupSize: k.g }), k.want), '', `${k.label}, ${setting}`);
+  });
 });
 
 test('a sweep whose updates leave float32\'s range is refused alike by both, naming the weight', { skip: nativeSkip }, () => {

@@ -7,7 +7,7 @@ import type { WeightData } from '../src/kernels/weight.ts';
 import { nonFinite, quantizeQ4, quantizeQ8, type Q4Options } from '../src/weights/convert.ts';
 import { quantizeForPlan } from '../src/weights/quant-plan.ts';
 import { refitQ8 } from '../src/weights/quant/q8-refit.ts';
-import { backend, isas, randn, rng, skipReason } from './native-util.ts';
+import { forEachSetting, randn, rng, skipReason } from './native-util.ts';
 
 // The addon's quantizers must give the TypeScript's bytes exactly (native/quantize.inc).
 const nativeSkip = process.env.CI === 'true' ? false : skipReason;
@@ -165,24 +165,6 @@ function cases(): Case[] {
     }
   }
   return out;
-}
-
-/** The thread-pool sizes and the instruction sets (scalar runs the portable build) to cover. */
-function forEachSetting(f: (setting: string) => void): void {
-  const nb = backend();
-  const before = nb.threads;
-  try {
-    for (const isa of isas(nb)) {
-      nb.useInstructionSet(isa);
-      for (const threads of [1, 2]) {
-        nb.setThreads(threads);
-        f(`${isa}, ${threads} thread${threads > 1 ? 's' : ''}`);
-      }
-    }
-  } finally {
-    nb.useInstructionSet('best');
-    nb.setThreads(before);
-  }
 }
 
 test('native q8 (without the refit, with it, with it in binary16) and q4 are bit-identical to the TypeScript quantizers', { skip: nativeSkip }, () => {

@@ -29,6 +29,24 @@ export function isas(nb: NativeBackend): Array<Exclude<InstructionSet, 'best'>> 
   return out;
 }
 
+/** The thread-pool sizes and the instruction sets (scalar runs the portable build) to cover. */
+export function forEachSetting(f: (setting: string) => void): void {
+  const nb = backend();
+  const before = nb.threads;
+  try {
+    for (const isa of isas(nb)) {
+      nb.useInstructionSet(isa);
+      for (const threads of [1, 2]) {
+        nb.setThreads(threads);
+        f(`${isa}, ${threads} thread${threads > 1 ? 's' : ''}`);
+      }
+    }
+  } finally {
+    nb.useInstructionSet('best');
+    nb.setThreads(before);
+  }
+}
+
 export { rng } from './helpers/rng.ts';
 
 export function randn(r: () => number, n: number, scale = 1): Float32Array {
