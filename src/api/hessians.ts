@@ -71,8 +71,8 @@ export class InputHessian {
     }
     this.#pending = [];
     this.#pendingRows = 0;
-    // Xᵀ·X is symmetric: only the blocks on and above the diagonal are computed, each added to
-    // H and, off the diagonal, mirrored (every value is a product over the rows in the same order,
+    // Xᵀ·X is symmetric: only the blocks on and above the diagonal are computed and added to H;
+    // `h` copies them below when read (every value is a product over the rows in the same order,
     // so H is what the whole product gives)
     const parts = this.#parts;
     const span = Math.ceil(n / parts);
