@@ -66,7 +66,7 @@ function concat(arrays: Float32Array[]): Float32Array {
   return out;
 }
 
-function run(be: Backend, c: Case, seed: number, special = false) {
+function run(be: Backend, c: Case, seed: number, special: false | 'values' | 'bits' = false) {
   const { pool, caches: cs } = caches(c, seed);
   const n = c.rows.reduce((s, x) => s + x, 0);
   const r = rng(seed + 1);
@@ -80,6 +80,26 @@ function run(be: Backend, c: Case, seed: number, special = false) {
       k[i * 7] = x;
       v[i * 5 + 1] = x;
     });
+    if (special === 'bits') {
+      // every other value an arbitrary bit pattern, weighted to binary16's edges: exponents of
+      // its subnormals and of its overflow, mantissas at and beside the halfway points
+      const bits = new Uint32Array(k.buffer, k.byteOffset, k.length);
+      const vbits = new Uint32Array(v.buffer, v.byteOffset, v.length);
+      const word = (): number => {
+        const u = Math.floor(r() * 2 ** 32) >>> 0;
+        const pick = Math.floor(r() * 4);
+        if (pick === 0) return u;
+        const exp = pick === 1 ? 100 + Math.floor(r() * 15) : pick === 2 ? 140 + Math.floor(r() * 4) : Math.floor(r() * 256);
+        // the bits that binary16 rounds away: 13, or more below its normal range (a subnormal)
+        const cut = exp >= 113 ? 13 : Math.min(24, 126 - exp);
+        const half = 2 ** (cut - 1);
+        let mant = u & 0x7fffff;
+        if (r() < 0.6) mant = (mant - (mant % (2 * half)) + [half, half - 1, half + 1, 0][Math.floor(r() * 4)]) & 0x7fffff;
+        return ((u & 0x80000000) | (exp << 23) | mant) >>> 0;
+      };
+      for (let i = 0; i < bits.length; i += 2) bits[i] = word();
+      for (let i = 1; i < vbits.length; i += 2) vbits[i] = word();
+    }
   }
   const parts: KvBatchPart[] = cs.map((cache, i) => ({ ...cache.extend(1, c.rows[i]), rows: c.rows[i] }));
   const out = be.appendAttendKv(q, k, v, parts, { heads: c.heads, scale: 1 / Math.sqrt(c.hd) }, new Float32Array(q.length));
@@ -148,14 +168,26 @@ test('appendAttendKv: native writes the TypeScript writer\'s bytes and attends a
   }
 });
 
-test('appendAttendKv: NaN, infinities, zeros and halfway values are written as the TypeScript writer writes them', { skip: nativeSkip }, () => {
+test('appendAttendKv: NaN, infinities, zeros, halfway values and arbitrary bit patterns are written as the TypeScript writer writes them, every kernel set', { skip: nativeSkip }, () => {
   assert.ok(!skipReason, `CI=true and ${skipReason}`);
   const nb = backend();
-  for (const type of KV_TYPES) {
-    const c: Case = { type, heads: 4, kvHeads: 2, hd: 16, block: 8, past: [3, 7], rows: [2, 9] };
-    const want = run(ts, c, 5, true);
-    const got = run(nb, c, 5, true);
-    got.pool.slabs.forEach((s, i) => assert.equal(firstDifference(s, want.pool.slabs[i], type === 'q8'), -1, `${type}: KV bytes differ`));
+  try {
+    for (const isa of isas(nb)) {
+      nb.useInstructionSet(isa);
+      for (const type of KV_TYPES) {
+        // hd 16: whole vectors on every set; hd 20: rows with a tail (the scalar writer)
+        for (const hd of [16, 20]) {
+          for (const [special, seed] of [['values', 5], ['bits', 6], ['bits', 7]] as const) {
+            const c: Case = { type, heads: 4, kvHeads: 2, hd, block: 8, past: [3, 7], rows: [2, 9] };
+            const want = run(ts, c, seed, special);
+            const got = run(nb, c, seed, special);
+            got.pool.slabs.forEach((s, i) => assert.equal(firstDifference(s, want.pool.slabs[i], type === 'q8'), -1, `${isa} ${type} hd ${hd} ${special} seed ${seed}: KV bytes differ`));
+          }
+        }
+      }
+    }
+  } finally {
+    nb.useInstructionSet('best');
   }
 });
 
