@@ -12,6 +12,13 @@ import { readMatrix } from '../weights/tensor-reader.ts';
 import { InputHessian, recordingBackend } from './hessians.ts';
 import { Qwen3VL } from './qwen3vl.ts';
 
+/**
+ * KV blocks of the calibration runs: every sample's prefill is held at once, paused between
+ * layers, and never goes back to a layer it has left, so each keeps one layer's keys and values
+ * (a layer window), in blocks smaller than the model's 256 tokens (samples are ~100 tokens).
+ */
+const CALIBRATION_KV = { blockTokens: 16, layerWindow: true };
+
 /** One calibration conversation: a user turn (OpenAI or HF content parts) and, optionally, the answer to run after it. */
 export interface CalibrationSample {
   messages: unknown[];
@@ -95,7 +102,7 @@ export async function calibrateQ4(modelDir: string, samples: readonly Calibratio
       videoGrids: prepared.videoGrids,
     };
     const state = { run: undefined as unknown as PrefillRun, layer: -1, done: false };
-    state.run = model.model.prefillRun(inputs, model.model.newCache(), {
+    state.run = model.model.prefillRun(inputs, model.model.newCache(CALIBRATION_KV), {
       lean: true,
       trace: (stage) => {
         if (stage.startsWith('text.layer_input.')) state.layer = Number(stage.slice('text.layer_input.'.length));

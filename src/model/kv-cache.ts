@@ -11,6 +11,12 @@ const orphans = new FinalizationRegistry<{ pool: KvPool; ids: number[] }>(({ poo
  * Keys and values of every decoder layer for one sequence, in blocks from a KvPool, stored in
  * the pool's type (f32, bf16, f16 or q8) and read in place by attention. Appends convert the new
  * rows once; growing takes another block, never copies.
+ *
+ * With `layers` (a pool whose blocks hold one layer), the cache is a window onto one layer at a
+ * time: every layer's rows share that storage, and a layer overwrites the one before it. For a
+ * pass that runs layer by layer and never returns to an earlier one (calibration holds every
+ * sample's prefill at once, paused between layers), in one layer's memory. Going back to a layer
+ * it has left is refused.
  */
 export class KVCache {
   readonly layout: KvLayout;
@@ -20,17 +26,27 @@ export class KVCache {
   private table = new Int32Array(16);
   /** positions filled per layer (the same for every layer once a forward pass completes) */
   private readonly filled: number[];
+  /** a one-layer window: the layer whose rows it holds now (−1 before the first) */
+  private readonly window: boolean;
+  private windowLayer = -1;
   private released = false;
   private readonly token = {};
 
-  constructor(readonly pool: KvPool) {
+  constructor(
+    readonly pool: KvPool,
+    opts: { layers?: number } = {},
+  ) {
     this.layout = pool.layout;
-    this.filled = new Array(this.layout.layers).fill(0);
+    this.window = opts.layers !== undefined;
+    if (this.window && (this.layout.layers !== 1 || !Number.isInteger(opts.layers) || opts.layers! < 1)) {
+      throw new QvlError('INTERNAL', `a KV window needs a one-layer pool and a layer count, got ${this.layout.layers} and ${opts.layers}`, {});
+    }
+    this.filled = new Array(opts.layers ?? this.layout.layers).fill(0);
     orphans.register(this, { pool, ids: this.ids }, this.token);
   }
 
   get layers(): number {
-    return this.layout.layers;
+    return this.filled.length;
   }
 
   /** Positions held (by layer 0, which is written first in a forward pass). */
@@ -65,6 +81,10 @@ export class KVCache {
    */
   extend(layer: number, n: number): { view: KvView; past: number } {
     if (this.released) throw new QvlError('INTERNAL', 'the KV cache was released', {});
+    if (this.window) {
+      if (layer < this.windowLayer) throw new QvlError('INTERNAL', `the KV window holds layer ${this.windowLayer}; layer ${layer} was overwritten`, { layer });
+      this.windowLayer = layer;
+    }
     const past = this.filled[layer];
     this.reserve(past + n);
     this.filled[layer] = past + n;
@@ -79,7 +99,8 @@ export class KVCache {
 
   /** Layer `layer`'s keys and values as attention reads them. */
   view(layer: number): KvView {
-    return { layout: this.layout, layer, length: this.filled[layer], slabs: this.pool.slabs, blocks: this.table.subarray(0, 2 * this.ids.length) };
+    if (this.window && layer !== this.windowLayer) throw new QvlError('INTERNAL', `the KV window holds layer ${this.windowLayer}, not ${layer}`, { layer });
+    return { layout: this.layout, layer: this.window ? 0 : layer, length: this.filled[layer], slabs: this.pool.slabs, blocks: this.table.subarray(0, 2 * this.ids.length) };
   }
 
   /**
@@ -87,7 +108,7 @@ export class KVCache {
    * and every layer holds their tokens. Appends go to new blocks after them, so they are never written.
    */
   adopt(ids: readonly number[]): void {
-    if (this.released || this.ids.length || this.length) throw new QvlError('INTERNAL', 'adopt needs an empty KV cache', {});
+    if (this.released || this.ids.length || this.length || this.window) throw new QvlError('INTERNAL', 'adopt needs an empty KV cache of every layer', {});
     for (const id of ids) {
       this.pool.retain(id);
       this.push(id);
@@ -100,7 +121,7 @@ export class KVCache {
    * start of a cached block another sequence wrote): positions past `n` are overwritten as it fills.
    */
   adoptCopy(src: number, n: number): void {
-    if (this.released || this.length % this.layout.blockTokens !== 0 || this.capacity !== this.length) {
+    if (this.released || this.window || this.length % this.layout.blockTokens !== 0 || this.capacity !== this.length) {
       throw new QvlError('INTERNAL', 'adoptCopy needs a cache that ends on a whole block', {});
     }
     const L = this.layout;

@@ -90,7 +90,8 @@ export class Qwen3VLModel {
   readonly kvOptions: Required<Pick<KvOptions, 'type' | 'blockTokens'>> & { maxBytes?: number };
   /** prompt + answer tokens one sequence may hold */
   readonly contextLength: number;
-  private readonly pools = new Map<KvType, KvPool>();
+  /** by KV type, and by block size and layers where they are not the model's */
+  private readonly pools = new Map<string, KvPool>();
   /** prompt prefixes' KV blocks (the model's KV type), when enabled */
   readonly prefixCache?: PrefixCache;
   /** vision-tower outputs by content, when enabled */
@@ -179,23 +180,39 @@ export class Qwen3VLModel {
     return positionIdentities(ids, this.mediaSpans(inputs), length);
   }
 
-  /** The pool of KV blocks of one cache type (made on first use; every sequence of that type shares it). */
-  kvPool(type: KvType = this.kvOptions.type): KvPool {
-    let pool = this.pools.get(type);
+  /**
+   * The pool of KV blocks of one cache type (made on first use; every sequence of that type
+   * shares it). A block size other than the model's, or blocks of one layer (`oneLayer`: for
+   * layer windows), make pools of their own, each within the same budget.
+   */
+  kvPool(type: KvType = this.kvOptions.type, opts: { blockTokens?: number; oneLayer?: boolean } = {}): KvPool {
+    const blockTokens = opts.blockTokens ?? this.kvOptions.blockTokens;
+    if (!Number.isInteger(blockTokens) || blockTokens < 1) {
+      throw new QvlError('OPTION_INVALID', `blockTokens must be a positive integer, got ${blockTokens}`, { blockTokens });
+    }
+    const t = this.cfg.text;
+    const layers = opts.oneLayer ? 1 : t.numLayers;
+    const key = blockTokens === this.kvOptions.blockTokens && !opts.oneLayer ? type : `${type}/${blockTokens}/${layers}`;
+    let pool = this.pools.get(key);
     if (!pool) {
-      const t = this.cfg.text;
-      pool = new KvPool(new KvLayout(type, t.numLayers, t.numKvHeads, t.headDim, this.kvOptions.blockTokens), {
+      pool = new KvPool(new KvLayout(type, layers, t.numKvHeads, t.headDim, blockTokens), {
         maxBytes: this.kvOptions.maxBytes,
         allocSlab: this.backend.allocPages?.bind(this.backend),
       });
-      this.pools.set(type, pool);
+      this.pools.set(key, pool);
     }
     return pool;
   }
 
-  /** An empty KV cache (the model's KV type unless `type` says otherwise); `release()` it when done. */
-  newCache(opts: { type?: KvType } = {}): KVCache {
-    return new KVCache(this.kvPool(opts.type));
+  /**
+   * An empty KV cache (the model's KV type and block size unless `opts` says otherwise);
+   * `release()` it when done. Smaller blocks waste less on many short sequences held at once;
+   * `layerWindow` keeps one decoder layer's rows at a time (KVCache), for a pass that never goes
+   * back to an earlier layer.
+   */
+  newCache(opts: { type?: KvType; blockTokens?: number; layerWindow?: boolean } = {}): KVCache {
+    const pool = this.kvPool(opts.type, { blockTokens: opts.blockTokens, oneLayer: opts.layerWindow });
+    return new KVCache(pool, opts.layerWindow ? { layers: this.cfg.text.numLayers } : {});
   }
 
   /** Positions and rope delta for a prompt (HF get_rope_index). */
