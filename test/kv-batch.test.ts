@@ -175,7 +175,8 @@ test('appendAttendKv: NaN, infinities, zeros, halfway values and arbitrary bit p
     for (const isa of isas(nb)) {
       nb.useInstructionSet(isa);
       for (const type of KV_TYPES) {
-        // hd 16: whole vectors on every set; hd 20: rows with a tail (the scalar writer)
+        // hd 16: whole vectors on every set; hd 20: rows with a tail on the AVX2 and AVX-512 sets
+        // (the scalar writer), whole vectors on the portable one
         for (const hd of [16, 20]) {
           for (const [special, seed] of [['values', 5], ['bits', 6], ['bits', 7]] as const) {
             const c: Case = { type, heads: 4, kvHeads: 2, hd, block: 8, past: [3, 7], rows: [2, 9] };
