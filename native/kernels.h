@@ -216,11 +216,16 @@ struct QuantArgs {
   void* qs;
   float* scales;
   uint8_t* zeros;  // q4 asymmetric
+  // q4 (group size a multiple of 32) written straight into the eight-row stream of q4x8.h
+  // instead of qs / scales / zeros: q4x8_bytes of its layout, binary16 scales when q4x8F16
+  uint8_t* q4x8;
+  int32_t q4x8F16;
 };
 
 /**
  * Quantizes on the calling thread's pool, bit-identically to src/weights/convert.ts (native/
- * quantize.inc); returns −1, or row·cols + col of the first NaN/±Infinity weight.
+ * quantize.inc); returns −1, or row·cols + col of the first NaN/±Infinity weight, or −2 where a
+ * binary16 stream (q4x8F16) met a scale binary16 cannot hold.
  */
 typedef int64_t (*QuantizeFn)(const QuantArgs* a);
 QuantizeFn quantizer_avx2();  // null off x86-64

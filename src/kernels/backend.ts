@@ -120,6 +120,22 @@ export interface Backend {
    * read best (the native backend's: huge pages); without it the pool uses `new ArrayBuffer`.
    */
   allocPages?(bytes: number): ArrayBuffer;
+
+  /**
+   * A float matrix quantized to q4 (weights/convert.ts's quantizeQ4, asymmetric unless
+   * `symmetric`) straight into this backend's own layout: what `prepare(quantizeQ4(w), { consume:
+   * true })` holds, bit for bit, without the row-major copy in between. `nonFinite` names the
+   * first NaN / ±Infinity weight; undefined where it does not apply (the caller quantizes, then
+   * prepares).
+   */
+  prepareQ4?(w: WeightData, opts: { groupSize: number; symmetric: boolean }): { weight: PreparedWeight } | { nonFinite: NonFiniteWeight } | undefined;
+}
+
+/** The first NaN or ±Infinity weight of a matrix in row-major order: the one the quantizers name. */
+export interface NonFiniteWeight {
+  row: number;
+  col: number;
+  value: number;
 }
 
 export interface AttentionOptions {

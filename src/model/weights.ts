@@ -2,6 +2,7 @@ import { QvlError } from '../errors.ts';
 import type { Backend, PreparedWeight } from '../kernels/backend.ts';
 import type { WeightData } from '../kernels/weight.ts';
 import { readBias, readLinear } from '../weights/linear.ts';
+import type { WeightConvert } from '../weights/quant-plan.ts';
 import { hasLinearWeight } from '../weights/quant/index.ts';
 import { readF32, readMatrix, type TensorSource } from '../weights/tensor-reader.ts';
 import type { Qwen3VLConfig } from './config.ts';
@@ -73,8 +74,10 @@ export interface ModelWeights {
 }
 
 export interface LoadWeightsOptions {
-  /** re-encode the big matrices after reading (e.g. `--quant q8`) */
-  convert?: (w: WeightData, name: string) => WeightData;
+  /** re-encode the big matrices after reading (e.g. `--quant q8`); its `prepare`, where it has one, first */
+  convert?: WeightConvert;
+  /** called with each source matrix that `convert` replaced (releases mapped pages: BackendChoice.release) */
+  release?: (w: WeightData) => void;
   /** called after each tensor group, for progress reporting */
   onProgress?: (done: number, total: number) => void;
 }
@@ -94,7 +97,13 @@ export function loadModelWeights(
   const step = () => opts.onProgress?.(++done, total);
   // a matrix that convert replaced (quantized at load) is ours alone: prepare may take its arrays
   const prepareConverted = (source: WeightData, name: string, fineActivations = false): PreparedWeight => {
+    const direct = opts.convert?.prepare?.(backend, source, name);
+    if (direct) {
+      opts.release?.(source);
+      return direct;
+    }
     const w = convert(source, name);
+    if (w !== source) opts.release?.(source);
     return backend.prepare(w, { consume: w !== source, fineActivations });
   };
   const linear = (prefix: string, rows: number, cols: number, bias: boolean, fineActivations = false): Linear => {

@@ -1,4 +1,5 @@
 import { QvlError } from '../errors.ts';
+import type { Backend, PreparedWeight } from '../kernels/backend.ts';
 import type { WeightData } from '../kernels/weight.ts';
 import { nativeQuantizeQ4, nativeQuantizeQ8, type NativeQuantized } from '../kernels/native/quantize.ts';
 import { nonFinite, quantizeQ4, quantizeQ8 } from './convert.ts';
@@ -69,7 +70,7 @@ export function quantizeForPlan(w: WeightData, name: string, opts: QuantPlanOpti
     // at 4B in q8 mode, and the q8 head of q4 mode 0.44 → 0.41 GB
     const half = true;
     const native = target === 'q8' ? nativeQuantizeQ8(w, { refit: true, half }) : nativeQuantizeQ4(w, q4);
-    if (native) return unwrap(native);
+    if (native) return unwrap<WeightData>(native);
     return target === 'q8' ? refitQ8(quantizeQ8(w), w, half) : quantizeQ4(w, q4);
   } catch (e) {
     if (e instanceof QvlError) throw new QvlError(e.code, `${name}: ${e.message}`, { ...e.detail, module: name });
@@ -77,15 +78,43 @@ export function quantizeForPlan(w: WeightData, name: string, opts: QuantPlanOpti
   }
 }
 
-function unwrap(r: NativeQuantized<WeightData>): WeightData {
+function unwrap<W>(r: NativeQuantized<W>): W {
   if ('nonFinite' in r) throw nonFinite(r.nonFinite.row, r.nonFinite.col, r.nonFinite.value);
   return r.weight;
 }
 
+/**
+ * The loader's hook for re-encoding a matrix after reading it: `convert` itself, and optionally
+ * `prepare`, which does the conversion and the backend's `prepare` in one step where it can
+ * (undefined: convert, then prepare).
+ */
+export type WeightConvert = ((w: WeightData, name: string) => WeightData) & {
+  prepare?: (backend: Backend, w: WeightData, name: string) => PreparedWeight | undefined;
+};
+
+/**
+ * `backend.prepare(quantizeForPlan(w, name, opts))` in one step where the plan makes `w` q4 and
+ * the backend quantizes straight into its own layout (Backend.prepareQ4: the same bytes, no
+ * row-major copy to allocate, fill and repack); undefined otherwise.
+ */
+export function prepareForPlan(backend: Backend, w: WeightData, name: string, opts: QuantPlanOptions): PreparedWeight | undefined {
+  if (!backend.prepareQ4 || quantTarget(name, opts.mode, opts.head) !== 'q4') return undefined;
+  if (w.format !== 'f32' && w.format !== 'bf16' && w.format !== 'f16') return undefined;
+  try {
+    const r = backend.prepareQ4(w, { groupSize: opts.groupSize ?? 32, symmetric: opts.symmetric ?? false });
+    return r && unwrap(r);
+  } catch (e) {
+    if (e instanceof QvlError) throw new QvlError(e.code, `${name}: ${e.message}`, { ...e.detail, module: name });
+    throw e;
+  }
+}
+
 /** The `convert` hook for `Qwen3VL.fromPretrained(dir, { convert })` / `loadModelWeights`. */
-export function makeQuantConvert(opts: QuantPlanOptions): (w: WeightData, name: string) => WeightData {
+export function makeQuantConvert(opts: QuantPlanOptions): WeightConvert {
   checkQuantOptions(opts);
-  return (w, name) => quantizeForPlan(w, name, opts);
+  return Object.assign((w: WeightData, name: string) => quantizeForPlan(w, name, opts), {
+    prepare: (backend: Backend, w: WeightData, name: string) => prepareForPlan(backend, w, name, opts),
+  });
 }
 
 export function checkQuantOptions(opts: QuantPlanOptions): void {
@@ -104,10 +133,7 @@ export function checkQuantOptions(opts: QuantPlanOptions): void {
  * The load-time `convert` for `Qwen3VL.fromPretrained`: the quantization plan for `quant`, or
  * the caller's own `convert`; asking for both is refused (which would run first is not obvious).
  */
-export function loadTimeConvert(
-  quant: QuantMode | undefined,
-  convert: ((w: WeightData, name: string) => WeightData) | undefined,
-): ((w: WeightData, name: string) => WeightData) | undefined {
+export function loadTimeConvert(quant: QuantMode | undefined, convert: WeightConvert | undefined): WeightConvert | undefined {
   if (quant === undefined) return convert;
   if (convert) throw new QvlError('OPTION_INVALID', 'give either quant or convert, not both', { quant });
   return makeQuantConvert({ mode: quant });

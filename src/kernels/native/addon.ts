@@ -69,6 +69,12 @@ export interface NativeAddon {
     qs: Int8Array | Uint8Array, scales: Float32Array, zeros: Uint8Array | null,
   ): number;
   /**
+   * quantize's q4 (group size a multiple of 32) written straight into the eight-row stream
+   * prepare makes (binary16 scales unless one needs float32), as a prepared weight's handle; or
+   * row·cols + col of the first NaN/±Infinity weight.
+   */
+  quantizeQ4x8?(src: NativeWeightDesc, groupSize: number, symmetric: boolean): NativeWeightHandle | number;
+  /**
    * GPTQ's sweep of columns [k0, k1) of every row of `w` (gptqQuantizeQ4's column-by-column step)
    * on the pool: asymmetric q4 codes OR-ed into qs, scales and zero points at each group's first
    * column, each column's error over U[c,c] into err; returns −1, or row·cols + col of the first

@@ -1,5 +1,5 @@
 import { QvlError } from '../../errors.ts';
-import type { AttentionOptions, Backend, KvAttentionOptions, KvBatchOptions, KvBatchPart, PreparedWeight, PrepareOptions } from '../backend.ts';
+import type { AttentionOptions, Backend, KvAttentionOptions, KvBatchOptions, KvBatchPart, NonFiniteWeight, PreparedWeight, PrepareOptions } from '../backend.ts';
 import {
   checkAppendAttendKv,
   checkAttention,
@@ -19,6 +19,7 @@ import {
 import { KV_TYPE_CODE, type KvLayout, type KvView } from '../kv.ts';
 import { weightBytes, type WeightData } from '../weight.ts';
 import { loadAddon, type NativeAddon, type NativeWeightHandle, type NativeWeightLayout } from './addon.ts';
+import { nativeQuantizeQ4x8 } from './quantize.ts';
 import { describeWeight } from './weights.ts';
 
 /** What a native PreparedWeight keeps: the addon's handle and the arrays it points into. */
@@ -97,6 +98,15 @@ export class NativeBackend implements Backend {
     const kept = this.#addon.weightLayout(handle);
     const impl: NativeImpl = { handle, weight: kept.layout === 'row-major' ? w : null };
     return { rows: w.rows, cols: w.cols, format: w.format, bytes: kept.bytes ?? weightBytes(w), impl };
+  }
+
+  prepareQ4(w: WeightData, opts: { groupSize: number; symmetric: boolean }): { weight: PreparedWeight } | { nonFinite: NonFiniteWeight } | undefined {
+    if (!this.#repack) return undefined;
+    const r = this.#call('prepareQ4', () => nativeQuantizeQ4x8(this.#addon, w, opts));
+    if (!r || 'nonFinite' in r) return r;
+    const handle = r.weight;
+    const impl: NativeImpl = { handle, weight: null };
+    return { weight: { rows: w.rows, cols: w.cols, format: 'q4', bytes: this.#addon.weightLayout(handle).bytes!, impl } };
   }
 
   /** How the addon keeps a prepared weight: 'q4x8' / 'q4x8-f16' / 'q8x8' (repacked) or 'row-major' (the caller's arrays). */

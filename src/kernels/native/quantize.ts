@@ -1,6 +1,7 @@
+import type { NonFiniteWeight } from '../backend.ts';
 import { bf16ToF32, f16ToF32 } from '../dtypes.ts';
 import { Q8_BLOCK, type Q4Weight, type Q8Weight, type WeightData } from '../weight.ts';
-import { addonAvailable, loadAddon } from './addon.ts';
+import { addonAvailable, loadAddon, type NativeAddon, type NativeWeightHandle } from './addon.ts';
 
 /**
  * The load-time quantizers of weights/convert.ts (quantizeQ8 with refitQ8's least-squares
@@ -10,12 +11,7 @@ import { addonAvailable, loadAddon } from './addon.ts';
  * f32 / bf16 / f16; an option the TypeScript would refuse), and the caller runs the TypeScript.
  */
 
-/** The first NaN or ±Infinity weight in row-major order: the one the TypeScript quantizers name. */
-export interface NonFiniteWeight {
-  row: number;
-  col: number;
-  value: number;
-}
+export type { NonFiniteWeight };
 
 export type NativeQuantized<W> = { weight: W } | { nonFinite: NonFiniteWeight };
 
@@ -56,6 +52,21 @@ export function nativeQuantizeQ8(w: WeightData, opts: { refit: boolean; half?: b
   const scales = new Float32Array(rows * Math.ceil(cols / Q8_BLOCK));
   const bad = loadAddon().quantize(describe(f), 8, opts.refit ? (opts.half ? 2 : 1) : 0, Q8_BLOCK, false, qs, scales, null);
   return result(f, bad, { format: 'q8', rows, cols, qs, scales });
+}
+
+/**
+ * quantizeQ4(w, opts) straight into the eight-row stream `prepare` would repack it into, as a
+ * prepared weight's handle (native/quantize.inc); undefined where it does not apply (a group size
+ * not a multiple of 32, an addon without it).
+ */
+export function nativeQuantizeQ4x8(addon: NativeAddon, w: WeightData, opts: { groupSize: number; symmetric: boolean }): NativeQuantized<NativeWeightHandle> | undefined {
+  const g = opts.groupSize;
+  if (!Number.isInteger(g) || g <= 0 || g % 32 !== 0 || g > 2 ** 30 || typeof addon.quantizeQ4x8 !== 'function') return undefined;
+  const f = source(w);
+  if (!f || f.rows < 1 || f.cols < 1) return undefined;
+  const r = addon.quantizeQ4x8(describe(f), g, opts.symmetric);
+  if (typeof r === 'number') return result(f, r, undefined as never);
+  return { weight: r };
 }
 
 /** quantizeQ4(w, opts); undefined where only the TypeScript applies (it also refuses a bad group size). */
