@@ -283,6 +283,21 @@ void freeOwned(Napi::Env env, WeightDesc* w) {
   w->ownedData = nullptr;
 }
 
+// The values of a float weight object (f32: Float32Array, bf16 / f16: Uint16Array), at least `elems`.
+const void* floatData(Napi::Env env, Napi::Object d, int32_t format, uint64_t elems) {
+  size_t have;
+  const void* p;
+  if (format == qvl::FMT_F32) {
+    auto a = f32(d.Get("data"), "data");
+    p = a.first, have = a.second;
+  } else {
+    auto a = typed<uint16_t, napi_uint16_array>(d.Get("data"), "data", "Uint16Array");
+    p = a.first, have = a.second;
+  }
+  if (have < elems) fail(env, "data has " + std::to_string(have) + " elements, the shape needs " + std::to_string(elems));
+  return p;
+}
+
 Napi::Value Prepare(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Object d = info[0].As<Napi::Object>();
@@ -297,19 +312,11 @@ Napi::Value Prepare(const Napi::CallbackInfo& info) {
       fail(env, std::string(what) + " has " + std::to_string(have) + " elements, the shape needs " + std::to_string(want));
   };
   switch (w->format) {
-    case qvl::FMT_F32: {
-      auto a = f32(d.Get("data"), "data");
-      need(a.second, elems, "data");
-      w->data = a.first;
-      break;
-    }
+    case qvl::FMT_F32:
     case qvl::FMT_BF16:
-    case qvl::FMT_F16: {
-      auto a = typed<uint16_t, napi_uint16_array>(d.Get("data"), "data", "Uint16Array");
-      need(a.second, elems, "data");
-      w->data = a.first;
+    case qvl::FMT_F16:
+      w->data = floatData(env, d, w->format, elems);
       break;
-    }
     case qvl::FMT_Q8: {
       auto q = typed<int8_t, napi_int8_array>(d.Get("qs"), "qs", "Int8Array");
       auto s = f32(d.Get("scales"), "scales");
@@ -803,20 +810,9 @@ void quantSource(Napi::Env env, Napi::Value v, qvl::QuantArgs* a, const char* op
   a->format = int32_t(integer(d.Get("format"), "format"));
   a->rows = integer(d.Get("rows"), "rows");
   a->cols = integer(d.Get("cols"), "cols");
-  const uint64_t elems = uint64_t(a->rows) * uint64_t(a->cols);
-  size_t have = 0;
-  if (a->format == qvl::FMT_F32) {
-    auto f = f32(d.Get("data"), "data");
-    a->data = f.first;
-    have = f.second;
-  } else if (a->format == qvl::FMT_BF16 || a->format == qvl::FMT_F16) {
-    auto h = typed<uint16_t, napi_uint16_array>(d.Get("data"), "data", "Uint16Array");
-    a->data = h.first;
-    have = h.second;
-  } else {
+  if (a->format != qvl::FMT_F32 && a->format != qvl::FMT_BF16 && a->format != qvl::FMT_F16)
     fail(env, std::string(op) + ": source format " + std::to_string(a->format) + " is not f32, bf16 or f16");
-  }
-  if (have < elems) fail(env, "data has " + std::to_string(have) + " elements, the shape needs " + std::to_string(elems));
+  a->data = floatData(env, d, a->format, uint64_t(a->rows) * uint64_t(a->cols));
 }
 
 // The AVX2 build wherever the kernel set in use is an AVX2 or AVX-512 one (setIsa("scalar")
