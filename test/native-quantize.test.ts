@@ -120,6 +120,7 @@ const SHAPES: Array<[number, number]> = [
   [3, 129],
   [2, 257],
   [1, 300],
+  [1, 1100], // eight whole groups of 128 and more
   [40, 2000], // several pool tasks
 ];
 
