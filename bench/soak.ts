@@ -3,9 +3,12 @@
  * (chats with and without pictures, streaming or not, /v1/tokenize, bad requests, clients that
  * hang up mid-stream, fresh connections), then a report: requests per kind and status, p50/p95
  * latency, /health latency, and the server's resident memory after warm-up against after the
- * soak (target: within 10%).
+ * soak, less what its caches grew by meanwhile (target: within 10%). The prefix and vision caches
+ * fill up to their budgets (`--kv-cache-mem`, `--vision-cache-mem`) over a long soak; their bytes
+ * come from /metrics (`qvl_kv_bytes`, `qvl_vision_cache_bytes`), so what is left is a leak.
  *
  *   npm run soak -- [--minutes 2] [--concurrency 4] [--model models/demo] [--seed 1]
+ *                   [--serve-args="--kv-cache-mem 0 --parallel 8"]
  *
  * Exits 1 on a 5xx, a crash, an unexpected status or memory over the target.
  */
@@ -24,6 +27,7 @@ const { values: opts } = parseArgs({
     model: { type: 'string', default: 'models/demo' },
     seed: { type: 'string', default: '1' },
     'warmup-seconds': { type: 'string', default: '20' },
+    'serve-args': { type: 'string', default: '' },
   },
 });
 const minutes = Number(opts.minutes);
@@ -165,6 +169,22 @@ async function load(server: ServeProcess, until: number, rand: () => number, mod
 }
 
 const mib = (kb: number | null) => (kb === null ? 'n/a' : `${(kb / 1024).toFixed(1)} MiB`);
+
+/** KiB held by the server's KV pool and vision-embedding cache (/metrics), or null where unreadable. */
+async function cacheKb(url: string): Promise<number | null> {
+  try {
+    const text = await (await fetch(`${url}/metrics`)).text();
+    let bytes = 0;
+    for (const name of ['qvl_kv_bytes', 'qvl_vision_cache_bytes']) {
+      const m = new RegExp(`^${name} (\\S+)$`, 'm').exec(text);
+      if (!m || !Number.isFinite(Number(m[1]))) return null;
+      bytes += Number(m[1]);
+    }
+    return bytes / 1024;
+  } catch {
+    return null;
+  }
+}
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** RSS once the server has been idle a moment: the lowest of a few readings. */
@@ -181,8 +201,9 @@ async function settledRss(pid: number): Promise<number | null> {
 
 async function main(): Promise<number> {
   const model = opts.model!;
-  console.log(`soak: ${minutes} min, concurrency ${concurrency}, model ${model}, seed ${seed}, warm-up ${warmupSeconds} s`);
-  const server = await startServeProcess({ model, args: ['--max-queue', String(concurrency)] });
+  console.log(`soak: ${minutes} min, concurrency ${concurrency}, model ${model}, seed ${seed}, warm-up ${warmupSeconds} s${opts['serve-args'] ? `, serve ${opts['serve-args']}` : ''}`);
+  const serveArgs = opts['serve-args']!.split(/\s+/).filter(Boolean);
+  const server = await startServeProcess({ model, args: ['--max-queue', String(concurrency), ...serveArgs] });
   const stop = () => void server.stop().then(() => process.exit(130));
   process.once('SIGINT', stop);
   console.log(`server pid ${server.pid} at ${server.url}; RSS after load ${mib(readRssKb(server.pid))}`);
@@ -195,7 +216,8 @@ async function main(): Promise<number> {
   for (const [k] of WEIGHTS) warm.push(await one(server, k, rand, served));
   await load(server, now() + warmupSeconds * 1000, rand, served, warm);
   const rssWarm = await settledRss(server.pid);
-  console.log(`warm-up: ${warm.length} requests; RSS ${mib(rssWarm)}`);
+  const cacheWarm = await cacheKb(server.url);
+  console.log(`warm-up: ${warm.length} requests; RSS ${mib(rssWarm)}, caches ${mib(cacheWarm)}`);
 
   const health = new HealthMonitor(() => server.url, 100);
   health.start();
@@ -203,7 +225,10 @@ async function main(): Promise<number> {
   let rssMax = rssWarm ?? 0;
   const sampler = setInterval(() => (rssMax = Math.max(rssMax, readRssKb(server.pid) ?? 0)), 1000);
   const t0 = now();
-  const progress = setInterval(() => console.log(`  ${((now() - t0) / 1000).toFixed(0)} s: ${results.length} requests, RSS ${mib(readRssKb(server.pid))}`), 30_000);
+  const progress = setInterval(
+    () => void cacheKb(server.url).then((c) => console.log(`  ${((now() - t0) / 1000).toFixed(0)} s: ${results.length} requests, RSS ${mib(readRssKb(server.pid))}, caches ${mib(c)}`)),
+    30_000,
+  );
   await load(server, t0 + minutes * 60_000, rand, served, results);
   clearInterval(progress);
   clearInterval(sampler);
@@ -211,6 +236,9 @@ async function main(): Promise<number> {
   await health.stop();
   const alive = server.alive();
   const rssAfter = alive ? await settledRss(server.pid) : null;
+  const cacheAfter = alive ? await cacheKb(server.url) : null;
+  // what the caches took on during the soak is theirs, within their budgets, not a leak
+  const cacheGrowth = cacheWarm !== null && cacheAfter !== null ? Math.max(0, cacheAfter - cacheWarm) : null;
 
   // report
   const byKind = new Map<Kind, Result[]>();
@@ -233,16 +261,18 @@ async function main(): Promise<number> {
   const unexpected = results.filter((r) => r.status === null || !EXPECTED[r.kind].includes(r.status));
   const hms = health.samples.filter((s) => s.status === 200).map((s) => s.ms);
   const healthBad = health.samples.filter((s) => s.status !== 200);
-  const ratio = rssWarm && rssAfter ? rssAfter / rssWarm : NaN;
+  const ratio = rssWarm && rssAfter && cacheGrowth !== null ? (rssAfter - cacheGrowth) / rssWarm : NaN;
   console.log(
     `\ntotal ${results.length} requests in ${wall.toFixed(0)} s (${(results.length / wall).toFixed(1)}/s), statuses ${JSON.stringify(statusCount(results))}, 5xx ${fiveXx.length}, unexpected ${unexpected.length}`,
   );
   console.log(`health: ${health.samples.length} probes, p50 ${quantile(hms, 0.5).toFixed(1)} ms, p99 ${quantile(hms, 0.99).toFixed(1)} ms, max ${Math.max(0, ...hms).toFixed(1)} ms, not 200: ${healthBad.length}`);
-  console.log(`RSS: after warm-up ${mib(rssWarm)}, after soak ${mib(rssAfter)}, peak ${mib(rssMax)}, ratio ${ratio.toFixed(3)} (target ≤ ${RSS_TARGET})`);
+  console.log(
+    `RSS: after warm-up ${mib(rssWarm)}, after soak ${mib(rssAfter)}, peak ${mib(rssMax)}; caches ${mib(cacheWarm)} → ${mib(cacheAfter)}; after soak less the caches' growth / after warm-up ${ratio.toFixed(3)} (target ≤ ${RSS_TARGET})`,
+  );
   console.log(`server: ${alive ? 'alive' : `EXITED ${JSON.stringify(server.exit)}\n${server.stderrTail(3000)}`}`);
   for (const r of unexpected.slice(0, 10)) console.log(`  unexpected: ${r.kind} -> ${r.status ?? r.error} after ${r.ms.toFixed(0)} ms`);
   console.log(
-    `soak-json: ${JSON.stringify({ minutes, concurrency, model, seed, requests: results.length, statuses: statusCount(results), fiveXx: fiveXx.length, unexpected: unexpected.length, crashed: !alive, rssWarmKb: rssWarm, rssAfterKb: rssAfter, rssPeakKb: rssMax, ratio, healthP99: quantile(hms, 0.99), healthMax: Math.max(0, ...hms) })}`,
+    `soak-json: ${JSON.stringify({ minutes, concurrency, model, seed, requests: results.length, statuses: statusCount(results), fiveXx: fiveXx.length, unexpected: unexpected.length, crashed: !alive, rssWarmKb: rssWarm, rssAfterKb: rssAfter, rssPeakKb: rssMax, cacheWarmKb: cacheWarm, cacheAfterKb: cacheAfter, ratio, healthP99: quantile(hms, 0.99), healthMax: Math.max(0, ...hms) })}`,
   );
   await server.stop();
   keepAlive.destroy();

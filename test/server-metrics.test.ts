@@ -31,6 +31,7 @@ const STATS: EngineStats = {
   joinedPrompts: 7,
   visionLookups: 8,
   visionHits: 6,
+  visionCacheBytes: 3_145_728,
 };
 
 interface Answer {
@@ -179,6 +180,7 @@ test("every metric has HELP and TYPE, the content type is the registry's, and /m
     'qvl_kv_blocks_used',
     'qvl_kv_blocks_allocated',
     'qvl_kv_bytes',
+    'qvl_vision_cache_bytes',
     'qvl_generation_tokens_per_second',
     'qvl_prefix_cache_hit_ratio',
     'qvl_vision_cache_hit_ratio',
@@ -273,6 +275,7 @@ test('two requests: line gauges while they are held, then token counters, outcom
   assert.equal(value(m, 'qvl_prefill_tokens_total'), STATS.computedPromptTokens);
   assert.equal(value(m, 'qvl_vision_cache_lookups_total'), STATS.visionLookups);
   assert.equal(value(m, 'qvl_vision_cache_hits_total'), STATS.visionHits);
+  assert.equal(value(m, 'qvl_vision_cache_bytes'), STATS.visionCacheBytes);
   assert.equal(value(m, 'qvl_vision_cache_hit_ratio'), 6 / 8);
   // read at scrape time, not stored
   engine.report = { ...STATS, decodeSteps: 101, kvBlocksUsed: 0 };

@@ -188,6 +188,7 @@ export class Qwen3VL {
       joinedPrompts: b.joinedPrompts,
       visionLookups: this.model.visionCache?.lookups ?? 0,
       visionHits: this.model.visionCache?.hits ?? 0,
+      visionCacheBytes: this.model.visionCache?.bytes ?? 0,
     };
   }
 

@@ -87,6 +87,8 @@ export interface EngineStats {
   /** vision-embedding cache lookups and hits */
   visionLookups: number;
   visionHits: number;
+  /** bytes of vision-tower outputs the vision-embedding cache holds (within its budget) */
+  visionCacheBytes: number;
 }
 
 export interface SerializedError {

@@ -74,6 +74,7 @@ export class ServerMetrics {
     gauge('qvl_kv_blocks_used', "KV cache blocks in use in the model's pool.", () => stats()?.kvBlocksUsed ?? 0);
     gauge('qvl_kv_blocks_allocated', "KV cache blocks allocated in the model's pool (used and free).", () => stats()?.kvBlocksAllocated ?? 0);
     gauge('qvl_kv_bytes', "Bytes allocated to the model's KV cache pool.", () => stats()?.kvBytes ?? 0);
+    gauge('qvl_vision_cache_bytes', 'Bytes of vision-tower outputs held by the vision-embedding cache.', () => stats()?.visionCacheBytes ?? 0);
 
     this.requests = new Counter({
       name: 'qvl_requests_total',
