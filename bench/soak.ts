@@ -269,6 +269,7 @@ async function main(): Promise<number> {
   console.log(
     `RSS: after warm-up ${mib(rssWarm)}, after soak ${mib(rssAfter)}, peak ${mib(rssMax)}; caches ${mib(cacheWarm)} → ${mib(cacheAfter)}; after soak less the caches' growth / after warm-up ${ratio.toFixed(3)} (target ≤ ${RSS_TARGET})`,
   );
+  if (alive && cacheGrowth === null) console.log('memory check: the caches\' bytes could not be read from /metrics');
   console.log(`server: ${alive ? 'alive' : `EXITED ${JSON.stringify(server.exit)}\n${server.stderrTail(3000)}`}`);
   for (const r of unexpected.slice(0, 10)) console.log(`  unexpected: ${r.kind} -> ${r.status ?? r.error} after ${r.ms.toFixed(0)} ms`);
   console.log(
