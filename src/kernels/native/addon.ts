@@ -1,6 +1,6 @@
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
+import { dirname, join, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { QvlError } from '../../errors.ts';
 
@@ -120,6 +120,17 @@ export interface NativeWeightDesc {
 /** The package root: src/kernels/native/ and dist/kernels/native/ are both three levels down. */
 const PACKAGE_ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 
+/**
+ * How to build the missing addon: from a clone, `npm run build:native`; where a project installed
+ * qvl, its install script does it, which npm 12 runs only for dependencies the project allows
+ * (npm 11.16 and later list the unlisted ones at install).
+ */
+export function buildHint(packageRoot: string): string {
+  return packageRoot.split(sep).includes('node_modules')
+    ? 'allow qvl\'s install script in your project (package.json: "allowScripts": { "qvl": true }) and run `npm rebuild qvl`; building needs a C++ compiler, make and Python'
+    : 'run `npm run build:native`; building needs a C++ compiler, make and Python';
+}
+
 /** Written by scripts/install-native.mjs when building the addon from source failed at install. */
 export const INSTALL_BUILD_LOG = join(PACKAGE_ROOT, 'build', 'native-build-failed.log');
 
@@ -140,7 +151,7 @@ export function locateAddon(): string {
     const where = `${process.platform}-${process.arch}${process.platform === 'linux' ? ` (${libcName()})` : ''}`;
     const install = existsSync(INSTALL_BUILD_LOG)
       ? `building it from source at install failed (compiler output: ${INSTALL_BUILD_LOG})`
-      : 'it has not been built (npm run build:native needs a C++ compiler, make and Python)';
+      : `it has not been built: ${buildHint(PACKAGE_ROOT)}`;
     throw new QvlError('BACKEND_UNAVAILABLE', `there is no prebuilt native addon for ${where} and ${install}`, { root: PACKAGE_ROOT });
   }
 }
