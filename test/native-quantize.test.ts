@@ -87,7 +87,7 @@ const GENERATORS: Record<string, (r: () => number, rows: number, cols: number, f
   mirror: (r, rows, cols) => {
     // each block of 32 holds 16 values and, mirrored, their negatives: q4's two clipped ranges,
     // [min, 0.9·max] and [0.9·min, max], then score alike in exact arithmetic, and the float32
-    // sums decide (their lane order and fold: another fold picks otherwise in 3–11% of groups)
+    // sums decide (their lane order and fold: another fold picks otherwise in 3–16% of groups)
     const v = randn(r, rows * cols, 0.05);
     for (let i = 0; i < v.length; i++) {
       const k = (i % cols) % 32;
