@@ -173,7 +173,7 @@ const mib = (kb: number | null) => (kb === null ? 'n/a' : `${(kb / 1024).toFixed
 /** KiB held by the server's KV pool and vision-embedding cache (/metrics), or null where unreadable. */
 async function cacheKb(url: string): Promise<number | null> {
   try {
-    const text = await (await fetch(`${url}/metrics`)).text();
+    const text = await (await fetch(`${url}/metrics`, { signal: AbortSignal.timeout(5000) })).text();
     let bytes = 0;
     for (const name of ['qvl_kv_bytes', 'qvl_vision_cache_bytes']) {
       const m = new RegExp(`^${name} (\\S+)$`, 'm').exec(text);
