@@ -111,9 +111,10 @@ test('the int8 probe measures each kernel set\'s dot product: within ¼ and 16 t
         assert.equal(int8, 0, 'the scalar set has no int8 dot product');
         continue;
       }
-      // a 256-bit int8 dot product does 32 multiply-adds per instruction against a vector FMA's
-      // 8 (ymm) or 16 (zmm) at the same issue rate: a ratio far outside means the probe's loop
-      // was folded or its chains serialized
+      // an int8 dot product does 32 multiply-adds per instruction (64 in the 512-bit registers
+      // of the AVX-512 VNNI set's pair kernels) against a vector FMA's 8 (ymm) or 16 (zmm) at
+      // about the same issue rate: a ratio far outside means the probe's loop was folded or its
+      // chains serialized
       const fmaMacs = addon.probeFma(2e6) / 2;
       assert.ok(int8 > fmaMacs / 4 && int8 < fmaMacs * 16, `${isa}: int8 ${int8.toFixed(1)} GMAC/s against FMA ${fmaMacs.toFixed(1)} GMAC/s`);
     }
