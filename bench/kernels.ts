@@ -176,8 +176,8 @@ function benchGemm(): void {
       const pw = be.prepare(w, { consume: true });
       const x = fill(new Float32Array(M * cols), () => rand() - 0.5);
       // into one output array, as the model's scratch does: a fresh 20 MB array per call timed
-      // the kernel's first touch of its pages too (on a 2-core VM, 2560→9728 q8 at 220 GFLOP/s
-      // instead of ~300)
+      // the first touch of its pages too (2 Zen 5 cores in a VM, avx2: 2560→9728 q8 211 GFLOP/s
+      // into fresh arrays, 320 into one, two runs of this bench)
       const out = new Float32Array(M * rows);
       const s = time(() => be.matmul(x, M, pw, null, out), quick ? 1 : 3);
       const gflops = (t: number) => (2 * M * rows * cols) / t / 1e9;
