@@ -13,7 +13,7 @@
  *
  *   npm run bench:serve -- [--quant q4,bf16] [--streams 1,2,4,8] [--max-tokens 128]
  *                          [--only throughput,image,gap] [--weights DIR] [--weights-q4 DIR]
- *                          [--threads N] [--parallel 8] [--context 8192] [--image-tokens 16]
+ *                          [--threads N] [--isa avx2] [--parallel 8] [--context 8192] [--image-tokens 16]
  *                          [--cache-dir DIR] [--serve-args "<more qvl serve flags>"]
  *
  * Weights: `--weights DIR` is the BF16 checkpoint (default: the random 4B checkpoint that
@@ -23,7 +23,9 @@
  * gets a temporary model folder of symlinks to the weights plus whatever the weights folder lacks
  * of the real Qwen3-VL chat template, processor and tokenizer configs (from test/fixtures/tiny;
  * tokenizer.json falls back to the bundled Qwen3 one); the weights folders are never modified.
- * The server runs with `--backend native` (a later `--serve-args "--backend auto"` overrides it).
+ * The server runs with `--backend native` (a later `--serve-args "--backend auto"` overrides it);
+ * `--isa` forces its kernel set (`qvl serve --isa`), e.g. avx2 to measure what an AVX2 CPU gets on
+ * an AVX-512 machine. The "server ready" line gives the set that ran.
  * The server's stderr goes to a log file whose path is printed. The server is killed on exit,
  * on an error and on Ctrl-C.
  */
@@ -60,6 +62,7 @@ interface Args {
   weights: string;
   weightsQ4: string;
   threads?: number;
+  isa?: string;
   parallel: number;
   context: number;
   imageTokens: number;
@@ -118,6 +121,7 @@ function parseArgs(argv: string[]): Args {
     else if (k === '--weights') a.weights = path.resolve(v());
     else if (k === '--weights-q4') a.weightsQ4 = path.resolve(v());
     else if (k === '--threads') a.threads = ints(v(), '--threads')[0];
+    else if (k === '--isa') a.isa = oneOf(v(), ['best', 'avx512vnni', 'avx512', 'avx2vnni', 'avx2', 'scalar'] as const, '--isa')[0];
     else if (k === '--parallel') a.parallel = ints(v(), '--parallel')[0];
     else if (k === '--context') a.context = ints(v(), '--context')[0];
     else if (k === '--image-tokens') a.imageTokens = ints(v(), '--image-tokens')[0];
@@ -181,6 +185,7 @@ async function startServer(a: Args, dir: string, quantAtLoad: boolean, logFile: 
     '--backend', 'native',
     ...(quantAtLoad ? ['--quant', 'q4'] : []),
     ...(a.threads ? ['--threads', String(a.threads)] : []),
+    ...(a.isa ? ['--isa', a.isa] : []),
     ...a.serveArgs,
   ];
   const log = fs.createWriteStream(logFile);

@@ -10,3 +10,4 @@ export { estimateMediaCost, type CostItem, type CostRequest, type MediaCost, typ
 export { frameSampler, imageTokenCost, videoTokenCost } from './processor/index.ts';
 export { runParity, type ParityOptions } from './parity/run-parity.ts';
 export type { Backend } from './kernels/backend.ts';
+export type { BackendName, InstructionSet } from './kernels/select.ts';

@@ -1,3 +1,4 @@
+import { QvlError } from '../errors.ts';
 import { DecodeBatcher } from '../generate/batch.ts';
 import type { FinishReason } from '../generate/generate.ts';
 import { parseOutput, type ParsedOutput } from '../generate/parse/output.ts';
@@ -6,7 +7,7 @@ import { loadGenerationDefaults, type GenerationDefaults } from '../generate/gen
 import type { SamplingOptions } from '../generate/sampler.ts';
 import { StopStringFilter } from '../generate/stop-strings.ts';
 import type { Backend } from '../kernels/backend.ts';
-import { selectBackend, type BackendName } from '../kernels/select.ts';
+import { selectBackend, type BackendName, type InstructionSet } from '../kernels/select.ts';
 import type { WeightData } from '../kernels/weight.ts';
 import { loadConfig, type RopeScalingOverride } from '../model/config.ts';
 import type { Qwen3VLModel } from '../model/qwen3vl.ts';
@@ -31,6 +32,12 @@ export interface FromPretrainedOptions {
   backend?: BackendName | Backend;
   /** threads for the native backend (default: physical cores) */
   threads?: number;
+  /**
+   * native only: force a kernel set ('avx512vnni', 'avx512', 'avx2vnni', 'avx2', 'scalar';
+   * default 'best', the widest this CPU runs), e.g. to measure what an AVX2 CPU gets. It holds
+   * for every model on the calling thread; a set this CPU lacks is an error.
+   */
+  isa?: InstructionSet;
   /** re-encode weights at load time */
   convert?: (w: WeightData, name: string) => WeightData;
   // quantization at load (weights/quant-plan.ts, docs/quantization.md)
@@ -161,7 +168,10 @@ export class Qwen3VL {
     const plan = planMemory(dir, cfg, { kvType, context: opts.context, quant: opts.quant });
     opts.onPlan?.(plan);
     const convert = loadTimeConvert(opts.quant, opts.convert);
-    const choice = typeof opts.backend === 'object' ? { backend: opts.backend, map: undefined, release: undefined } : await selectBackend(opts.backend ?? 'auto', { threads: opts.threads });
+    if (typeof opts.backend === 'object' && opts.isa !== undefined) {
+      throw new QvlError('OPTION_INVALID', 'isa applies to a backend qvl creates; call useInstructionSet on the one passed as backend', { isa: opts.isa });
+    }
+    const choice = typeof opts.backend === 'object' ? { backend: opts.backend, map: undefined, release: undefined } : await selectBackend(opts.backend ?? 'auto', { threads: opts.threads, isa: opts.isa });
     const [tokenizer, template] = await Promise.all([loadTokenizer(dir), loadChatTemplate(dir)]);
     const model = loadModelFromDir(dir, { backend: choice.backend, map: choice.map, release: choice.release, config: cfg, convert, onProgress: opts.onProgress, kv: { type: kvType, context: plan.context }, reuse: { prefixCacheBytes: opts.prefixCacheBytes, visionCacheBytes: opts.visionCacheBytes } });
     return new Qwen3VL(dir, model, tokenizer, template, loadProcessorConfig(dir), loadGenerationDefaults(dir), opts.parallel);

@@ -7,7 +7,7 @@
  */
 import { Worker } from 'node:worker_threads';
 import { QvlError } from '../errors.ts';
-import type { BackendName } from '../kernels/select.ts';
+import type { BackendName, InstructionSet } from '../kernels/select.ts';
 import type { QuantMode } from '../weights/quant-plan.ts';
 import type { KvType } from '../kernels/kv.ts';
 import type { RopeScalingOverride } from '../model/config.ts';
@@ -22,6 +22,8 @@ export interface WorkerLoadOptions {
   /** 'auto' (default), 'native' or 'ts' */
   backend?: BackendName;
   threads?: number;
+  /** force a native kernel set (default 'best'), for the worker's thread */
+  isa?: InstructionSet;
   /** quantize float weights while loading (q8, or q4 text decoder + q8 rest), as in-process loading */
   quant?: QuantMode;
   kvType?: KvType;
@@ -141,6 +143,7 @@ export class WorkerModel {
         dir,
         backend: opts.backend ?? 'auto',
         threads: opts.threads,
+        isa: opts.isa,
         quant: opts.quant,
         kvType: opts.kvType,
         context: opts.context,

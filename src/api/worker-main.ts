@@ -26,6 +26,7 @@ async function main(): Promise<void> {
     model = await Qwen3VL.fromPretrained(init.dir, {
       backend: init.backend,
       threads: init.threads,
+      isa: init.isa,
       quant: init.quant,
       kvType: init.kvType,
       context: init.context,

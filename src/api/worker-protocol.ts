@@ -6,7 +6,7 @@
 import type { QvlErrorCode } from '../errors.ts';
 import type { ConstraintSpec } from '../generate/parse/json-constraint.ts';
 import type { GenerationDefaults } from '../generate/generation-config.ts';
-import type { BackendName } from '../kernels/select.ts';
+import type { BackendName, InstructionSet } from '../kernels/select.ts';
 import type { ChatOptions, ChatResult, ModelInfo } from './qwen3vl.ts';
 import type { PdfPartOptions } from './pdf-parts.ts';
 import type { PreparedPrompt } from './prompt.ts';
@@ -19,6 +19,8 @@ export interface WorkerInit {
   dir: string;
   backend: BackendName;
   threads?: number;
+  /** the native kernel set, as `Qwen3VL.fromPretrained` takes it */
+  isa?: InstructionSet;
   /** quantize float weights while loading, as `Qwen3VL.fromPretrained` does */
   quant?: QuantMode;
   /** KV cache type, context and YaRN override, as `Qwen3VL.fromPretrained` takes them */

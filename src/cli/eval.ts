@@ -1,13 +1,14 @@
 import { Option, type Command } from 'commander';
 import type { KvType } from '../kernels/kv.ts';
-import type { BackendName } from '../kernels/select.ts';
+import type { BackendName, InstructionSet } from '../kernels/select.ts';
 import type { QuantMode } from '../weights/quant-plan.ts';
-import { describeBackend, quantOption } from './load.ts';
+import { describeBackend, isaOption, quantOption } from './load.ts';
 import { clearStatus, collect, countProgress, intArg, statusLine } from './options.ts';
 
 interface EvalFlags {
   backend: BackendName;
   threads?: number;
+  isa?: InstructionSet;
   quant?: QuantMode;
   kvType?: KvType;
   limit?: number;
@@ -25,6 +26,7 @@ export function registerEval(program: Command): void {
     .argument('<dataset-dir>', 'folder with items.jsonl and its media (e.g. datasets/demo-heldout)')
     .option('--backend <name>', 'compute backend: auto, native or ts', 'auto')
     .option('-t, --threads <n>', 'threads for the native backend (default: physical cores)', intArg(1, 1024))
+    .addOption(isaOption())
     .addOption(quantOption('quantize the weights at load (compare the answers with HF\'s float ones)'))
     .addOption(new Option('--kv-type <type>', 'KV cache storage (compare the answers with HF\'s float ones): f16 (default), bf16, q8 or f32').choices(['f16', 'bf16', 'q8', 'f32']))
     .option('--limit <n>', 'at most this many items', intArg(1))
@@ -36,7 +38,7 @@ export function registerEval(program: Command): void {
     .action(async (modelDir: string, datasetDir: string, f: EvalFlags) => {
       const [{ evaluate, formatEvalReport }, { Qwen3VL }] = await Promise.all([import('../eval/index.ts'), import('../api/qwen3vl.ts')]);
       statusLine(`loading ${modelDir} …`);
-      const model = await Qwen3VL.fromPretrained(modelDir, { backend: f.backend, threads: f.threads, quant: f.quant, kvType: f.kvType });
+      const model = await Qwen3VL.fromPretrained(modelDir, { backend: f.backend, threads: f.threads, isa: f.isa, quant: f.quant, kvType: f.kvType });
       const progress = evalProgress(`${modelDir} (${describeBackend(model.info())})`);
       const report = await evaluate(modelDir, datasetDir, {
         model,

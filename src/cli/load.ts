@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { Option, type Command } from 'commander';
 import type { Qwen3VL } from '../api/qwen3vl.ts';
-import type { BackendName } from '../kernels/select.ts';
+import { INSTRUCTION_SETS, type BackendName, type InstructionSet } from '../kernels/select.ts';
 import { InvalidArgumentError } from 'commander';
 import { describePlan, planMemory, type MemoryPlan } from '../api/memory-plan.ts';
 import { DEFAULT_KV_TYPE, type KvType } from '../kernels/kv.ts';
@@ -14,6 +14,7 @@ export interface ModelFlags {
   model?: string;
   backend: BackendName;
   threads?: number;
+  isa?: InstructionSet;
   quant?: 'q8' | 'q4';
   kvType?: KvType;
   context?: number;
@@ -26,6 +27,7 @@ export interface ModelFlags {
 export interface LoadSettings {
   backend: BackendName;
   threads?: number;
+  isa?: InstructionSet;
   quant?: 'q8' | 'q4';
   kvType?: KvType;
   context?: number;
@@ -38,7 +40,7 @@ export function loadSettings(flags: ModelFlags): LoadSettings {
   const ropeScaling: RopeScalingOverride | undefined = flags.ropeScaling
     ? { type: 'yarn', factor: flags.ropeFactor!, originalMaxPositionEmbeddings: flags.ropeOriginalContext }
     : undefined;
-  return { backend: flags.backend, threads: flags.threads, quant: flags.quant, kvType: flags.kvType, context: flags.context, ropeScaling };
+  return { backend: flags.backend, threads: flags.threads, isa: flags.isa, quant: flags.quant, kvType: flags.kvType, context: flags.context, ropeScaling };
 }
 
 /** The memory plan of a model folder under these settings (refuses a context that cannot fit). */
@@ -66,12 +68,18 @@ export function addModelFlags(cmd: Command): Command {
     .option('-m, --model <dir|org/name>', 'model folder (Hugging Face layout) or Hugging Face repo id, downloaded to the HF cache if missing; default: the bundled demo model')
     .option('--backend <name>', 'compute backend: auto, native or ts', 'auto')
     .option('-t, --threads <n>', 'threads for the native backend (default: physical cores)', intArg(1, 1024))
+    .addOption(isaOption())
     .addOption(quantOption('quantize float weights while loading (q8: int8 blocks; q4: 4-bit text decoder)'))
     .addOption(new Option('--kv-type <type>', 'KV cache storage: f16 (default), bf16, q8 (about half of f16) or f32').choices(['f16', 'bf16', 'q8', 'f32']))
     .option('--context <n>', "prompt + answer tokens per sequence (default: the model's when it fits in memory, else what fits)", intArg(16))
     .addOption(new Option('--rope-scaling <type>', 'extend the context beyond the trained one (with --rope-factor)').choices(['yarn']))
     .option('--rope-factor <x>', 'YaRN factor: the context becomes factor × the trained one', floatArg(1.0001, 64))
     .option('--rope-original-context <n>', "YaRN: the trained context (default: the model's max_position_embeddings)", intArg(16));
+}
+
+/** `--isa <set>`: one native kernel set instead of the widest this CPU runs. */
+export function isaOption(): Option {
+  return new Option('--isa <set>', "native kernels: best (default: the widest this CPU runs) or one set, e.g. avx2 to see what an AVX2 CPU gets").choices([...INSTRUCTION_SETS]);
 }
 
 /** `-q, --quant q8|q4`: the one meaning of `-q` in every command. */

@@ -1,6 +1,9 @@
 import { QvlError } from '../errors.ts';
 import type { Backend } from './backend.ts';
 import type { WeightData } from './weight.ts';
+import type { InstructionSet } from './native/backend.ts';
+
+export type { InstructionSet };
 import { TsBackend } from './ts/backend.ts';
 
 export type BackendName = 'ts' | 'native' | 'auto';
@@ -22,22 +25,33 @@ function noticeFallback(why: string): void {
   process.stderr.write(`qvl: using the TypeScript backend (about 20x slower than native): ${why}\n`);
 }
 
+/** The native kernel sets a caller may ask for ('best': the widest this CPU runs). */
+export const INSTRUCTION_SETS: readonly InstructionSet[] = ['best', 'avx512vnni', 'avx512', 'avx2vnni', 'avx2', 'scalar'];
+
 /**
  * 'native' needs the C++ addon (prebuilt, or built at npm install); 'auto' takes it when it
  * loads and otherwise falls back to the TypeScript kernels, saying so once on stderr; 'ts'
- * always uses the TypeScript kernels.
+ * always uses the TypeScript kernels. `isa` forces one native kernel set (on the calling thread);
+ * with it, 'auto' does not fall back: a set that is asked for and missing is an error.
  */
-export async function selectBackend(name: BackendName = 'auto', opts: { threads?: number } = {}): Promise<BackendChoice> {
-  if (name === 'ts') return { backend: new TsBackend() };
+export async function selectBackend(name: BackendName = 'auto', opts: { threads?: number; isa?: InstructionSet } = {}): Promise<BackendChoice> {
+  if (opts.isa !== undefined && !INSTRUCTION_SETS.includes(opts.isa)) {
+    throw new QvlError('OPTION_INVALID', `isa must be one of ${INSTRUCTION_SETS.join(', ')}, got "${String(opts.isa)}"`, { isa: opts.isa });
+  }
+  if (name === 'ts') {
+    if (opts.isa !== undefined) throw new QvlError('OPTION_INVALID', `isa "${opts.isa}" picks native kernels; the ts backend has none`, { isa: opts.isa, backend: name });
+    return { backend: new TsBackend() };
+  }
   if (name !== 'native' && name !== 'auto') {
     throw new QvlError('OPTION_INVALID', `backend must be "ts", "native" or "auto", got "${String(name)}"`, { backend: name });
   }
   try {
     const native = await import('./native/index.ts');
     const backend = native.loadNativeBackend({ threads: opts.threads });
+    if (opts.isa !== undefined) backend.useInstructionSet(opts.isa);
     return { backend, map: native.mmapFile, release: native.releaseMappedWeight };
   } catch (e) {
-    if (name === 'native') {
+    if (name === 'native' || opts.isa !== undefined) {
       if (e instanceof QvlError) throw e;
       throw new QvlError('BACKEND_UNAVAILABLE', `the native backend could not be loaded: ${(e as Error).message}`, {});
     }
