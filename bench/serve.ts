@@ -38,6 +38,7 @@ import { performance } from 'node:perf_hooks';
 import OpenAI from 'openai';
 import type { ChatCompletionChunk, ChatCompletionCreateParamsStreaming, ChatCompletionMessageParam } from 'openai/resources/chat/completions';
 import sharp from 'sharp';
+import { INSTRUCTION_SETS } from '../src/kernels/select.ts';
 import { formatBytes } from '../src/util/format-bytes.ts';
 import { ensureCheckpoint } from './model-checkpoint.ts';
 
@@ -121,7 +122,7 @@ function parseArgs(argv: string[]): Args {
     else if (k === '--weights') a.weights = path.resolve(v());
     else if (k === '--weights-q4') a.weightsQ4 = path.resolve(v());
     else if (k === '--threads') a.threads = ints(v(), '--threads')[0];
-    else if (k === '--isa') a.isa = oneOf(v(), ['best', 'avx512vnni', 'avx512', 'avx2vnni', 'avx2', 'scalar'] as const, '--isa')[0];
+    else if (k === '--isa') a.isa = oneOf(v(), INSTRUCTION_SETS, '--isa')[0];
     else if (k === '--parallel') a.parallel = ints(v(), '--parallel')[0];
     else if (k === '--context') a.context = ints(v(), '--context')[0];
     else if (k === '--image-tokens') a.imageTokens = ints(v(), '--image-tokens')[0];
