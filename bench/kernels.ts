@@ -14,7 +14,7 @@
  */
 import { performance } from 'node:perf_hooks';
 import { loadAddon } from '../src/kernels/native/addon.ts';
-import { loadNativeBackend, NativeBackend, type InstructionSet } from '../src/kernels/native/index.ts';
+import { KERNEL_SETS, loadNativeBackend, NativeBackend, type InstructionSet } from '../src/kernels/native/index.ts';
 import type { AttentionOptions } from '../src/kernels/backend.ts';
 import { weightBytes, type WeightData, type WeightFormat } from '../src/kernels/weight.ts';
 
@@ -37,7 +37,7 @@ const nb = loadNativeBackend(threads ? { threads } : {});
 const addon = loadAddon();
 // q4 and q8 as prepare repacks them by default (native/q4x8.h, q8x8.h), or in the caller's row-major arrays
 const nbRowMajor = new NativeBackend(addon, { repack: false });
-const ALL_ISAS: InstructionSet[] = ['avx512vnni', 'avx512', 'avx2vnni', 'avx2', 'scalar'];
+const ALL_ISAS: readonly InstructionSet[] = KERNEL_SETS;
 const isaList = (isaArg === 'all' ? ALL_ISAS : (isaArg.split(',') as InstructionSet[])).filter((i) => {
   try {
     nb.useInstructionSet(i);

@@ -22,7 +22,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { performance } from 'node:perf_hooks';
 import { loadAddon } from '../src/kernels/native/addon.ts';
-import { loadNativeBackend, type InstructionSet } from '../src/kernels/native/index.ts';
+import { KERNEL_SETS, loadNativeBackend, type InstructionSet } from '../src/kernels/native/index.ts';
 import { parseConfig } from '../src/model/config.ts';
 import { configJson, ensureCheckpoint, type ModelSize } from './model-checkpoint.ts';
 import { longContextMain, parseLongContextArgs } from './longctx.ts';
@@ -30,7 +30,7 @@ import { headFlops, prefillFlops, visionFlops } from './model-cost.ts';
 import { runModel, type Phase, type Quant, type RunOptions, type RunResult } from './model-run.ts';
 
 const PHASES: Phase[] = ['load', 'decode', 'prefill', 'vision', 'ttft'];
-const ISAS = ['avx512vnni', 'avx512', 'avx2vnni', 'avx2', 'scalar'] as const;
+const ISAS = KERNEL_SETS;
 /** `--isa all`: the SIMD sets (the portable one would take hours at these shapes) */
 const ALL_ISAS = ISAS.filter((i) => i !== 'scalar');
 const QUANTS: Quant[] = ['bf16', 'q8', 'q4'];

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include <algorithm>
+#include <iterator>
 #include <set>
 #include <string>
 #include <thread>
@@ -112,6 +113,9 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
 Napi::Value SetIsa(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::string name = info[0].As<Napi::String>().Utf8Value();
+  // the names of src/kernels/native/instruction-sets.ts (test/isa-option.test.ts checks both lists agree)
+  static const char* const kNames[] = {"best", "avx512vnni", "avx512", "avx2vnni", "avx2", "scalar"};
+  if (std::find(std::begin(kNames), std::end(kNames), name) == std::end(kNames)) fail(env, "unknown instruction set '" + name + "'");
   const KernelTable* k = nullptr;
   if (name == "best") k = bestKernels();
   else if (name == "avx512vnni" && qvl::cpu_has_avx512vnni()) k = qvl::kernels_avx512vnni();

@@ -5,6 +5,8 @@ import { spawnSync } from 'node:child_process';
 import { test } from 'node:test';
 import { Qwen3VL } from '../src/api/qwen3vl.ts';
 import { isQvlError } from '../src/errors.ts';
+import { loadAddon } from '../src/kernels/native/addon.ts';
+import { INSTRUCTION_SETS } from '../src/kernels/native/instruction-sets.ts';
 import { SafetensorsFile } from '../src/weights/safetensors.ts';
 import { readInts } from '../src/weights/tensor-reader.ts';
 import { backend, isas, skipReason } from './native-util.ts';
@@ -47,6 +49,24 @@ test('isa: each set this CPU runs is the one info() reports, with HF\'s greedy t
     }
   } finally {
     backend().useInstructionSet('best');
+  }
+});
+
+test('isa: the addon knows every name the library offers, and no other', { skip: nativeSkip }, () => {
+  assert.ok(!skipReason, `CI=true and ${skipReason}`);
+  const addon = loadAddon();
+  try {
+    for (const isa of INSTRUCTION_SETS) {
+      try {
+        addon.setIsa(isa);
+      } catch (e) {
+        // a set the CPU lacks; a name the addon does not know would say "unknown"
+        assert.match((e as Error).message, new RegExp(`^instruction set '${isa}' is not available on this CPU$`), isa);
+      }
+    }
+    assert.throws(() => addon.setIsa('avx9' as never), /^RangeError: unknown instruction set 'avx9'$/);
+  } finally {
+    addon.setIsa('best');
   }
 });
 

@@ -3,7 +3,7 @@ import { E4M3_TABLE, f32ToBf16, f32ToF16 } from '../src/kernels/dtypes.ts';
 import { dequantRow } from '../src/kernels/ts/dequant.ts';
 import { Q8_BLOCK, q4GroupOf, type WeightData } from '../src/kernels/weight.ts';
 import { nearestHalfScale } from '../src/weights/convert.ts';
-import { nativeAvailable, loadNativeBackend, type InstructionSet, type NativeBackend } from '../src/kernels/native/index.ts';
+import { KERNEL_SETS, nativeAvailable, loadNativeBackend, type KernelSet, type NativeBackend } from '../src/kernels/native/index.ts';
 
 /** Why the native tests skip, or null when the addon loads. */
 export const skipReason: string | false = nativeAvailable()
@@ -15,9 +15,9 @@ export function backend(): NativeBackend {
 }
 
 /** Instruction sets this CPU can run, best first. */
-export function isas(nb: NativeBackend): Array<Exclude<InstructionSet, 'best'>> {
-  const out: Array<Exclude<InstructionSet, 'best'>> = [];
-  for (const isa of ['avx512vnni', 'avx512', 'avx2vnni', 'avx2', 'scalar'] as const) {
+export function isas(nb: NativeBackend): KernelSet[] {
+  const out: KernelSet[] = [];
+  for (const isa of KERNEL_SETS) {
     try {
       nb.useInstructionSet(isa);
       out.push(isa);

@@ -1,9 +1,9 @@
 import { QvlError } from '../errors.ts';
 import type { Backend } from './backend.ts';
 import type { WeightData } from './weight.ts';
-import type { InstructionSet } from './native/backend.ts';
+import { INSTRUCTION_SETS, type InstructionSet } from './native/instruction-sets.ts';
 
-export type { InstructionSet };
+export { INSTRUCTION_SETS, type InstructionSet };
 import { TsBackend } from './ts/backend.ts';
 
 export type BackendName = 'ts' | 'native' | 'auto';
@@ -24,9 +24,6 @@ function noticeFallback(why: string): void {
   fallbackNoticed = true;
   process.stderr.write(`qvl: using the TypeScript backend (about 20x slower than native): ${why}\n`);
 }
-
-/** The native kernel sets a caller may ask for ('best': the widest this CPU runs). */
-export const INSTRUCTION_SETS: readonly InstructionSet[] = ['best', 'avx512vnni', 'avx512', 'avx2vnni', 'avx2', 'scalar'];
 
 /**
  * 'native' needs the C++ addon (prebuilt, or built at npm install); 'auto' takes it when it

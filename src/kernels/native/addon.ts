@@ -3,6 +3,7 @@ import { createRequire } from 'node:module';
 import { dirname, join, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { QvlError } from '../../errors.ts';
+import type { InstructionSet } from './instruction-sets.ts';
 
 /** How the addon keeps a prepared weight (see native/q4x8.h). */
 export type NativeWeightLayout = 'q4x8' | 'q4x8-f16' | 'q8x8' | 'q8x8-f16' | 'row-major';
@@ -21,7 +22,7 @@ export interface NativeAddon {
   info(): { isa: string; threads: number; physicalCores: number; avx512: boolean; avx512vnni: boolean; avx2: boolean; splits512BitOps: boolean; int8Gemv512: boolean };
   /** Forces `int8Gemv512` for the process (null: the CPU's choice again); returns the setting. Speed only: results are bit-identical. */
   setInt8Gemv512(on: boolean | null): boolean;
-  setIsa(name: 'best' | 'avx512vnni' | 'avx512' | 'avx2vnni' | 'avx2' | 'scalar'): string;
+  setIsa(name: InstructionSet): string;
   setThreads(n: number): number;
   prepare(desc: NativeWeightDesc): NativeWeightHandle;
   /**

@@ -1,4 +1,5 @@
 import { QvlError } from '../../errors.ts';
+import type { InstructionSet } from './instruction-sets.ts';
 import type { AttentionOptions, Backend, KvAttentionOptions, KvBatchOptions, KvBatchPart, NonFiniteWeight, PreparedWeight, PrepareOptions } from '../backend.ts';
 import {
   checkAppendAttendKv,
@@ -42,12 +43,6 @@ export interface NativeBackendOptions {
   repack?: boolean;
 }
 
-/**
- * Kernel sets: 'avx512vnni' (AVX-512 with vpdpbusd in the int8 GEMV), 'avx512' (F/BW/DQ/VL
- * only: the Skylake-SP class), 'avx2vnni' (AVX2 with the 256-bit vpdpbusd of AVX-VNNI in the int8
- * GEMV), 'avx2', 'scalar' (portable); 'best' = the widest the CPU runs.
- */
-export type InstructionSet = 'best' | 'avx512vnni' | 'avx512' | 'avx2vnni' | 'avx2' | 'scalar';
 
 /**
  * The C++ backend (native/): SIMD kernels chosen for the CPU at load (AVX-512, AVX2 or
@@ -68,7 +63,7 @@ export class NativeBackend implements Backend {
     this.#repack = opts.repack ?? true;
   }
 
-  /** Instruction set in use ('avx512vnni' | 'avx512' | 'avx2vnni' | 'avx2' | 'scalar'). */
+  /** Kernel set in use: a KernelSet name, or a mix such as 'avx512vnni+avx2-gemv' that 'best' may pick. */
   get isa(): string {
     return this.#addon.info().isa;
   }

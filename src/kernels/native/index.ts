@@ -2,7 +2,8 @@ import { QvlError } from '../../errors.ts';
 import { addonAvailable, loadAddon } from './addon.ts';
 import { NativeBackend } from './backend.ts';
 
-export { NativeBackend, type InstructionSet } from './backend.ts';
+export { NativeBackend } from './backend.ts';
+export { INSTRUCTION_SETS, KERNEL_SETS, type InstructionSet, type KernelSet } from './instruction-sets.ts';
 export { adviseDontNeed, mmapFile, releaseMappedWeight } from './mmap.ts';
 
 /** True when the compiled addon is present and loads on this machine. */
