@@ -2,9 +2,9 @@ import { QvlError } from '../errors.ts';
 import type { Backend } from './backend.ts';
 import type { WeightData } from './weight.ts';
 import { INSTRUCTION_SETS, type InstructionSet } from './native/instruction-sets.ts';
+import { TsBackend } from './ts/backend.ts';
 
 export { INSTRUCTION_SETS, type InstructionSet };
-import { TsBackend } from './ts/backend.ts';
 
 export type BackendName = 'ts' | 'native' | 'auto';
 

@@ -43,7 +43,6 @@ export interface NativeBackendOptions {
   repack?: boolean;
 }
 
-
 /**
  * The C++ backend (native/): SIMD kernels chosen for the CPU at load (AVX-512, AVX2 or
  * portable), run on a persistent thread pool. Weights are read in place from the caller's
