@@ -33,7 +33,7 @@ export interface FromPretrainedOptions {
   /** threads for the native backend (default: physical cores) */
   threads?: number;
   /**
-   * native only: force a kernel set ('avx512vnni', 'avx512', 'avx2vnni', 'avx2', 'scalar';
+   * native only: force a kernel set (a name of INSTRUCTION_SETS, src/kernels/native/instruction-sets.ts;
    * default 'best', the widest this CPU runs), e.g. to measure what an AVX2 CPU gets. It holds
    * for every model on the calling thread; a set this CPU lacks is an error.
    */
