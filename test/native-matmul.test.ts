@@ -55,6 +55,35 @@ test('native matmul agrees with the oracle for every format, shape, token count 
   nb.useInstructionSet('best');
 });
 
+// Float weights of ≥ 2048 columns and 5–8 tokens: AVX-512 walks each task's rows slice by slice
+// (native/gemv_sliced512.inc). 2063 columns: two 1024-column slices and 15 left for the tail;
+// tasks of whole 3-row groups, the last ones of 13 and 2 rows (a group and a row, two rows alone).
+test('the sliced batched GEMV of float weights agrees with the oracle on every ISA', { skip: skipReason }, () => {
+  const nb = backend();
+  for (const isa of isas(nb)) {
+    nb.useInstructionSet(isa);
+    for (const spec of WEIGHT_SPECS.filter((s) => ['f32', 'bf16', 'f16'].includes(s.label))) {
+      const r = rng(spec.label.length * 77 + 3);
+      for (const [rows, cols] of [[157, 3100], [200, 2063]] as const) {
+        const w = spec.make(r, rows, cols);
+        const pn = nb.prepare(w);
+        const pt = ts.prepare(w);
+        const bias = randn(r, rows);
+        for (const n of [5, 6, 7, 8, 13]) {
+          const x = randn(r, n * cols);
+          const withBias = n !== 6;
+          const got = nb.matmul(x, n, pn, withBias ? bias : null);
+          const want = ts.matmul(x, n, pt, withBias ? bias : null);
+          const bound = matmulBounds(x, n, w, activationLevels(isa, n, w));
+          const bad = firstViolation(got, want, (i) => bound[i] + (withBias ? Math.abs(want[i]) * 2 ** -23 : 0));
+          assert.equal(bad, -1, `${isa} ${spec.label} [${rows}×${cols}] n=${n}: y[${bad}] = ${got[bad]}, oracle ${want[bad]}, bound ${bound[bad]}`);
+        }
+      }
+    }
+  }
+  nb.useInstructionSet('best');
+});
+
 test('row-major q8 (repack: false): the prompt paths agree with the oracle on every ISA', { skip: skipReason }, () => {
   // past the int8 GEMV's 8 tokens, AVX-512 takes float passes of the dense GEMV over the
   // row-major bytes up to 32 tokens; the rest go to the int16-activation GEMM, which reads
